@@ -1,0 +1,223 @@
+/**
+ * The one seam between the HTTP API and the two backends. The kernel backend
+ * drives the blksnap module through ioctls; the userspace backend runs the
+ * engine and serves devices and images over NBD. Both implement
+ * {@link SnapshotDriver} and pass the same conformance suite; every failure
+ * they raise is a {@link ServiceError} from `errors.ts`.
+ *
+ * Units: bytes unless a name says `Sectors` (512-byte sectors, as in the
+ * kernel's interface).
+ *
+ * @module
+ */
+
+/** Which implementation sits behind the seam. */
+export type BackendKind = "kernel" | "userspace";
+
+/** How the kernel module is reached (see ABI.md): upstream or out-of-tree build. */
+export type KernelProfile = "upstream" | "outoftree";
+
+/** What a backend can do, for clients to adapt to. */
+export type Capability =
+  | "cbt"
+  | "cbt-dirty"
+  | "writable-images"
+  | "image-read"
+  | "nbd-exports"
+  | "events"
+  | "multi-device-snapshots";
+
+/** Version and capabilities of the backend. */
+export interface DriverVersion {
+  /** Which backend this is. */
+  backend: BackendKind;
+  /** Kernel profile, for the kernel backend. */
+  profile?: KernelProfile;
+  /** The module's VERSION as "major.minor.revision.build", for the kernel backend. */
+  moduleVersion?: string;
+  /** What the backend supports. */
+  capabilities: Capability[];
+}
+
+/** A tracked (attached) device. */
+export interface DeviceInfo {
+  /** Stable id: the device's name, unique among attached devices. */
+  id: string;
+  /** The path it was attached from (a block device or, for userspace, a regular file). */
+  path: string;
+  /** Capacity in bytes. */
+  capacityBytes: number;
+  /** The snapshot it belongs to, if any. */
+  snapshotId?: string;
+  /**
+   * Where to do I/O to the tracked device so that writes are tracked: the
+   * NBD URI for the userspace backend, the device path for the kernel backend.
+   */
+  locator: string;
+}
+
+/** Options of {@link SnapshotDriver.attach}. */
+export interface AttachOptions {
+  /** The device's id; derived from the path's base name when omitted. */
+  name?: string;
+}
+
+/** CBT state of a device, as CBTINFO reports it. */
+export interface CbtInfo {
+  /** Device capacity in bytes. */
+  capacityBytes: number;
+  /** Tracking block size in bytes. */
+  blockSizeBytes: number;
+  /** Number of tracking blocks (one byte each in the map). */
+  blockCount: number;
+  /** UUID of the CBT generation; change numbers compare only within one generation. */
+  generationId: string;
+  /** The change number of the previous snapshot (what the read map's newest entries carry). */
+  changesNumber: number;
+}
+
+/** A range of 512-byte sectors. */
+export interface SectorRange {
+  /** First sector. */
+  offsetSectors: number;
+  /** Number of sectors (at least 1). */
+  countSectors: number;
+}
+
+/** Where a snapshot keeps the original data of changed chunks. */
+export interface DiffStorageOptions {
+  /** A regular file (created if missing), a block device, or a directory (an unnamed file is made in it). */
+  path: string;
+  /** The most the storage may grow to, in bytes. */
+  limitBytes: number;
+}
+
+/** Options of {@link SnapshotDriver.createSnapshot}. */
+export interface CreateSnapshotOptions {
+  /** Ids of attached devices to include (may be empty, then add devices later). */
+  deviceIds: string[];
+  /** The difference storage. */
+  diffStorage: DiffStorageOptions;
+  /** Whether images accept writes (userspace backend; kernel images are block devices). */
+  writable?: boolean;
+}
+
+/** The life of a snapshot. */
+export type SnapshotState = "created" | "taken" | "corrupted";
+
+/** One device of a snapshot and its image. */
+export interface SnapshotImageInfo {
+  /** The device's id. */
+  deviceId: string;
+  /** Where to read the image (an `nbd://` URI or a `/dev/...` path); absent before take. */
+  locator?: string;
+  /** 0, or the errno that corrupted this device's image (28 for ENOSPC). */
+  errorCode: number;
+  /** Name of `errorCode` ("ENOSPC") when it is not 0. */
+  errorName?: string;
+}
+
+/** Usage of a snapshot's difference storage. */
+export interface DiffStorageInfo {
+  /** The path given at create. */
+  path: string;
+  /** Current size of the storage in bytes. */
+  capacityBytes: number;
+  /** Bytes handed out to chunks. */
+  usedBytes: number;
+  /** The limit in bytes. */
+  limitBytes: number;
+}
+
+/** A snapshot and its devices. */
+export interface SnapshotInfo {
+  /** UUID. */
+  id: string;
+  /** Current state. */
+  state: SnapshotState;
+  /** Whether images accept writes. */
+  writable: boolean;
+  /** ISO-8601 time of creation. */
+  createdAt: string;
+  /** ISO-8601 time of take. */
+  takenAt?: string;
+  /** Per device: image and error. */
+  devices: SnapshotImageInfo[];
+  /** Storage usage; absent where the backend cannot tell (kernel). */
+  storage?: DiffStorageInfo;
+}
+
+/** The difference storage overflowed or failed: the snapshot's images are unusable. */
+export interface CorruptedEvent {
+  /** Event kind. */
+  code: "corrupted";
+  /** Milliseconds since the epoch. */
+  timeMs: number;
+  /** The device whose image is corrupted, when known. */
+  deviceId?: string;
+  /** The errno that corrupted it (28 for ENOSPC). */
+  errorCode: number;
+  /** Name of `errorCode`. */
+  errorName?: string;
+}
+
+/** The difference storage reached its limit or needs to grow. */
+export interface NoSpaceEvent {
+  /** Event kind. */
+  code: "no_space";
+  /** Milliseconds since the epoch. */
+  timeMs: number;
+  /** How many sectors the storage asked for. */
+  requestedSectors: number;
+}
+
+/** A snapshot event. */
+export type SnapshotEvent = CorruptedEvent | NoSpaceEvent;
+
+/** The one interface both backends implement. Every method rejects with a ServiceError. */
+export interface SnapshotDriver {
+  /** Backend kind, profile, module version and capabilities. */
+  version(): Promise<DriverVersion>;
+
+  /** Starts tracking the device at `path`. CONFLICT if already attached, NOT_FOUND if missing. */
+  attach(path: string, options?: AttachOptions): Promise<DeviceInfo>;
+  /** Stops tracking (drops the CBT). CONFLICT while the device is in a snapshot. */
+  detach(deviceId: string): Promise<void>;
+  /** All attached devices. */
+  listDevices(): Promise<DeviceInfo[]>;
+  /** One attached device. NOT_FOUND when unknown. */
+  getDevice(deviceId: string): Promise<DeviceInfo>;
+
+  /** CBT info of a device. */
+  cbtInfo(deviceId: string): Promise<CbtInfo>;
+  /** `length` bytes of the CBT read map from block `offset`. OUT_OF_RANGE past the end. */
+  readCbtMap(deviceId: string, range: { offset: number; length: number }): Promise<Uint8Array>;
+  /** Marks sector ranges dirty in both CBT tables. */
+  markDirty(deviceId: string, ranges: SectorRange[]): Promise<void>;
+
+  /** Creates a snapshot holding the given devices. CONFLICT if one is in another snapshot. */
+  createSnapshot(options: CreateSnapshotOptions): Promise<SnapshotInfo>;
+  /** Adds a device to a created (not yet taken) snapshot. */
+  addDevice(snapshotId: string, deviceId: string): Promise<SnapshotInfo>;
+  /** Takes the snapshot atomically across its devices. CONFLICT if already taken. */
+  takeSnapshot(snapshotId: string): Promise<SnapshotInfo>;
+  /** All snapshots. */
+  listSnapshots(): Promise<SnapshotInfo[]>;
+  /** One snapshot. NOT_FOUND when unknown. */
+  snapshotInfo(snapshotId: string): Promise<SnapshotInfo>;
+  /** Destroys the snapshot and its images; the devices stay attached. */
+  destroySnapshot(snapshotId: string): Promise<void>;
+  /** The next event of the snapshot, or undefined after `timeoutMs` without one. */
+  waitEvent(snapshotId: string, timeoutMs: number): Promise<SnapshotEvent | undefined>;
+
+  /** Size in bytes of a device's image in a taken snapshot. */
+  imageSize(snapshotId: string, deviceId: string): Promise<number>;
+  /**
+   * Reads `into.length` bytes of the image from byte `offset` into `into`.
+   * OUT_OF_RANGE past the end, SNAPSHOT_CORRUPTED after overflow.
+   */
+  readImage(snapshotId: string, deviceId: string, offset: number, into: Uint8Array): Promise<void>;
+
+  /** Releases everything: destroys snapshots the driver made, stops servers, closes files. */
+  close(): Promise<void>;
+}

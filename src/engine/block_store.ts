@@ -1,0 +1,52 @@
+/**
+ * The engine's only window on storage. Original devices, difference storage
+ * and test doubles all implement {@link BlockStore}; the engine never touches
+ * files or `Deno.*` itself.
+ *
+ * @module
+ */
+
+/** What a store is backed by. */
+export type BlockStoreKind = "file" | "block" | "memory";
+
+/** Identity of the storage behind a store, to tell whether two stores share a device. */
+export interface StoreIdentity {
+  /** What backs the store. */
+  kind: BlockStoreKind;
+  /** For a regular file: the device the file system lives on (st_dev). For a block device: its own number (st_rdev). */
+  device: number;
+  /** For a regular file: its inode; 0 otherwise. */
+  inode: number;
+}
+
+/**
+ * Random-access storage with positioned, concurrent reads and writes (no
+ * shared cursor). Offsets and lengths are in bytes. Reads and writes beyond
+ * the capacity reject with a RangeError; I/O failures reject with the
+ * underlying error.
+ */
+export interface BlockStore {
+  /** Human name for messages (a path, or "memory"). */
+  readonly name: string;
+  /** What backs the store and where. */
+  readonly identity: StoreIdentity;
+  /** Minimum I/O size in bytes (the device's `minimum_io_size`; 512 for files). */
+  readonly minIoBytes: number;
+  /** Current capacity in bytes (re-read by {@link BlockStore.refreshCapacity}). */
+  readonly capacityBytes: number;
+  /** Reads `into.length` bytes from `offset` into `into`. */
+  read(offset: number, into: Uint8Array): Promise<void>;
+  /** Writes `data` at `offset`. */
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Makes completed writes durable. */
+  flush(): Promise<void>;
+  /**
+   * Grows a regular-file store to at least `bytes` (fallocate where supported).
+   * Stores that cannot grow (block devices, fixed memory) reject with a RangeError.
+   */
+  grow(bytes: number): Promise<void>;
+  /** Re-reads the capacity from the backing storage (a resized device) and returns it. */
+  refreshCapacity(): Promise<number>;
+  /** Releases the store; further I/O rejects. */
+  close(): Promise<void>;
+}
