@@ -174,6 +174,16 @@ export interface NoSpaceEvent {
 /** A snapshot event. */
 export type SnapshotEvent = CorruptedEvent | NoSpaceEvent;
 
+/** Counters a backend can report for metrics (absent where it cannot tell). */
+export interface DriverStats {
+  /** Chunks copied before their first overwrite, since start. */
+  cowCopies?: number;
+  /** Chunks written to difference storage, since start. */
+  chunksStored?: number;
+  /** Snapshot events raised, since start. */
+  events?: number;
+}
+
 /** The one interface both backends implement. Every method rejects with a ServiceError. */
 export interface SnapshotDriver {
   /** Backend kind, profile, module version and capabilities. */
@@ -217,6 +227,9 @@ export interface SnapshotDriver {
    * OUT_OF_RANGE past the end, SNAPSHOT_CORRUPTED after overflow.
    */
   readImage(snapshotId: string, deviceId: string, offset: number, into: Uint8Array): Promise<void>;
+
+  /** Counters for metrics; optional. */
+  stats?(): Promise<DriverStats>;
 
   /** Releases everything: destroys snapshots the driver made, stops servers, closes files. */
   close(): Promise<void>;
