@@ -55,6 +55,7 @@ export function errnoName(value: number): ErrnoName | undefined {
 export type ErrorCode =
   | "INVALID_ARGUMENT"
   | "OUT_OF_RANGE"
+  | "RANGE_NOT_SATISFIABLE"
   | "NOT_FOUND"
   | "CONFLICT"
   | "READ_ONLY"
@@ -85,7 +86,13 @@ export interface ErrorMapping {
 /** The one table: error code to HTTP status, title, errno and NBD error. */
 export const errorTable: Readonly<Record<ErrorCode, ErrorMapping>> = {
   INVALID_ARGUMENT: { status: 400, title: "Invalid argument", errno: "EINVAL", nbdError: 22 },
-  OUT_OF_RANGE: { status: 416, title: "Out of range", errno: "EINVAL", nbdError: 22 },
+  OUT_OF_RANGE: { status: 400, title: "Out of range", errno: "EINVAL", nbdError: 22 },
+  RANGE_NOT_SATISFIABLE: {
+    status: 416,
+    title: "Range not satisfiable",
+    errno: "EINVAL",
+    nbdError: 22,
+  },
   NOT_FOUND: { status: 404, title: "Not found", errno: "ENOENT", nbdError: 22 },
   CONFLICT: { status: 409, title: "Conflict", errno: "EBUSY", nbdError: 22 },
   READ_ONLY: { status: 409, title: "Read-only", errno: "EPERM", nbdError: 1 },
