@@ -1,0 +1,145 @@
+/**
+ * The Hono application: registers every declared route with validation of
+ * its path parameters, query and body, bearer authentication when a token is
+ * set, a request body limit, metrics, and problem+json for every error.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import type { SnapshotDriver } from "../driver.ts";
+import { ServiceError } from "../errors.ts";
+import { bearerAuth } from "./auth.ts";
+import { Metrics } from "./metrics.ts";
+import { openApiDocument } from "./openapi.ts";
+import { PathPolicy } from "./path_policy.ts";
+import { problemResponse } from "./problem.ts";
+import type { ApiServices, RouteSpec } from "./route.ts";
+import { cbtRoutes } from "./routes/cbt.ts";
+import { deviceRoutes } from "./routes/devices.ts";
+import { eventRoutes } from "./routes/events.ts";
+import { imageRoutes } from "./routes/images.ts";
+import { snapshotRoutes } from "./routes/snapshots.ts";
+import { systemRoutes } from "./routes/system.ts";
+import { SERVICE_VERSION } from "../version.ts";
+
+/** Default request body limit: 1 MiB (a mark-dirty request of 65536 ranges fits). */
+export const DEFAULT_BODY_LIMIT_BYTES = 1 << 20;
+
+/** Options of {@link createApp}. */
+export interface AppOptions {
+  /** Path prefixes under which device and storage paths must resolve. */
+  paths: PathPolicy;
+  /** When set, every request needs `Authorization: Bearer <token>`. */
+  token?: string;
+  /** Request body limit in bytes (default 1 MiB). */
+  bodyLimitBytes?: number;
+  /** Metrics registry (a new one when omitted). */
+  metrics?: Metrics;
+}
+
+/** Every route of the API, in documentation order. */
+export const apiRoutes: RouteSpec[] = [
+  ...systemRoutes,
+  ...deviceRoutes,
+  ...cbtRoutes,
+  ...snapshotRoutes,
+  ...eventRoutes,
+  ...imageRoutes,
+];
+
+function honoPath(path: string): string {
+  return path.replaceAll(/\{(\w+)\}/g, ":$1");
+}
+
+async function readJsonBody(request: Request): Promise<unknown> {
+  const type = request.headers.get("content-type") ?? "";
+  if (!/^application\/(.+\+)?json\b/i.test(type)) {
+    throw new ServiceError(
+      "INVALID_ARGUMENT",
+      `The request body must be JSON (Content-Type: application/json), got "${type || "none"}"`,
+      { field: "body" },
+    );
+  }
+  const text = await request.text();
+  try {
+    return JSON.parse(text);
+  } catch (cause) {
+    throw new ServiceError(
+      "INVALID_ARGUMENT",
+      `The request body is not valid JSON: ${String(cause)}`,
+      {
+        field: "body",
+        cause,
+      },
+    );
+  }
+}
+
+/** Builds the API application on `driver`. */
+export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
+  const metrics = options.metrics ?? new Metrics();
+  const services: ApiServices = {
+    driver,
+    paths: options.paths,
+    metrics,
+    serviceVersion: SERVICE_VERSION,
+  };
+  const app = new Hono();
+  const document = openApiDocument(apiRoutes, SERVICE_VERSION);
+
+  app.onError((error, c) => {
+    if (!(error instanceof ServiceError)) console.error(`${c.req.method} ${c.req.path}:`, error);
+    return problemResponse(error, c.req.path);
+  });
+  app.notFound((c) =>
+    problemResponse(
+      new ServiceError("NOT_FOUND", `No route ${c.req.method} ${c.req.path}; see /v1/openapi.json`),
+      c.req.path,
+    )
+  );
+  if (options.token) app.use("*", bearerAuth(options.token));
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES,
+      onError: (c) =>
+        problemResponse(
+          new ServiceError(
+            "PAYLOAD_TOO_LARGE",
+            `The request body exceeds ${options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES} bytes`,
+            { field: "body" },
+          ),
+          c.req.path,
+        ),
+    }),
+  );
+
+  app.get("/v1/openapi.json", (c) => c.json(document));
+  for (const route of apiRoutes) {
+    app.on(route.method.toUpperCase(), honoPath(route.path), async (c) => {
+      const started = performance.now();
+      let status = 500;
+      try {
+        const params = route.params ? route.params.parse(c.req.param(), "") : undefined;
+        const query = route.query ? route.query.parse(c.req.query(), "") : undefined;
+        const body = route.body ? route.body.parse(await readJsonBody(c.req.raw), "") : undefined;
+        const response = await route.handle({ params, query, body, services, c });
+        status = response.status;
+        return response;
+      } catch (error) {
+        status = error instanceof ServiceError ? error.mapping.status : 500;
+        throw error;
+      } finally {
+        metrics.recordRequest(
+          route.operationId,
+          route.method,
+          status,
+          (performance.now() - started) / 1000,
+        );
+      }
+    });
+  }
+  return app;
+}

@@ -1,0 +1,125 @@
+/**
+ * Snapshot routes: create, add a device, take, list, show, destroy.
+ *
+ * @module
+ */
+
+import { addDeviceBody, createSnapshotBody, snapshotInfo, snapshotParams } from "../models.ts";
+import { defineRoute, type RouteSpec } from "../route.ts";
+import { array } from "../schema.ts";
+import { commonErrors, json, problemSpec } from "./common.ts";
+
+/** /v1/snapshots routes. */
+export const snapshotRoutes: RouteSpec[] = [
+  defineRoute({
+    method: "post",
+    path: "/v1/snapshots",
+    operationId: "createSnapshot",
+    summary: "Create a snapshot of attached devices with a difference storage",
+    tag: "snapshots",
+    body: createSnapshotBody,
+    responses: {
+      201: { description: "Created", schema: snapshotInfo.jsonSchema() },
+      ...commonErrors,
+      403: problemSpec("The storage path is outside the allowed prefixes."),
+      404: problemSpec("A device is not attached, or the storage's folder does not exist."),
+      409: problemSpec("A device is already in a snapshot, or the storage is on a member device."),
+      507: problemSpec("The storage is already larger than the limit."),
+    },
+    async handle({ body, services }) {
+      const path = await services.paths.resolve(body.diffStorage.path, {
+        field: "diffStorage.path",
+        purpose: "use as difference storage",
+        mustExist: false,
+      });
+      const snapshot = await services.driver.createSnapshot({
+        deviceIds: body.devices,
+        diffStorage: { path, limitBytes: body.diffStorage.limitBytes },
+        writable: body.writable,
+      });
+      return json(snapshot, 201, { location: `/v1/snapshots/${snapshot.id}` });
+    },
+  }),
+  defineRoute({
+    method: "post",
+    path: "/v1/snapshots/{id}/devices",
+    operationId: "addSnapshotDevice",
+    summary: "Add an attached device to a snapshot that is not taken yet",
+    tag: "snapshots",
+    params: snapshotParams,
+    body: addDeviceBody,
+    responses: {
+      200: { description: "Snapshot", schema: snapshotInfo.jsonSchema() },
+      ...commonErrors,
+      404: problemSpec("No such snapshot or device."),
+      409: problemSpec("Taken already, or the device is in a snapshot."),
+    },
+    async handle({ params, body, services }) {
+      return json(await services.driver.addDevice(params.id, body.device));
+    },
+  }),
+  defineRoute({
+    method: "post",
+    path: "/v1/snapshots/{id}/take",
+    operationId: "takeSnapshot",
+    summary: "Take the snapshot, atomically across its devices",
+    tag: "snapshots",
+    params: snapshotParams,
+    responses: {
+      200: { description: "Taken", schema: snapshotInfo.jsonSchema() },
+      ...commonErrors,
+      404: problemSpec("No such snapshot."),
+      409: problemSpec("Taken already."),
+    },
+    async handle({ params, services }) {
+      return json(await services.driver.takeSnapshot(params.id));
+    },
+  }),
+  defineRoute({
+    method: "get",
+    path: "/v1/snapshots",
+    operationId: "listSnapshots",
+    summary: "List snapshots",
+    tag: "snapshots",
+    responses: {
+      200: { description: "Snapshots", schema: array(snapshotInfo).jsonSchema() },
+      ...commonErrors,
+    },
+    async handle({ services }) {
+      return json(await services.driver.listSnapshots());
+    },
+  }),
+  defineRoute({
+    method: "get",
+    path: "/v1/snapshots/{id}",
+    operationId: "getSnapshot",
+    summary: "Show a snapshot: state, per-device image and error, storage usage",
+    tag: "snapshots",
+    params: snapshotParams,
+    responses: {
+      200: { description: "Snapshot", schema: snapshotInfo.jsonSchema() },
+      ...commonErrors,
+      404: problemSpec("No such snapshot."),
+    },
+    async handle({ params, services }) {
+      return json(await services.driver.snapshotInfo(params.id));
+    },
+  }),
+  defineRoute({
+    method: "delete",
+    path: "/v1/snapshots/{id}",
+    operationId: "destroySnapshot",
+    summary: "Destroy a snapshot and its images (devices stay attached)",
+    tag: "snapshots",
+    params: snapshotParams,
+    responses: {
+      204: { description: "Destroyed" },
+      ...commonErrors,
+      404: problemSpec("No such snapshot."),
+    },
+    async handle({ params, services }) {
+      await services.driver.destroySnapshot(params.id);
+      return new Response(null, { status: 204 });
+    },
+  }),
+];

@@ -1,0 +1,168 @@
+/**
+ * `blksnap snapshot <verb>`: create, add, take, info, list, destroy,
+ * waitevent and watch.
+ *
+ * @module
+ */
+
+import type { SnapshotEvent, SnapshotInfo } from "../../driver.ts";
+import type { Command } from "../command.ts";
+import {
+  CLIENT_FLAGS_HELP,
+  clientFor,
+  type CliIo,
+  integerArgument,
+  parseCommand,
+  type Parsed,
+  positional,
+  print,
+  sizeArgument,
+} from "../context.ts";
+import { UsageError } from "../exit_codes.ts";
+
+const HELP = `Usage: blksnap snapshot VERB [arguments] [options]
+
+Verbs:
+  create --device ID [--device ID ...] --storage PATH --limit SIZE [--writable]
+                        create a snapshot of attached devices; SIZE like 1073741824, 512M, 2G
+  add SNAPSHOT DEVICE   add an attached device to a snapshot not yet taken
+  take SNAPSHOT         take it, atomically across its devices
+  info SNAPSHOT         state, images, errors, storage usage
+  list                  all snapshots
+  destroy SNAPSHOT      destroy it and its images (devices stay attached)
+  waitevent SNAPSHOT [--timeout MS]
+                        wait for the next event (default 30000 ms); exit 0 with the event,
+                        or 0 with "no event" on timeout
+  watch SNAPSHOT        print events as they come until the snapshot is destroyed
+
+${CLIENT_FLAGS_HELP}`;
+
+function describeSnapshot(snapshot: SnapshotInfo): string {
+  const lines = [
+    `snapshot ${snapshot.id}`,
+    `  state     ${snapshot.state}${snapshot.writable ? " (writable)" : ""}`,
+    `  created   ${snapshot.createdAt}`,
+    ...(snapshot.takenAt ? [`  taken     ${snapshot.takenAt}`] : []),
+    ...(snapshot.storage
+      ? [
+        `  storage   ${snapshot.storage.path}: ${snapshot.storage.usedBytes} used, ` +
+        `${snapshot.storage.capacityBytes} allocated, limit ${snapshot.storage.limitBytes} bytes`,
+      ]
+      : []),
+    ...snapshot.devices.map((d) =>
+      `  device    ${d.deviceId}  image ${d.locator ?? "(not taken)"}` +
+      (d.errorCode ? `  error ${d.errorName ?? d.errorCode}` : "")
+    ),
+  ];
+  return lines.join("\n") + "\n";
+}
+
+function describeEvent(event: SnapshotEvent): string {
+  const time = new Date(event.timeMs).toISOString();
+  return event.code === "corrupted"
+    ? `${time} corrupted${event.deviceId ? ` device ${event.deviceId}` : ""} error ${
+      event.errorName ?? event.errorCode
+    }\n`
+    : `${time} no_space requested ${event.requestedSectors} sectors\n`;
+}
+
+async function verb(name: string, args: string[], io: CliIo): Promise<number> {
+  const flags = {
+    device: { type: "string", multiple: true },
+    storage: { type: "string" },
+    limit: { type: "string" },
+    writable: { type: "boolean", default: false },
+    timeout: { type: "string" },
+  } as const;
+  const parsed: Parsed = parseCommand(args, flags);
+  const client = await clientFor(parsed, io);
+  switch (name) {
+    case "create": {
+      const devices = (parsed.values.device as string[] | undefined) ?? [];
+      const storage = parsed.values.storage as string | undefined;
+      const limit = parsed.values.limit as string | undefined;
+      if (!storage) throw new UsageError("missing --storage PATH (the difference storage)");
+      if (!limit) throw new UsageError("missing --limit SIZE (the most the storage may grow to)");
+      const snapshot = await client.snapshots.create({
+        devices,
+        diffStorage: { path: storage, limitBytes: sizeArgument(limit, "--limit") },
+        writable: parsed.values.writable as boolean,
+      });
+      print(parsed, io, snapshot, () => describeSnapshot(snapshot));
+      return 0;
+    }
+    case "add": {
+      const snapshot = await client.snapshots.addDevice(
+        positional(parsed, 0, "SNAPSHOT"),
+        positional(parsed, 1, "DEVICE"),
+      );
+      print(parsed, io, snapshot, () => describeSnapshot(snapshot));
+      return 0;
+    }
+    case "take": {
+      const snapshot = await client.snapshots.take(positional(parsed, 0, "SNAPSHOT"));
+      print(parsed, io, snapshot, () => describeSnapshot(snapshot));
+      return 0;
+    }
+    case "info": {
+      const snapshot = await client.snapshots.get(positional(parsed, 0, "SNAPSHOT"));
+      print(parsed, io, snapshot, () => describeSnapshot(snapshot));
+      return 0;
+    }
+    case "list": {
+      const snapshots = await client.snapshots.list();
+      print(
+        parsed,
+        io,
+        snapshots,
+        () => snapshots.length ? snapshots.map(describeSnapshot).join("") : "no snapshots\n",
+      );
+      return 0;
+    }
+    case "destroy": {
+      const id = positional(parsed, 0, "SNAPSHOT");
+      await client.snapshots.destroy(id);
+      print(parsed, io, { destroyed: id }, () => `destroyed ${id}\n`);
+      return 0;
+    }
+    case "waitevent": {
+      const id = positional(parsed, 0, "SNAPSHOT");
+      const timeout = parsed.values.timeout
+        ? integerArgument(parsed.values.timeout as string, "--timeout")
+        : 30_000;
+      const event = await client.snapshots.waitEvent(id, timeout);
+      print(
+        parsed,
+        io,
+        event ?? null,
+        () => event ? describeEvent(event) : `no event within ${timeout} ms\n`,
+      );
+      return 0;
+    }
+    case "watch": {
+      const id = positional(parsed, 0, "SNAPSHOT");
+      for await (const event of client.snapshots.watch(id)) {
+        if (parsed.values.json) io.out(JSON.stringify(event) + "\n");
+        else io.out(describeEvent(event));
+      }
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown snapshot verb "${name}"; see blksnap snapshot --help`);
+  }
+}
+
+/** The snapshot command. */
+export const command: Command = {
+  help: HELP,
+  run(args, io) {
+    const [name, ...rest] = args;
+    if (
+      !name || name === "--help" || name === "-h" || rest.includes("--help") || rest.includes("-h")
+    ) {
+      io.out(HELP);
+      return Promise.resolve(name ? 0 : 2);
+    }
+    return verb(name, rest, io);
+  },
+};

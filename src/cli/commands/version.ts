@@ -1,0 +1,32 @@
+/**
+ * `blksnap version`: the service's version, backend and capabilities.
+ *
+ * @module
+ */
+
+import type { Command } from "../command.ts";
+import { CLIENT_FLAGS_HELP, clientFor, parseCommand, print } from "../context.ts";
+
+/** The version command. */
+export const command: Command = {
+  help: `Usage: blksnap version [options]
+
+Shows the service's version, backend (kernel or userspace), kernel profile and
+module version, and capabilities.
+
+${CLIENT_FLAGS_HELP}`,
+  async run(args, io) {
+    const parsed = parseCommand(args, {});
+    if (parsed.values.help) return io.out(command.help), 0;
+    const version = await (await clientFor(parsed, io)).version();
+    print(parsed, io, version, () =>
+      [
+        `service       ${version.service}`,
+        `backend       ${version.backend}`,
+        ...(version.profile ? [`profile       ${version.profile}`] : []),
+        ...(version.moduleVersion ? [`module        ${version.moduleVersion}`] : []),
+        `capabilities  ${version.capabilities.join(", ")}`,
+      ].join("\n") + "\n");
+    return 0;
+  },
+};

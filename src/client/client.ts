@@ -1,0 +1,293 @@
+/**
+ * The typed client for the service's HTTP API, on ky. Every route has a
+ * method; problem documents become {@link ProblemError}, unreachable or slow
+ * services {@link ConnectionError}. Only idempotent reads (GET) are retried.
+ *
+ * @example
+ * ```ts
+ * import { createClient } from "../../mod.ts";
+ * const client = createClient({ baseUrl: "http://127.0.0.1:8037" });
+ * const device = await client.devices.attach({ path: "/srv/disks/vm1.img" });
+ * const snapshot = await client.snapshots.create({
+ *   devices: [device.id],
+ *   diffStorage: { path: "/srv/diff", limitBytes: 1 << 30 },
+ * });
+ * await client.snapshots.take(snapshot.id);
+ * ```
+ *
+ * @module
+ */
+
+import ky, { isHTTPError, isNetworkError, isTimeoutError, type KyInstance } from "ky";
+import type { DeviceInfo, DriverVersion, SnapshotEvent, SnapshotInfo } from "../driver.ts";
+import type { ProblemDocument } from "../api/problem.ts";
+import type { DeviceChanges } from "../api/changes.ts";
+import { ConnectionError, ProblemError } from "./problem_error.ts";
+import { readSse } from "./sse.ts";
+
+/** Options of {@link createClient}. */
+export interface ClientOptions {
+  /** The service's base URL, e.g. "http://127.0.0.1:8037". */
+  baseUrl: string;
+  /** Bearer token, when the service requires one. */
+  token?: string;
+  /** Per-request timeout in milliseconds (default 30000); long polls add their own wait. */
+  timeoutMs?: number;
+  /** How many times a GET is retried after a network error or a 5xx (default 2). */
+  retries?: number;
+  /** A fetch implementation (tests pass the app's own `request`). */
+  fetch?: typeof fetch;
+}
+
+/** The version document. */
+export interface ServiceVersion extends DriverVersion {
+  /** The service's own version. */
+  service: string;
+}
+
+/** CBT info as the API reports it. */
+export interface CbtInfoResponse {
+  /** Capacity in bytes. */
+  capacityBytes: number;
+  /** Tracking block size in bytes. */
+  blockSize: number;
+  /** Number of blocks. */
+  blockCount: number;
+  /** Generation UUID. */
+  generationId: string;
+  /** Changes number of the latest snapshot. */
+  changesNumber: number;
+}
+
+/** A device image's locator. */
+export interface ImageLocator {
+  /** Snapshot id. */
+  snapshotId: string;
+  /** Device id. */
+  deviceId: string;
+  /** nbd:// URI or /dev path. */
+  locator: string;
+  /** Image size in bytes. */
+  sizeBytes: number;
+}
+
+/** Changed extents of an image. */
+export interface ImageChanges extends DeviceChanges {
+  /** Snapshot id. */
+  snapshotId: string;
+  /** Device id. */
+  deviceId: string;
+}
+
+/** Body of snapshot creation. */
+export interface CreateSnapshotRequest {
+  /** Attached device ids. */
+  devices: string[];
+  /** Difference storage path and limit. */
+  diffStorage: { path: string; limitBytes: number };
+  /** Writable images (default false). */
+  writable?: boolean;
+}
+
+/** The typed client. */
+export interface BlksnapClient {
+  /** GET /v1/version. */
+  version(): Promise<ServiceVersion>;
+  /** GET /v1/openapi.json. */
+  openApi(): Promise<Record<string, unknown>>;
+  /** GET /metrics (Prometheus text). */
+  metrics(): Promise<string>;
+  /** Device routes. */
+  devices: {
+    attach(request: { path: string; name?: string }): Promise<DeviceInfo>;
+    list(): Promise<DeviceInfo[]>;
+    get(id: string): Promise<DeviceInfo>;
+    detach(id: string): Promise<void>;
+  };
+  /** CBT routes. */
+  cbt: {
+    info(deviceId: string): Promise<CbtInfoResponse>;
+    map(deviceId: string, range?: { offset?: number; length?: number }): Promise<Uint8Array>;
+    markDirty(deviceId: string, ranges: { offset: number; count: number }[]): Promise<void>;
+  };
+  /** Snapshot and event routes. */
+  snapshots: {
+    create(request: CreateSnapshotRequest): Promise<SnapshotInfo>;
+    addDevice(snapshotId: string, deviceId: string): Promise<SnapshotInfo>;
+    take(snapshotId: string): Promise<SnapshotInfo>;
+    list(): Promise<SnapshotInfo[]>;
+    get(snapshotId: string): Promise<SnapshotInfo>;
+    destroy(snapshotId: string): Promise<void>;
+    /** The next event, or undefined when none came within `timeoutMs`. */
+    waitEvent(snapshotId: string, timeoutMs?: number): Promise<SnapshotEvent | undefined>;
+    /** Events as they come (SSE) until the snapshot goes away or `signal` aborts. */
+    watch(snapshotId: string, options?: { signal?: AbortSignal }): AsyncGenerator<SnapshotEvent>;
+  };
+  /** Image routes. */
+  images: {
+    locator(snapshotId: string, deviceId: string): Promise<ImageLocator>;
+    /** The image's bytes (a range when `offset`/`length` are given) as a streaming Response. */
+    read(
+      snapshotId: string,
+      deviceId: string,
+      range?: { offset?: number; length?: number; signal?: AbortSignal },
+    ): Promise<Response>;
+    changes(
+      snapshotId: string,
+      deviceId: string,
+      options?: { since?: number },
+    ): Promise<ImageChanges>;
+  };
+}
+
+function isProblem(value: unknown): value is ProblemDocument {
+  return typeof value === "object" && value !== null && "status" in value && "code" in value &&
+    "detail" in value;
+}
+
+async function translate(error: unknown, baseUrl: string): Promise<Error> {
+  if (isHTTPError(error)) {
+    const data = error.data ?? await error.response.clone().json().catch(() => undefined);
+    if (isProblem(data)) return new ProblemError(data);
+    return new ProblemError({
+      type: "about:blank",
+      title: error.response.statusText || "HTTP error",
+      status: error.response.status,
+      detail: `The service answered ${error.response.status} without a problem document`,
+      code: "INTERNAL",
+    });
+  }
+  if (isTimeoutError(error)) {
+    return new ConnectionError(`The service at ${baseUrl} did not answer in time`, {
+      cause: error,
+    });
+  }
+  if (isNetworkError(error) || error instanceof TypeError) {
+    return new ConnectionError(
+      `Cannot reach the service at ${baseUrl}: ${(error as Error).message}`,
+      {
+        cause: error,
+      },
+    );
+  }
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+function segment(value: string): string {
+  return encodeURIComponent(value);
+}
+
+/** Creates a client for the service at `options.baseUrl`. */
+export function createClient(options: ClientOptions): BlksnapClient {
+  const timeout = options.timeoutMs ?? 30_000;
+  const api: KyInstance = ky.create({
+    baseUrl: options.baseUrl.endsWith("/") ? options.baseUrl : `${options.baseUrl}/`,
+    timeout,
+    retry: { limit: options.retries ?? 2, methods: ["get"] },
+    headers: options.token ? { authorization: `Bearer ${options.token}` } : {},
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+  });
+  const call = async <T>(run: () => Promise<T>): Promise<T> => {
+    try {
+      return await run();
+    } catch (error) {
+      throw await translate(error, options.baseUrl);
+    }
+  };
+  const getJson = <T>(path: string, searchParams?: Record<string, number>) =>
+    call(() => api.get(path, { searchParams }).json<T>());
+  const postJson = <T>(path: string, json?: unknown) =>
+    call(() => api.post(path, json === undefined ? {} : { json }).json<T>());
+  const remove = (path: string) => call(async () => void await api.delete(path));
+
+  return {
+    version: () => getJson("v1/version"),
+    openApi: () => getJson("v1/openapi.json"),
+    metrics: () => call(() => api.get("metrics").text()),
+    devices: {
+      attach: (request) => postJson("v1/devices", request),
+      list: () => getJson("v1/devices"),
+      get: (id) => getJson(`v1/devices/${segment(id)}`),
+      detach: (id) => remove(`v1/devices/${segment(id)}`),
+    },
+    cbt: {
+      info: (deviceId) => getJson(`v1/devices/${segment(deviceId)}/cbt`),
+      map: (deviceId, range = {}) =>
+        call(async () => {
+          const searchParams: Record<string, number> = {};
+          if (range.offset !== undefined) searchParams.offset = range.offset;
+          if (range.length !== undefined) searchParams.length = range.length;
+          const response = await api.get(`v1/devices/${segment(deviceId)}/cbt/map`, {
+            searchParams,
+          });
+          return new Uint8Array(await response.arrayBuffer());
+        }),
+      markDirty: (deviceId, ranges) =>
+        call(async () =>
+          void await api.post(`v1/devices/${segment(deviceId)}/cbt/dirty`, { json: { ranges } })
+        ),
+    },
+    snapshots: {
+      create: (request) => postJson("v1/snapshots", request),
+      addDevice: (snapshotId, deviceId) =>
+        postJson(`v1/snapshots/${segment(snapshotId)}/devices`, { device: deviceId }),
+      take: (snapshotId) => postJson(`v1/snapshots/${segment(snapshotId)}/take`),
+      list: () => getJson("v1/snapshots"),
+      get: (snapshotId) => getJson(`v1/snapshots/${segment(snapshotId)}`),
+      destroy: (snapshotId) => remove(`v1/snapshots/${segment(snapshotId)}`),
+      waitEvent: (snapshotId, timeoutMs = 30_000) =>
+        call(async () => {
+          const response = await api.get(`v1/snapshots/${segment(snapshotId)}/events`, {
+            searchParams: { timeoutMs },
+            timeout: timeout + timeoutMs,
+            retry: 0,
+          });
+          return response.status === 204 ? undefined : await response.json<SnapshotEvent>();
+        }),
+      watch: async function* (snapshotId, watchOptions = {}) {
+        const response = await call(() =>
+          api.get(`v1/snapshots/${segment(snapshotId)}/events/stream`, {
+            timeout: false,
+            retry: 0,
+            signal: watchOptions.signal,
+          })
+        );
+        if (!response.body) return;
+        for await (const message of readSse(response.body)) {
+          if (message.event === "end") {
+            const problem = JSON.parse(message.data);
+            if (isProblem(problem) && problem.code !== "NOT_FOUND") throw new ProblemError(problem);
+            return;
+          }
+          if (message.event === "corrupted" || message.event === "no_space") {
+            yield JSON.parse(message.data) as SnapshotEvent;
+          }
+        }
+      },
+    },
+    images: {
+      locator: (snapshotId, deviceId) =>
+        getJson(`v1/snapshots/${segment(snapshotId)}/images/${segment(deviceId)}`),
+      read: (snapshotId, deviceId, range = {}) =>
+        call(() => {
+          const headers: Record<string, string> = {};
+          if (range.offset !== undefined || range.length !== undefined) {
+            const first = range.offset ?? 0;
+            headers.range = range.length === undefined
+              ? `bytes=${first}-`
+              : `bytes=${first}-${first + range.length - 1}`;
+          }
+          return api.get(`v1/snapshots/${segment(snapshotId)}/images/${segment(deviceId)}/data`, {
+            headers,
+            timeout: false,
+            signal: range.signal,
+          });
+        }),
+      changes: (snapshotId, deviceId, changeOptions = {}) =>
+        getJson(
+          `v1/snapshots/${segment(snapshotId)}/images/${segment(deviceId)}/changes`,
+          changeOptions.since === undefined ? undefined : { since: changeOptions.since },
+        ),
+    },
+  };
+}
