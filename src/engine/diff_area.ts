@@ -1,0 +1,474 @@
+/**
+ * The difference area of one device in a taken snapshot: its chunks,
+ * copy-on-write, snapshot-image I/O, the store queue and its worker, and the
+ * corruption state.
+ *
+ * Design note (seed 003_3b7a49106c620ab4.txt, diff_area.c and chunk.c):
+ * - Copy-on-write (diff_area_cow): for each chunk a write touches, lock it;
+ *   if it is NEW, load the original data into a pool buffer; when all loads
+ *   are done each chunk becomes IN_MEMORY, goes on the store queue and is
+ *   unlocked (notify_load_and_postpone_io); only then does the caller write
+ *   the original. The write waits for loads, never for stores. Chunk locks
+ *   are taken in ascending order, so concurrent writers cannot deadlock, and
+ *   the lock plus the state check copies a chunk only once. A chunk never
+ *   returns to NEW, so non-NEW chunks are skipped without locking them (the
+ *   kernel locks them; skipping avoids waiting for a store in progress). A
+ *   load failure marks the chunk FAILED and the area corrupted with EIO; the
+ *   original write still happens.
+ * - Store queue (chunk_schedule_storing, diff_area_store_one): when the queue
+ *   holds more than chunkMaximumInQueue chunks and no worker runs, the worker
+ *   starts and drains it, skipping chunks it cannot lock. Per chunk: area
+ *   corrupted -> FAILED; no storage space yet -> allocate a full chunk (failure:
+ *   FAILED + corrupted ENOSPC); write the data (failure: FAILED + corrupted
+ *   EIO); then STORED and the buffer goes back to the pool.
+ * - Image I/O (diff_area_submit_chunk), one chunk at a time under its lock:
+ *   reads come from the original (NEW or no chunk: the lock keeps a
+ *   copy-on-write from completing mid-read), the buffer (IN_MEMORY) or the
+ *   storage (STORED); FAILED or a corrupted area gives SNAPSHOT_CORRUPTED.
+ *   Unlike the kernel, a read also fails when the area became corrupted while
+ *   it read: after corruption, writes to the original skip copy-on-write and
+ *   could have changed what a NEW chunk read returned. Writes (writable
+ *   snapshots): NEW -> load the original, apply, IN_MEMORY, queue; IN_MEMORY
+ *   -> into the buffer; STORED -> into the storage. Chunk objects created
+ *   only for a read are dropped again when they stay NEW and nobody waits.
+ * - Close (destroy): stop the worker after its current chunk, let image I/O in
+ *   flight finish, then drop the queue and buffers (nothing more is stored).
+ *
+ * @module
+ */
+
+import { Errno, errnoName, ServiceError } from "../errors.ts";
+import type { BlockStore } from "./block_store.ts";
+import { Chunk, ChunkState, type ChunkStateName } from "./chunk.ts";
+import { DiffBufferPool } from "./diff_buffer_pool.ts";
+import type { DiffStorage } from "./diff_storage.ts";
+import type { EmitEvent } from "./event_queue.ts";
+import { type EngineParams, SECTOR_BYTES, type Sizing } from "./params.ts";
+import type { EngineStats } from "./stats.ts";
+
+/** Options of a {@link DiffArea}. */
+export interface DiffAreaOptions {
+  /** The device's name (the tracker's), used as deviceId in events. */
+  name: string;
+  /** The original device's store. */
+  original: BlockStore;
+  /** The snapshot's difference storage. */
+  storage: DiffStorage;
+  /** The device's capacity at take; the image's size. */
+  capacityBytes: number;
+  /** Chunk sizing for that capacity (see chunkSizing). */
+  sizing: Sizing;
+  /** Engine parameters (queue and pool sizes). */
+  params: EngineParams;
+  /** Raises `corrupted` events on the snapshot's queue. */
+  emit: EmitEvent;
+  /** Engine counters. */
+  stats: EngineStats;
+}
+
+/** Internal counters of a difference area, for tests and diagnostics. */
+export interface DiffAreaCounters {
+  /** Chunks in the store queue. */
+  queued: number;
+  /** True while the store worker runs. */
+  storing: boolean;
+  /** Free buffers in the pool. */
+  freeBuffers: number;
+  /** Buffers allocated (not reused) so far. */
+  allocatedBuffers: number;
+  /** Chunk objects held (copied chunks, and chunks in use). */
+  chunks: number;
+}
+
+/** Copy-on-write state of one device in a taken snapshot. */
+export class DiffArea {
+  /** The device's name. */
+  readonly name: string;
+  /** Image size in bytes (the device's capacity at take). */
+  readonly capacityBytes: number;
+  /** Power of 2 of the chunk size. */
+  readonly chunkShift: number;
+  /** Chunk size in bytes. */
+  readonly chunkSizeBytes: number;
+  /** Chunks covering the device (the last may be short). */
+  readonly chunkCount: number;
+  #original: BlockStore;
+  #storage: DiffStorage;
+  #params: EngineParams;
+  #emit: EmitEvent;
+  #stats: EngineStats;
+  #pool: DiffBufferPool;
+  #chunks = new Map<number, Chunk>();
+  #queue: Chunk[] = [];
+  #storing = false;
+  #worker: Promise<void> | undefined = undefined;
+  #corrupted = false;
+  #errorCode = 0;
+  #stopping = false;
+  #imageIo = 0;
+  #idleWaiters: Array<() => void> = [];
+
+  /** An empty difference area (all chunks NEW). */
+  constructor(options: DiffAreaOptions) {
+    this.name = options.name;
+    this.capacityBytes = options.capacityBytes;
+    this.chunkShift = options.sizing.shift;
+    this.chunkSizeBytes = 2 ** options.sizing.shift;
+    this.chunkCount = options.sizing.count;
+    this.#original = options.original;
+    this.#storage = options.storage;
+    this.#params = options.params;
+    this.#emit = options.emit;
+    this.#stats = options.stats;
+    this.#pool = new DiffBufferPool(this.chunkSizeBytes, options.params.freeDiffBufferPoolSize);
+  }
+
+  /** True once loading or storing failed; image I/O then fails. */
+  get isCorrupted(): boolean {
+    return this.#corrupted;
+  }
+
+  /** 0, or the errno that corrupted the area (28 ENOSPC, 5 EIO). */
+  get errorCode(): number {
+    return this.#errorCode;
+  }
+
+  /** Queue, worker, pool and chunk counters. */
+  counters(): DiffAreaCounters {
+    return {
+      queued: this.#queue.length,
+      storing: this.#storing,
+      freeBuffers: this.#pool.freeCount,
+      allocatedBuffers: this.#pool.allocatedCount,
+      chunks: this.#chunks.size,
+    };
+  }
+
+  /** State of the chunk holding byte `offsetBytes` of the image (NEW when never touched). */
+  chunkState(offsetBytes: number): ChunkStateName {
+    const chunk = this.#chunks.get(Math.floor(offsetBytes / this.chunkSizeBytes));
+    return chunk?.state ?? ChunkState.NEW;
+  }
+
+  /**
+   * Marks the area corrupted with `errno` and raises a `corrupted` event,
+   * once (diff_area_set_corrupted); later calls are ignored.
+   */
+  setCorrupted(errno: number): void {
+    if (this.#corrupted) return;
+    this.#corrupted = true;
+    this.#errorCode = errno;
+    this.#emit({
+      code: "corrupted",
+      deviceId: this.name,
+      errorCode: errno,
+      errorName: errnoName(errno),
+    });
+  }
+
+  #chunk(index: number): Chunk {
+    let chunk = this.#chunks.get(index);
+    if (!chunk) {
+      const offset = index * this.chunkSizeBytes;
+      chunk = new Chunk(index, offset, Math.min(this.chunkSizeBytes, this.capacityBytes - offset));
+      this.#chunks.set(index, chunk);
+    }
+    return chunk;
+  }
+
+  /**
+   * Copies the original data of every NEW chunk in the byte range before a
+   * write to the original lands there. Resolves once the data is loaded;
+   * never rejects (failures corrupt the area).
+   */
+  async copyOnWrite(offsetBytes: number, lengthBytes: number): Promise<void> {
+    const end = Math.min(offsetBytes + lengthBytes, this.capacityBytes);
+    if (offsetBytes >= end || this.#corrupted) return;
+    const first = Math.floor(offsetBytes / this.chunkSizeBytes);
+    const last = Math.floor((end - 1) / this.chunkSizeBytes);
+    const locked: Chunk[] = [];
+    for (let index = first; index <= last; index++) {
+      const known = this.#chunks.get(index);
+      if (known && known.state !== ChunkState.NEW) continue;
+      const chunk = known ?? this.#chunk(index);
+      if (!chunk.lock.tryLock()) await chunk.lock.lock();
+      if (chunk.state !== ChunkState.NEW) {
+        chunk.lock.unlock();
+        continue;
+      }
+      locked.push(chunk);
+    }
+    if (locked.length === 0) return;
+    const loaded = await Promise.all(locked.map((chunk) => this.#load(chunk)));
+    let needWork = false;
+    locked.forEach((chunk, i) => {
+      if (loaded[i]) {
+        this.#stats.cowCopies += 1;
+        needWork = this.#scheduleStoring(chunk) || needWork;
+      } else {
+        this.#storeFailed(chunk, Errno.EIO);
+      }
+      chunk.lock.unlock();
+    });
+    if (needWork) this.#startWorker();
+  }
+
+  async #load(chunk: Chunk): Promise<boolean> {
+    const buffer = this.#pool.take();
+    try {
+      await this.#original.read(chunk.offsetBytes, buffer.subarray(0, chunk.sizeBytes));
+    } catch {
+      this.#pool.release(buffer);
+      return false;
+    }
+    chunk.buffer = buffer;
+    return true;
+  }
+
+  #scheduleStoring(chunk: Chunk): boolean {
+    chunk.state = ChunkState.IN_MEMORY;
+    this.#queue.push(chunk);
+    if (
+      this.#queue.length > this.#params.chunkMaximumInQueue && !this.#storing && !this.#stopping
+    ) {
+      this.#storing = true;
+      return true;
+    }
+    return false;
+  }
+
+  #storeFailed(chunk: Chunk, errno: number): void {
+    chunk.state = ChunkState.FAILED;
+    if (chunk.buffer) {
+      this.#pool.release(chunk.buffer);
+      chunk.buffer = undefined;
+    }
+    this.#stats.storeFailures += 1;
+    if (errno) this.setCorrupted(errno);
+  }
+
+  #startWorker(): void {
+    this.#worker = this.#drainQueue().catch(() => this.setCorrupted(Errno.EIO));
+  }
+
+  async #drainQueue(): Promise<void> {
+    while (!this.#stopping) {
+      if (!(await this.#storeOne())) return;
+    }
+    this.#storing = false;
+  }
+
+  /** Stores one lockable queued chunk; false (and the worker flag cleared) when there is none. */
+  async #storeOne(): Promise<boolean> {
+    const at = this.#queue.findIndex((queued) => queued.lock.tryLock());
+    if (at < 0) {
+      this.#storing = false;
+      return false;
+    }
+    const [chunk] = this.#queue.splice(at, 1);
+    try {
+      if (chunk.state !== ChunkState.IN_MEMORY || !chunk.buffer) return true;
+      if (this.#corrupted) {
+        this.#storeFailed(chunk, 0);
+        return true;
+      }
+      try {
+        if (chunk.diffOffsetBytes < 0) {
+          chunk.diffOffsetBytes = this.#storage.allocate(this.chunkSizeBytes / SECTOR_BYTES);
+        }
+        await this.#storage.ensureWritable(chunk.diffOffsetBytes + this.chunkSizeBytes);
+      } catch {
+        this.#storeFailed(chunk, Errno.ENOSPC);
+        return true;
+      }
+      try {
+        await this.#storage.store.write(
+          chunk.diffOffsetBytes,
+          chunk.buffer.subarray(0, chunk.sizeBytes),
+        );
+      } catch {
+        this.#storeFailed(chunk, Errno.EIO);
+        return true;
+      }
+      chunk.state = ChunkState.STORED;
+      this.#pool.release(chunk.buffer);
+      chunk.buffer = undefined;
+      this.#stats.chunksStored += 1;
+      return true;
+    } finally {
+      chunk.lock.unlock();
+    }
+  }
+
+  #corruptedError(action: string): ServiceError {
+    const name = errnoName(this.#errorCode) ?? `errno ${this.#errorCode}`;
+    return new ServiceError(
+      "SNAPSHOT_CORRUPTED",
+      `Cannot ${action} the snapshot image of ${this.name}: the snapshot is corrupted (${name})`,
+      { errno: "EIO" },
+    );
+  }
+
+  #beginImageIo(action: string): void {
+    if (this.#stopping) {
+      throw new ServiceError(
+        "UNAVAILABLE",
+        `Cannot ${action} the snapshot image of ${this.name}: the snapshot is being destroyed`,
+      );
+    }
+    this.#imageIo += 1;
+  }
+
+  #endImageIo(): void {
+    this.#imageIo -= 1;
+    if (this.#imageIo === 0) { for (const resolve of this.#idleWaiters.splice(0)) resolve(); }
+  }
+
+  async #storeIo(
+    kind: "read" | "write",
+    store: BlockStore,
+    offset: number,
+    piece: Uint8Array,
+  ): Promise<void> {
+    try {
+      if (kind === "read") await store.read(offset, piece);
+      else await store.write(offset, piece);
+    } catch (error) {
+      throw new ServiceError(
+        "IO",
+        `Cannot ${kind} the snapshot image of ${this.name}: ${kind} of ${piece.length} bytes ` +
+          `at ${offset} on ${store.name} failed`,
+        { cause: error },
+      );
+    }
+  }
+
+  /** Runs `step` for each chunk-bounded piece of a byte range of the image. */
+  async #forEachPiece(
+    offsetBytes: number,
+    lengthBytes: number,
+    step: (index: number, inChunk: number, from: number, to: number) => Promise<void>,
+  ): Promise<void> {
+    let done = 0;
+    while (done < lengthBytes) {
+      const position = offsetBytes + done;
+      const index = Math.floor(position / this.chunkSizeBytes);
+      const inChunk = position - index * this.chunkSizeBytes;
+      const chunkEnd = Math.min((index + 1) * this.chunkSizeBytes, this.capacityBytes);
+      const length = Math.min(lengthBytes - done, chunkEnd - position);
+      await step(index, inChunk, done, done + length);
+      done += length;
+    }
+  }
+
+  /**
+   * Reads the image from `offsetBytes` into `into` (the range is checked by
+   * the caller). SNAPSHOT_CORRUPTED after corruption, IO when a store fails,
+   * UNAVAILABLE once the snapshot is being destroyed.
+   */
+  async readImage(offsetBytes: number, into: Uint8Array): Promise<void> {
+    this.#beginImageIo("read");
+    try {
+      await this.#forEachPiece(offsetBytes, into.length, (index, inChunk, from, to) => {
+        return this.#readPiece(index, inChunk, into.subarray(from, to));
+      });
+      this.#stats.imageReads += 1;
+    } finally {
+      this.#endImageIo();
+    }
+  }
+
+  async #readPiece(index: number, inChunk: number, piece: Uint8Array): Promise<void> {
+    const chunk = this.#chunk(index);
+    if (!chunk.lock.tryLock()) await chunk.lock.lock();
+    try {
+      if (this.#corrupted) throw this.#corruptedError("read");
+      switch (chunk.state) {
+        case ChunkState.NEW:
+          await this.#storeIo("read", this.#original, chunk.offsetBytes + inChunk, piece);
+          break;
+        case ChunkState.IN_MEMORY:
+          piece.set(chunk.buffer!.subarray(inChunk, inChunk + piece.length));
+          break;
+        case ChunkState.STORED:
+          await this.#storeIo("read", this.#storage.store, chunk.diffOffsetBytes + inChunk, piece);
+          break;
+        default:
+          throw this.#corruptedError("read");
+      }
+      if (this.#corrupted) throw this.#corruptedError("read");
+    } finally {
+      chunk.lock.unlock();
+      if (
+        chunk.state === ChunkState.NEW && !chunk.lock.locked && this.#chunks.get(index) === chunk
+      ) {
+        this.#chunks.delete(index);
+      }
+    }
+  }
+
+  /**
+   * Writes `data` to the image at `offsetBytes` (the range and writability
+   * are checked by the caller). Errors as {@link DiffArea.readImage}.
+   */
+  async writeImage(offsetBytes: number, data: Uint8Array): Promise<void> {
+    this.#beginImageIo("write");
+    try {
+      await this.#forEachPiece(offsetBytes, data.length, (index, inChunk, from, to) => {
+        return this.#writePiece(index, inChunk, data.subarray(from, to));
+      });
+      this.#stats.imageWrites += 1;
+    } finally {
+      this.#endImageIo();
+    }
+  }
+
+  async #writePiece(index: number, inChunk: number, piece: Uint8Array): Promise<void> {
+    const chunk = this.#chunk(index);
+    if (!chunk.lock.tryLock()) await chunk.lock.lock();
+    let needWork = false;
+    try {
+      if (this.#corrupted) throw this.#corruptedError("write");
+      switch (chunk.state) {
+        case ChunkState.NEW: {
+          if (!(await this.#load(chunk))) {
+            this.#storeFailed(chunk, Errno.EIO);
+            throw this.#corruptedError("write");
+          }
+          chunk.buffer!.set(piece, inChunk);
+          this.#stats.cowCopies += 1;
+          needWork = this.#scheduleStoring(chunk);
+          break;
+        }
+        case ChunkState.IN_MEMORY:
+          chunk.buffer!.set(piece, inChunk);
+          break;
+        case ChunkState.STORED:
+          await this.#storeIo("write", this.#storage.store, chunk.diffOffsetBytes + inChunk, piece);
+          break;
+        default:
+          throw this.#corruptedError("write");
+      }
+    } finally {
+      chunk.lock.unlock();
+    }
+    if (needWork) this.#startWorker();
+  }
+
+  /**
+   * Stops the area (destroy): image I/O started later fails with UNAVAILABLE;
+   * the worker stops after its current chunk; image I/O in flight finishes;
+   * then the queue, chunks and buffers are dropped. Never rejects.
+   */
+  async close(): Promise<void> {
+    this.#stopping = true;
+    if (this.#imageIo > 0) {
+      await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    }
+    await this.#worker;
+    for (const chunk of this.#chunks.values()) chunk.buffer = undefined;
+    this.#queue = [];
+    this.#chunks.clear();
+    this.#pool.clear();
+  }
+}

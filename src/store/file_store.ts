@@ -1,0 +1,212 @@
+/**
+ * A BlockStore on a regular file or a block device.
+ *
+ * Design note: I/O goes through node:fs/promises FileHandle with an explicit
+ * position (`handle.read(buf, off, len, position)` / `handle.write(...)`),
+ * which Deno carries out with pread64/pwrite64: there is no shared file
+ * cursor, so any number of reads and writes may be in flight at once. Short
+ * reads and writes are continued until done; a read that hits end of file
+ * early is an error. Capacity: the file size, or for a block device the size
+ * in sectors from /sys/dev/block/MAJOR:MINOR/size (seeking to the end when
+ * sysfs is missing). Minimum I/O size: queue/minimum_io_size of the device
+ * (or of its parent, for a partition), 512 for files. Growing a file sets its
+ * size with ftruncate, which makes the new part sparse: real preallocation
+ * (fallocate) would need FFI, which this layer avoids, so a full file system
+ * shows up as a failed write (EIO for the snapshot) rather than a failed grow.
+ * Block devices cannot grow. close() waits for I/O in flight.
+ *
+ * @module
+ */
+
+import type { FileHandle } from "node:fs/promises";
+import type { BlockStore, StoreIdentity } from "../engine/block_store.ts";
+import { splitDeviceNumber } from "./dev_numbers.ts";
+
+const SECTOR_BYTES = 512;
+
+/** How a {@link FileStore} was opened. */
+export interface FileStoreInit {
+  /** Name for messages (the path). */
+  name: string;
+  /** The open handle; the store owns it. */
+  handle: FileHandle;
+  /** Whether the handle is a block device. */
+  isBlockDevice: boolean;
+  /** Whether writes and growth are refused. */
+  readOnly: boolean;
+}
+
+async function readSysfsNumber(path: string): Promise<number | undefined> {
+  try {
+    const value = Number((await Deno.readTextFile(path)).trim());
+    return Number.isSafeInteger(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A regular file or block device with positioned, concurrent I/O. */
+export class FileStore implements BlockStore {
+  /** Name for messages (the path). */
+  readonly name: string;
+  /** What backs the store and where. */
+  readonly identity: StoreIdentity;
+  /** Minimum I/O size in bytes. */
+  readonly minIoBytes: number;
+  /** Whether writes and growth are refused. */
+  readonly readOnly: boolean;
+  #handle: FileHandle;
+  #sysfs: string | undefined;
+  #capacity: number;
+  #closed = false;
+  #inFlight = 0;
+  #idle: Array<() => void> = [];
+
+  private constructor(
+    init: FileStoreInit,
+    identity: StoreIdentity,
+    capacity: number,
+    minIo: number,
+    sysfs?: string,
+  ) {
+    this.name = init.name;
+    this.#handle = init.handle;
+    this.readOnly = init.readOnly;
+    this.identity = identity;
+    this.#capacity = capacity;
+    this.minIoBytes = minIo;
+    this.#sysfs = sysfs;
+  }
+
+  /**
+   * Wraps an open handle: reads its identity, capacity and minimum I/O size.
+   * Rejects with the underlying error when the handle cannot be examined (the
+   * handle is then left to the caller).
+   */
+  static async fromHandle(init: FileStoreInit): Promise<FileStore> {
+    const stat = await init.handle.stat();
+    if (!init.isBlockDevice) {
+      const identity: StoreIdentity = { kind: "file", device: stat.dev, inode: stat.ino };
+      return new FileStore(init, identity, stat.size, SECTOR_BYTES);
+    }
+    const { major, minor } = splitDeviceNumber(stat.rdev);
+    const sysfs = `/sys/dev/block/${major}:${minor}`;
+    const minIo = (await readSysfsNumber(`${sysfs}/queue/minimum_io_size`)) ??
+      (await readSysfsNumber(`${sysfs}/../queue/minimum_io_size`)) ?? SECTOR_BYTES;
+    const identity: StoreIdentity = { kind: "block", device: stat.rdev, inode: 0 };
+    const store = new FileStore(init, identity, 0, Math.max(minIo, SECTOR_BYTES), sysfs);
+    store.#capacity = await store.#readCapacity();
+    return store;
+  }
+
+  /** Current capacity in bytes (as last read). */
+  get capacityBytes(): number {
+    return this.#capacity;
+  }
+
+  async #readCapacity(): Promise<number> {
+    if (this.identity.kind === "file") return (await this.#handle.stat()).size;
+    const sectors = await readSysfsNumber(`${this.#sysfs}/size`);
+    if (sectors !== undefined) return sectors * SECTOR_BYTES;
+    const file = await Deno.open(this.name, { read: true });
+    try {
+      return await file.seek(0, Deno.SeekMode.End);
+    } finally {
+      file.close();
+    }
+  }
+
+  #check(action: string, offset: number, length: number, writing: boolean): void {
+    if (this.#closed) throw new Error(`Cannot ${action} ${this.name}: the store is closed`);
+    if (writing && this.readOnly) {
+      throw new Error(`Cannot ${action} ${this.name}: the store is read-only`);
+    }
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > this.#capacity) {
+      throw new RangeError(
+        `Cannot ${action} ${length} bytes at ${offset} of ${this.name}: it holds ${this.#capacity} bytes`,
+      );
+    }
+  }
+
+  async #tracked<T>(run: () => Promise<T>): Promise<T> {
+    this.#inFlight += 1;
+    try {
+      return await run();
+    } finally {
+      this.#inFlight -= 1;
+      if (this.#inFlight === 0) { for (const resolve of this.#idle.splice(0)) resolve(); }
+    }
+  }
+
+  /** Reads `into.length` bytes from `offset`. RangeError past the capacity; I/O errors as thrown. */
+  async read(offset: number, into: Uint8Array): Promise<void> {
+    this.#check("read", offset, into.length, false);
+    await this.#tracked(async () => {
+      for (let done = 0; done < into.length;) {
+        const { bytesRead } = await this.#handle.read(
+          into,
+          done,
+          into.length - done,
+          offset + done,
+        );
+        if (bytesRead === 0) {
+          throw new Error(
+            `Cannot read ${this.name} at byte ${offset + done}: unexpected end of file`,
+          );
+        }
+        done += bytesRead;
+      }
+    });
+  }
+
+  /** Writes `data` at `offset`. RangeError past the capacity; I/O errors as thrown. */
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    this.#check("write", offset, data.length, true);
+    await this.#tracked(async () => {
+      for (let done = 0; done < data.length;) {
+        const { bytesWritten } = await this.#handle.write(
+          data,
+          done,
+          data.length - done,
+          offset + done,
+        );
+        done += bytesWritten;
+      }
+    });
+  }
+
+  /** Makes completed writes durable (fdatasync). */
+  async flush(): Promise<void> {
+    this.#check("flush", 0, 0, false);
+    await this.#tracked(() => this.#handle.datasync());
+  }
+
+  /**
+   * Extends a regular file to `bytes` (sparse, see the design note). RangeError
+   * for a block device; an error for a read-only store.
+   */
+  async grow(bytes: number): Promise<void> {
+    this.#check("grow", 0, 0, true);
+    if (this.identity.kind === "block") {
+      throw new RangeError(`Cannot grow ${this.name}: it is a block device`);
+    }
+    if (!Number.isSafeInteger(bytes) || bytes <= this.#capacity) return;
+    await this.#tracked(() => this.#handle.truncate(bytes));
+    this.#capacity = bytes;
+  }
+
+  /** Re-reads the capacity (file size or device size) and returns it. */
+  async refreshCapacity(): Promise<number> {
+    this.#check("examine", 0, 0, false);
+    this.#capacity = await this.#tracked(() => this.#readCapacity());
+    return this.#capacity;
+  }
+
+  /** Waits for I/O in flight, then closes the handle. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#inFlight > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
+    await this.#handle.close();
+  }
+}
