@@ -1,0 +1,146 @@
+/**
+ * Serialised, batched writing of replies to one socket. Replies are produced
+ * concurrently by request handlers; they must reach the socket whole and one
+ * after another. Small replies are written in place into a staging buffer
+ * ({@link ReplyWriter.reserve}) or copied there, so that the replies produced
+ * while one socket write is under way leave together in the next one; large
+ * payloads are queued as they are (no copy) in their turn.
+ *
+ * @module
+ */
+
+import type { ByteStream } from "./socket_reader.ts";
+
+/** Payloads up to this size are copied into the staging buffer rather than queued. */
+const COPY_MAX_BYTES = 32 * 1024;
+const STAGING_BYTES = 256 * 1024;
+
+/** The serialising writer of one connection. */
+export class ReplyWriter {
+  #stream: ByteStream;
+  #queue: Uint8Array[] = [];
+  #queueHead = 0;
+  #staging = new Uint8Array(STAGING_BYTES);
+  #stagingView = new DataView(this.#staging.buffer);
+  #sealed = 0;
+  #end = 0;
+  #queuedBytes = 0;
+  #pumping = false;
+  #failure: unknown = undefined;
+  #drainWaiters: (() => void)[] = [];
+  #onFailure: (error: unknown) => void;
+
+  /** `onFailure` is called once when a socket write fails; later replies are dropped. */
+  constructor(stream: ByteStream, onFailure: (error: unknown) => void = () => {}) {
+    this.#stream = stream;
+    this.#onFailure = onFailure;
+  }
+
+  /** The staging buffer that {@link ReplyWriter.reserve} positions point into. */
+  get bytes(): Uint8Array {
+    return this.#staging;
+  }
+
+  /** A DataView over {@link ReplyWriter.bytes}. */
+  get view(): DataView {
+    return this.#stagingView;
+  }
+
+  /** Bytes accepted and not yet written to the socket. */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /** The error that broke the socket, if any. */
+  get failure(): unknown {
+    return this.#failure;
+  }
+
+  /**
+   * Reserves `count` bytes (at most 32 KiB) at the end of the output and
+   * returns their position in {@link ReplyWriter.bytes} / {@link ReplyWriter.view}.
+   * The caller fills them before its next `await`; they are sent in order
+   * after everything reserved or sent before.
+   */
+  reserve(count: number): number {
+    if (this.#end + count > this.#staging.length) this.#newStaging();
+    const at = this.#end;
+    this.#end += count;
+    this.#queuedBytes += count;
+    this.#schedule();
+    return at;
+  }
+
+  /**
+   * Sends `data` after everything reserved or sent before. Small payloads are
+   * copied; larger ones are queued as they are, so the caller must not modify
+   * `data` afterwards.
+   */
+  send(data: Uint8Array): void {
+    if (data.length <= COPY_MAX_BYTES) {
+      const at = this.reserve(data.length);
+      this.#staging.set(data, at);
+      return;
+    }
+    this.#seal();
+    this.#queue.push(data);
+    this.#queuedBytes += data.length;
+    this.#schedule();
+  }
+
+  /** Resolves once everything accepted so far has been written (or the socket has failed). */
+  drained(): Promise<void> {
+    if (this.#queuedBytes === 0 || this.#failure !== undefined) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  #seal(): void {
+    if (this.#end > this.#sealed) {
+      this.#queue.push(this.#staging.subarray(this.#sealed, this.#end));
+      this.#sealed = this.#end;
+    }
+  }
+
+  #newStaging(): void {
+    this.#seal();
+    this.#staging = new Uint8Array(STAGING_BYTES);
+    this.#stagingView = new DataView(this.#staging.buffer);
+    this.#sealed = this.#end = 0;
+  }
+
+  #schedule(): void {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    queueMicrotask(() => this.#pump());
+  }
+
+  async #pump(): Promise<void> {
+    try {
+      while (this.#failure === undefined) {
+        this.#seal();
+        if (this.#queueHead === this.#queue.length) break;
+        const chunk = this.#queue[this.#queueHead];
+        this.#queue[this.#queueHead++] = EMPTY;
+        if (this.#queueHead >= 4096) {
+          this.#queue.splice(0, this.#queueHead);
+          this.#queueHead = 0;
+        }
+        let done = 0;
+        while (done < chunk.length) done += await this.#stream.write(chunk.subarray(done));
+        this.#queuedBytes -= chunk.length;
+      }
+    } catch (error) {
+      this.#failure = error;
+      this.#onFailure(error);
+    }
+    this.#queue.length = this.#queueHead = 0;
+    if (this.#failure !== undefined) this.#queuedBytes = 0;
+    if (this.#failure !== undefined || this.#sealed === this.#end) this.#sealed = this.#end = 0;
+    this.#pumping = false;
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const wake of waiters) wake();
+  }
+}
+
+const EMPTY = new Uint8Array(0);

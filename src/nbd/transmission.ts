@@ -1,0 +1,421 @@
+/**
+ * The transmission phase (doc/proto.md "Transmission"; nbdkit's protocol.c
+ * has the same validate-then-execute shape). One loop reads request headers
+ * from the reusable buffer, validates each with {@link Transmission.validateRequest}
+ * before anything is allocated or executed, receives a WRITE's whole payload,
+ * and starts the handler without waiting for it: requests run concurrently
+ * and replies leave in completion order (out of order for pipelined
+ * requests), serialised by the connection's ReplyWriter.
+ *
+ * Refused requests get their error and the connection goes on; a refused
+ * WRITE's payload is read and dropped (up to 64 MiB; beyond that the
+ * connection ends, as the specification allows for payloads large enough to
+ * be a denial of service). Bad magic or a truncated message ends the
+ * connection; requests already received still complete, and a WRITE whose
+ * payload did not fully arrive is never executed.
+ *
+ * Memory is bounded per connection: at most 128 requests or 128 MiB of
+ * READ/WRITE payload in flight, and reading pauses while more than 64 MiB of
+ * replies wait for the client.
+ *
+ * @module
+ */
+
+import { ServiceError } from "../errors.ts";
+import { toDescriptors } from "./block_status.ts";
+import {
+  BASE_ALLOCATION,
+  Command as C,
+  CommandFlag as F,
+  Limits,
+  nameOf,
+  NBD_REQUEST_MAGIC,
+  NBD_STATE_ZERO,
+  NbdError as E,
+  TransmissionFlag as TF,
+} from "./constants.ts";
+import { nbdFailureOf } from "./errno_map.ts";
+import type { NbdExport } from "./export.ts";
+import type { Session } from "./handshake.ts";
+import type { NbdLogger } from "./log.ts";
+import { type ContextStatus, type ReadRun, ReplySender, RequestHeader } from "./replies.ts";
+import type { ReplyWriter } from "./reply_writer.ts";
+import type { SocketReader } from "./socket_reader.ts";
+import { getU64, READ_HEADROOM, REQ } from "./wire.ts";
+
+const MAX_IN_FLIGHT = 128;
+const MAX_IN_FLIGHT_BYTES = 128 * 1024 * 1024;
+const MAX_QUEUED_REPLY_BYTES = 64 * 1024 * 1024;
+/** Structured READs this long or longer ask the export where the holes are. */
+const SPARSE_READ_MIN = 64 * 1024;
+/** Zero extents shorter than this are sent as data, not as holes. */
+const MIN_HOLE_BYTES = 4096;
+const ZERO_WRITE_BYTES = 1024 * 1024;
+const KNOWN_FLAGS = F.NBD_CMD_FLAG_FUA | F.NBD_CMD_FLAG_NO_HOLE | F.NBD_CMD_FLAG_DF |
+  F.NBD_CMD_FLAG_REQ_ONE | F.NBD_CMD_FLAG_FAST_ZERO;
+
+let zeroes: Uint8Array | undefined;
+
+/** Dependencies of a {@link Transmission}. */
+export interface TransmissionOptions {
+  /** Log sink. */
+  logger: NbdLogger;
+}
+
+/** The transmission phase of one connection. */
+export class Transmission {
+  #session: Session;
+  #export: NbdExport;
+  #reader: SocketReader;
+  #writer: ReplyWriter;
+  #replies: ReplySender;
+  #log: NbdLogger;
+  #minimum: number;
+  #maximum: number;
+  #inFlight = 0;
+  #inFlightBytes = 0;
+  #waiters: { ready: () => boolean; wake: () => void }[] = [];
+  #closing = false;
+  #reason = "";
+
+  /** Serves `session` over `reader`/`writer` (from the handshake). */
+  constructor(
+    session: Session,
+    stream: { reader: SocketReader; writer: ReplyWriter },
+    options: TransmissionOptions,
+  ) {
+    this.#session = session;
+    this.#export = session.export;
+    this.#reader = stream.reader;
+    this.#writer = stream.writer;
+    this.#replies = new ReplySender(stream.writer);
+    this.#log = options.logger;
+    this.#minimum = session.blockSize.minimum;
+    this.#maximum = session.blockSize.maximum;
+  }
+
+  /** Requests being executed now. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /**
+   * Serves requests until NBD_CMD_DISC or the end of the stream, then waits
+   * for the requests in flight and their replies. Throws ServiceError
+   * INVALID_ARGUMENT on a protocol violation (after the same wait).
+   */
+  async run(): Promise<void> {
+    const reader = this.#reader;
+    const view = reader.view;
+    try {
+      while (this.#writer.failure === undefined) {
+        if (this.#inFlight >= MAX_IN_FLIGHT || this.#inFlightBytes >= MAX_IN_FLIGHT_BYTES) {
+          await this.#until(() =>
+            this.#inFlight < MAX_IN_FLIGHT && this.#inFlightBytes < MAX_IN_FLIGHT_BYTES
+          );
+        }
+        if (this.#writer.queuedBytes > MAX_QUEUED_REPLY_BYTES) await this.#writer.drained();
+        if (reader.buffered < REQ.size && !(await reader.fill(REQ.size))) return;
+        const at = reader.take(REQ.size);
+        const magic = view.getUint32(at + REQ.magic);
+        if (magic !== NBD_REQUEST_MAGIC) {
+          throw violation(`bad request magic 0x${magic.toString(16)}`);
+        }
+        const request = new RequestHeader(
+          view.getUint16(at + REQ.type),
+          view.getUint16(at + REQ.flags),
+          view.getUint32(at + REQ.cookie),
+          view.getUint32(at + REQ.cookie + 4),
+          getU64(view, at + REQ.offset),
+          view.getUint32(at + REQ.length),
+        );
+        if (request.type === C.NBD_CMD_DISC) return;
+        const error = this.#closing ? E.NBD_ESHUTDOWN : this.validateRequest(request);
+        let data: Uint8Array | undefined;
+        if (request.type === C.NBD_CMD_WRITE) {
+          if (error !== 0) {
+            if (request.length > Limits.MAX_DISCARD_BYTES) {
+              throw violation(`refused NBD_CMD_WRITE of ${request.length} bytes`);
+            }
+            await reader.discard(request.length);
+          } else {
+            data = new Uint8Array(request.length);
+            await reader.readInto(data);
+          }
+        }
+        if (error !== 0) {
+          this.#refuse(request, error);
+          continue;
+        }
+        this.#inFlight++;
+        if (request.type <= C.NBD_CMD_WRITE) this.#inFlightBytes += request.length;
+        this.#execute(request, data);
+      }
+    } finally {
+      await this.#until(() => this.#inFlight === 0);
+      await this.#writer.drained();
+    }
+  }
+
+  /**
+   * Stops executing new requests (they get NBD_ESHUTDOWN) and resolves once
+   * the requests in flight are done and every reply is written.
+   */
+  async quiesce(): Promise<void> {
+    this.#closing = true;
+    await this.#until(() => this.#inFlight === 0);
+    await this.#writer.drained();
+  }
+
+  /**
+   * Checks `request` against the session before anything runs: the command
+   * and its flags, read-only, the range, alignment and payload size. Returns
+   * 0 or the NBD error to reply with.
+   */
+  validateRequest(request: RequestHeader): number {
+    const { type, flags, offset, length } = request;
+    const session = this.#session;
+    const exp = this.#export;
+    if (type > C.NBD_CMD_BLOCK_STATUS || type === C.NBD_CMD_CACHE) {
+      return this.#invalid(`unknown command ${nameOf("command", type)}`, E.NBD_EINVAL);
+    }
+    if ((flags & ~KNOWN_FLAGS) !== 0) {
+      return this.#invalid(`unknown command flags 0x${flags.toString(16)}`, E.NBD_EINVAL);
+    }
+    let allowed = session.flags & TF.NBD_FLAG_SEND_FUA ? F.NBD_CMD_FLAG_FUA : 0;
+    if (type === C.NBD_CMD_WRITE_ZEROES) {
+      allowed |= F.NBD_CMD_FLAG_NO_HOLE | F.NBD_CMD_FLAG_FAST_ZERO;
+    } else if (type === C.NBD_CMD_READ && session.structured) allowed |= F.NBD_CMD_FLAG_DF;
+    else if (type === C.NBD_CMD_BLOCK_STATUS) allowed |= F.NBD_CMD_FLAG_REQ_ONE;
+    const writes = type === C.NBD_CMD_WRITE || type === C.NBD_CMD_WRITE_ZEROES ||
+      type === C.NBD_CMD_TRIM;
+    if (writes && exp.readOnly) {
+      return this.#invalid(`${nameOf("command", type)} on a read-only export`, E.NBD_EPERM);
+    }
+    if ((flags & ~allowed) !== 0) {
+      return this.#invalid(
+        `flags 0x${flags.toString(16)} not valid for ${nameOf("command", type)}`,
+        E.NBD_EINVAL,
+      );
+    }
+    if (type === C.NBD_CMD_FLUSH) {
+      return offset === 0 && length === 0
+        ? 0
+        : this.#invalid("NBD_CMD_FLUSH with an offset or length", E.NBD_EINVAL);
+    }
+    if (type === C.NBD_CMD_TRIM && exp.trim === undefined) {
+      return this.#invalid("NBD_CMD_TRIM is not supported by this export", E.NBD_EINVAL);
+    }
+    if (type === C.NBD_CMD_BLOCK_STATUS) {
+      if (session.contexts.length === 0) {
+        return this.#invalid("NBD_CMD_BLOCK_STATUS without a meta context", E.NBD_EINVAL);
+      }
+      if (length === 0) return this.#invalid("NBD_CMD_BLOCK_STATUS of length 0", E.NBD_EINVAL);
+    }
+    if (offset + length > exp.sizeBytes) {
+      return this.#invalid(
+        `${nameOf("command", type)} at ${offset}+${length} beyond the export size ${exp.sizeBytes}`,
+        type === C.NBD_CMD_WRITE || type === C.NBD_CMD_WRITE_ZEROES ? E.NBD_ENOSPC : E.NBD_EINVAL,
+      );
+    }
+    if (
+      this.#minimum > 1 &&
+      (offset % this.#minimum !== 0 ||
+        (length % this.#minimum !== 0 && offset + length !== exp.sizeBytes))
+    ) {
+      return this.#invalid(`request not aligned to ${this.#minimum} bytes`, E.NBD_EINVAL);
+    }
+    if (length > this.#maximum && (type === C.NBD_CMD_READ || type === C.NBD_CMD_WRITE)) {
+      return this.#invalid(
+        `${nameOf("command", type)} of ${length} bytes exceeds the maximum ${this.#maximum}`,
+        type === C.NBD_CMD_READ && session.structured ? E.NBD_EOVERFLOW : E.NBD_EINVAL,
+      );
+    }
+    return 0;
+  }
+
+  #invalid(reason: string, error: number): number {
+    this.#reason = reason;
+    return error;
+  }
+
+  #refuse(request: RequestHeader, error: number): void {
+    const reason = error === E.NBD_ESHUTDOWN ? "the server is shutting down" : this.#reason;
+    this.#log("debug", `nbd: refused ${nameOf("command", request.type)}: ${reason}`);
+    this.#fail(request, error, reason);
+  }
+
+  #fail(request: RequestHeader, error: number, message: string): void {
+    if (this.#session.structured) this.#replies.errorChunk(request, error, message);
+    else this.#replies.simple(request, error);
+  }
+
+  async #execute(request: RequestHeader, data: Uint8Array | undefined): Promise<void> {
+    const exp = this.#export;
+    const { offset, length, flags } = request;
+    const fua = (flags & F.NBD_CMD_FLAG_FUA) !== 0;
+    try {
+      switch (request.type) {
+        case C.NBD_CMD_READ:
+          await this.#read(request);
+          return;
+        case C.NBD_CMD_WRITE:
+          if (length > 0) await exp.write(offset, data!, { fua });
+          break;
+        case C.NBD_CMD_FLUSH:
+          await exp.flush();
+          break;
+        case C.NBD_CMD_TRIM:
+          if (length > 0) await exp.trim!(offset, length);
+          if (fua) await exp.flush();
+          break;
+        case C.NBD_CMD_WRITE_ZEROES:
+          if (length > 0) await this.#writeZeroes(request);
+          break;
+        case C.NBD_CMD_BLOCK_STATUS:
+          await this.#blockStatus(request);
+          return;
+      }
+      this.#replies.simple(request, 0);
+    } catch (error) {
+      const failure = nbdFailureOf(error, {
+        fastZero: request.type === C.NBD_CMD_WRITE_ZEROES &&
+          (flags & F.NBD_CMD_FLAG_FAST_ZERO) !== 0,
+        overflowAllowed: request.type === C.NBD_CMD_READ && this.#session.structured,
+      });
+      this.#log(
+        error instanceof ServiceError ? "debug" : "error",
+        `nbd: ${nameOf("command", request.type)} at ${offset}+${length} failed: ${failure.message}`,
+      );
+      this.#fail(request, failure.error, failure.message);
+    } finally {
+      this.#inFlight--;
+      if (request.type <= C.NBD_CMD_WRITE) this.#inFlightBytes -= length;
+      this.#wake();
+    }
+  }
+
+  async #read(request: RequestHeader): Promise<void> {
+    const exp = this.#export;
+    const { offset, length, flags } = request;
+    const structured = this.#session.structured;
+    if (length === 0) {
+      if (structured) this.#replies.none(request);
+      else this.#replies.simple(request, 0);
+      return;
+    }
+    if (
+      structured && length >= SPARSE_READ_MIN && exp.blockStatus !== undefined &&
+      (flags & F.NBD_CMD_FLAG_DF) === 0
+    ) {
+      const runs = await this.#holes(request);
+      if (runs !== undefined) {
+        const data = new Uint8Array(length);
+        await Promise.all(
+          runs.filter((run) => !run.hole).map((run) =>
+            exp.read(
+              run.offset,
+              data.subarray(run.offset - offset, run.offset - offset + run.length),
+            )
+          ),
+        );
+        this.#replies.readRuns(request, runs, data);
+        return;
+      }
+    }
+    const buffer = new Uint8Array(READ_HEADROOM + length);
+    await exp.read(offset, buffer.subarray(READ_HEADROOM));
+    this.#replies.readData(request, buffer, structured);
+  }
+
+  /** The data and hole runs of a READ, or undefined when there is no hole worth sending. */
+  async #holes(request: RequestHeader): Promise<ReadRun[] | undefined> {
+    const { offset, length } = request;
+    let extents;
+    try {
+      extents = await this.#export.blockStatus!(BASE_ALLOCATION, offset, length);
+    } catch {
+      return undefined;
+    }
+    const runs: ReadRun[] = [];
+    let position = offset;
+    const end = offset + length;
+    for (const extent of extents) {
+      if (position >= end || !(extent.length > 0)) break;
+      const runLength = Math.min(extent.length, end - position);
+      const hole = (extent.flags & NBD_STATE_ZERO) !== 0 && runLength >= MIN_HOLE_BYTES;
+      const last = runs[runs.length - 1];
+      if (last !== undefined && last.hole === hole) last.length += runLength;
+      else runs.push({ offset: position, length: runLength, hole });
+      position += runLength;
+    }
+    if (position < end) {
+      const last = runs[runs.length - 1];
+      if (last !== undefined && !last.hole) last.length += end - position;
+      else runs.push({ offset: position, length: end - position, hole: false });
+    }
+    return runs.some((run) => run.hole) ? runs : undefined;
+  }
+
+  async #writeZeroes(request: RequestHeader): Promise<void> {
+    const exp = this.#export;
+    const { offset, length, flags } = request;
+    const fua = (flags & F.NBD_CMD_FLAG_FUA) !== 0;
+    const fastZero = (flags & F.NBD_CMD_FLAG_FAST_ZERO) !== 0;
+    if (exp.writeZeroes !== undefined) {
+      const noHole = (flags & F.NBD_CMD_FLAG_NO_HOLE) !== 0;
+      await exp.writeZeroes(offset, length, { noHole, fastZero, fua });
+      return;
+    }
+    if (fastZero) {
+      throw new ServiceError(
+        "NOT_SUPPORTED",
+        "Cannot zero fast: this export can only write zeroes like data",
+      );
+    }
+    zeroes ??= new Uint8Array(ZERO_WRITE_BYTES);
+    const step = Math.min(ZERO_WRITE_BYTES, this.#maximum);
+    for (let done = 0; done < length; done += step) {
+      const count = Math.min(step, length - done);
+      await exp.write(offset + done, zeroes.subarray(0, count), { fua: false });
+    }
+    if (fua) await exp.flush();
+  }
+
+  async #blockStatus(request: RequestHeader): Promise<void> {
+    const exp = this.#export;
+    const { offset, length, flags } = request;
+    const query = {
+      offset,
+      length,
+      reqOne: (flags & F.NBD_CMD_FLAG_REQ_ONE) !== 0,
+      exportSize: exp.sizeBytes,
+    };
+    const statuses: ContextStatus[] = [];
+    for (const context of this.#session.contexts) {
+      const extents = exp.blockStatus === undefined
+        ? [{ length, flags: 0 }]
+        : await exp.blockStatus(context.name, offset, length);
+      statuses.push({ id: context.id, descriptors: toDescriptors(extents, query) });
+    }
+    this.#replies.blockStatus(request, statuses);
+  }
+
+  #until(ready: () => boolean): Promise<void> {
+    if (ready()) return Promise.resolve();
+    return new Promise((wake) => this.#waiters.push({ ready, wake }));
+  }
+
+  #wake(): void {
+    if (this.#waiters.length === 0) return;
+    this.#waiters = this.#waiters.filter((waiter) => {
+      if (!waiter.ready()) return true;
+      waiter.wake();
+      return false;
+    });
+  }
+}
+
+function violation(what: string): ServiceError {
+  return new ServiceError("INVALID_ARGUMENT", `NBD request refused: ${what}`);
+}
