@@ -102,6 +102,8 @@ interface DeviceRecord {
 
 interface SnapshotRecord extends PersistedSnapshot {
   uuid: Uint8Array;
+  /** Made by this driver instance (close() destroys those); false for restored and adopted ones. */
+  createdHere: boolean;
   /** Image device paths read through the image reader, released at destroy. */
   images: Set<string>;
 }
@@ -228,7 +230,13 @@ export class KernelDriver implements SnapshotDriver {
       const uuid = parseUuid(saved.id);
       if (!uuid || !listed.has(saved.id)) continue;
       const deviceIds = saved.deviceIds.filter((id) => this.#devices.has(id));
-      this.#snapshots.set(saved.id, { ...saved, deviceIds, uuid, images: new Set() });
+      this.#snapshots.set(saved.id, {
+        ...saved,
+        deviceIds,
+        uuid,
+        createdHere: false,
+        images: new Set(),
+      });
     }
     this.#persist(client);
   }
@@ -243,7 +251,7 @@ export class KernelDriver implements SnapshotDriver {
       capacityBytes,
     }));
     const snapshots = [...this.#snapshots.values()].map(
-      ({ uuid: _uuid, images: _images, ...saved }) => saved,
+      ({ uuid: _uuid, images: _images, createdHere: _createdHere, ...saved }) => saved,
     );
     const state = { version: 1 as const, profile: client.profile, devices, snapshots };
     const write = () => saveState(dir, state);
@@ -569,7 +577,7 @@ export class KernelDriver implements SnapshotDriver {
     if (snapshot.takenAt !== undefined) {
       throw new ServiceError("CONFLICT", `${what}: it is already taken`);
     }
-    if (snapshot.createdHere && snapshot.deviceIds.length === 0) {
+    if (snapshot.storage !== undefined && snapshot.deviceIds.length === 0) {
       throw new ServiceError("CONFLICT", `${what}: it has no devices`);
     }
     try {

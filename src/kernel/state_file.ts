@@ -39,8 +39,6 @@ export interface PersistedSnapshot {
   storage?: { path: string; limitBytes: number };
   /** True when the driver created the storage file (and removes it at destroy). */
   storageCreated?: boolean;
-  /** True when this service created the snapshot (close() destroys those). */
-  createdHere: boolean;
 }
 
 /** The whole file. */

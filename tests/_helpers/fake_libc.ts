@@ -290,6 +290,11 @@ export class FakeKernel implements Libc {
     this.#snapshots.clear();
   }
 
+  /** The fds open on `path`. */
+  fdsOn(path: string): number[] {
+    return [...this.#fds].filter(([, file]) => file.path === path).map(([fd]) => fd);
+  }
+
   /** Number of open fds (0 after the driver closed). */
   get openFds(): number {
     return this.#fds.size;
