@@ -97,7 +97,7 @@ export class SocketReader {
     this.take(done);
     while (done < target.length) {
       const missing = target.length - done;
-      if (missing < DIRECT_READ_BYTES) {
+      if (missing < Math.min(DIRECT_READ_BYTES, this.#buffer.length)) {
         if (!(await this.fill(missing))) throw truncated(done, target.length);
         target.set(this.#buffer.subarray(this.#start, this.#start + missing), done);
         this.take(missing);

@@ -24,6 +24,8 @@ export interface NbdFixture {
   unixUri(exportName: string): string;
   /** Log messages at warn level or above. */
   warnings: string[];
+  /** Every log message, as "level: message". */
+  log: string[];
 }
 
 /**
@@ -36,11 +38,13 @@ export async function withNbdServer(
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "nbd-test-" });
   const warnings: string[] = [];
+  const log: string[] = [];
   const provider = Array.isArray(exports) ? staticProvider(exports) : exports;
   const server = await startNbdServer(provider, {
     tcp: { port: 0 },
     unixPath: `${dir}/nbd.sock`,
     logger: (level: NbdLogLevel, message: string) => {
+      log.push(`${level}: ${message}`);
       if (level === "warn" || level === "error") warnings.push(message);
     },
   });
@@ -49,6 +53,7 @@ export async function withNbdServer(
       server,
       dir,
       warnings,
+      log,
       tcpUri: (name) => `nbd://127.0.0.1:${server.tcpPort}/${encodeURIComponent(name)}`,
       unixUri: (name) => `nbd+unix:///${encodeURIComponent(name)}?socket=${server.unixPath}`,
     });
@@ -144,7 +149,7 @@ export async function nbdsh(uri: string, script: string): Promise<string> {
 }
 
 /** `length` bytes of a deterministic pattern that differs per `seed`. */
-export function pattern(length: number, seed: number): Uint8Array {
+export function pattern(length: number, seed: number): Uint8Array<ArrayBuffer> {
   const bytes = new Uint8Array(length);
   let state = (seed * 2654435761) >>> 0 || 1;
   for (let i = 0; i < length; i++) {
@@ -154,4 +159,12 @@ export function pattern(length: number, seed: number): Uint8Array {
     bytes[i] = state & 0xff;
   }
   return bytes;
+}
+
+/** Polls `predicate` every 10 ms until true; throws after `timeoutMs`. */
+export async function waitFor(predicate: () => boolean, timeoutMs = 2000): Promise<void> {
+  for (let waited = 0; !predicate(); waited += 10) {
+    if (waited >= timeoutMs) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
