@@ -15,6 +15,7 @@ import {
   ReplyType,
 } from "./constants.ts";
 import type { NbdExtent } from "./export.ts";
+import type { ReadRun } from "./read_plan.ts";
 import type { ReplyWriter } from "./reply_writer.ts";
 import {
   BlockDescriptor,
@@ -39,16 +40,6 @@ export class RequestHeader {
     readonly offset: number,
     readonly length: number,
   ) {}
-}
-
-/** A piece of a READ reply: data from the buffer, or a hole that reads as zeroes. */
-export interface ReadRun {
-  /** Offset in the export, in bytes. */
-  offset: number;
-  /** Length in bytes. */
-  length: number;
-  /** True when the run is sent as NBD_REPLY_TYPE_OFFSET_HOLE. */
-  hole: boolean;
 }
 
 /** Block status descriptors of one selected context. */

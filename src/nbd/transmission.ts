@@ -1,7 +1,7 @@
 /**
  * The transmission phase (doc/proto.md "Transmission"; nbdkit's protocol.c
  * has the same validate-then-execute shape). One loop reads request headers
- * from the reusable buffer, validates each with {@link Transmission.validateRequest}
+ * from the reusable buffer, validates each with validateRequest() (validate.ts)
  * before anything is allocated or executed, receives a WRITE's whole payload,
  * and starts the handler without waiting for it: requests run concurrently
  * and replies leave in completion order (out of order for pipelined
@@ -30,17 +30,17 @@ import {
   Limits,
   nameOf,
   NBD_REQUEST_MAGIC,
-  NBD_STATE_ZERO,
   NbdError as E,
-  TransmissionFlag as TF,
 } from "./constants.ts";
 import { nbdFailureOf } from "./errno_map.ts";
 import type { NbdExport } from "./export.ts";
 import type { Session } from "./handshake.ts";
 import type { NbdLogger } from "./log.ts";
-import { type ContextStatus, type ReadRun, ReplySender, RequestHeader } from "./replies.ts";
+import { planRead, type ReadRun } from "./read_plan.ts";
+import { type ContextStatus, ReplySender, RequestHeader } from "./replies.ts";
 import type { ReplyWriter } from "./reply_writer.ts";
 import type { SocketReader } from "./socket_reader.ts";
+import { type Refusal, validateRequest } from "./validate.ts";
 import { getU64, READ_HEADROOM, REQ } from "./wire.ts";
 
 const MAX_IN_FLIGHT = 128;
@@ -48,11 +48,8 @@ const MAX_IN_FLIGHT_BYTES = 128 * 1024 * 1024;
 const MAX_QUEUED_REPLY_BYTES = 64 * 1024 * 1024;
 /** Structured READs this long or longer ask the export where the holes are. */
 const SPARSE_READ_MIN = 64 * 1024;
-/** Zero extents shorter than this are sent as data, not as holes. */
-const MIN_HOLE_BYTES = 4096;
 const ZERO_WRITE_BYTES = 1024 * 1024;
-const KNOWN_FLAGS = F.NBD_CMD_FLAG_FUA | F.NBD_CMD_FLAG_NO_HOLE | F.NBD_CMD_FLAG_DF |
-  F.NBD_CMD_FLAG_REQ_ONE | F.NBD_CMD_FLAG_FAST_ZERO;
+const SHUTTING_DOWN: Refusal = { error: E.NBD_ESHUTDOWN, reason: "the server is shutting down" };
 
 let zeroes: Uint8Array | undefined;
 
@@ -70,13 +67,11 @@ export class Transmission {
   #writer: ReplyWriter;
   #replies: ReplySender;
   #log: NbdLogger;
-  #minimum: number;
   #maximum: number;
   #inFlight = 0;
   #inFlightBytes = 0;
   #waiters: { ready: () => boolean; wake: () => void }[] = [];
   #closing = false;
-  #reason = "";
 
   /** Serves `session` over `reader`/`writer` (from the handshake). */
   constructor(
@@ -90,7 +85,6 @@ export class Transmission {
     this.#writer = stream.writer;
     this.#replies = new ReplySender(stream.writer);
     this.#log = options.logger;
-    this.#minimum = session.blockSize.minimum;
     this.#maximum = session.blockSize.maximum;
   }
 
@@ -130,10 +124,10 @@ export class Transmission {
           view.getUint32(at + REQ.length),
         );
         if (request.type === C.NBD_CMD_DISC) return;
-        const error = this.#closing ? E.NBD_ESHUTDOWN : this.validateRequest(request);
+        const refusal = this.#closing ? SHUTTING_DOWN : validateRequest(request, this.#session);
         let data: Uint8Array | undefined;
         if (request.type === C.NBD_CMD_WRITE) {
-          if (error !== 0) {
+          if (refusal !== undefined) {
             if (request.length > Limits.MAX_DISCARD_BYTES) {
               throw violation(`refused NBD_CMD_WRITE of ${request.length} bytes`);
             }
@@ -143,8 +137,8 @@ export class Transmission {
             await reader.readInto(data);
           }
         }
-        if (error !== 0) {
-          this.#refuse(request, error);
+        if (refusal !== undefined) {
+          this.#refuse(request, refusal);
           continue;
         }
         this.#inFlight++;
@@ -167,82 +161,9 @@ export class Transmission {
     await this.#writer.drained();
   }
 
-  /**
-   * Checks `request` against the session before anything runs: the command
-   * and its flags, read-only, the range, alignment and payload size. Returns
-   * 0 or the NBD error to reply with.
-   */
-  validateRequest(request: RequestHeader): number {
-    const { type, flags, offset, length } = request;
-    const session = this.#session;
-    const exp = this.#export;
-    if (type > C.NBD_CMD_BLOCK_STATUS || type === C.NBD_CMD_CACHE) {
-      return this.#invalid(`unknown command ${nameOf("command", type)}`, E.NBD_EINVAL);
-    }
-    if ((flags & ~KNOWN_FLAGS) !== 0) {
-      return this.#invalid(`unknown command flags 0x${flags.toString(16)}`, E.NBD_EINVAL);
-    }
-    let allowed = session.flags & TF.NBD_FLAG_SEND_FUA ? F.NBD_CMD_FLAG_FUA : 0;
-    if (type === C.NBD_CMD_WRITE_ZEROES) {
-      allowed |= F.NBD_CMD_FLAG_NO_HOLE | F.NBD_CMD_FLAG_FAST_ZERO;
-    } else if (type === C.NBD_CMD_READ && session.structured) allowed |= F.NBD_CMD_FLAG_DF;
-    else if (type === C.NBD_CMD_BLOCK_STATUS) allowed |= F.NBD_CMD_FLAG_REQ_ONE;
-    const writes = type === C.NBD_CMD_WRITE || type === C.NBD_CMD_WRITE_ZEROES ||
-      type === C.NBD_CMD_TRIM;
-    if (writes && exp.readOnly) {
-      return this.#invalid(`${nameOf("command", type)} on a read-only export`, E.NBD_EPERM);
-    }
-    if ((flags & ~allowed) !== 0) {
-      return this.#invalid(
-        `flags 0x${flags.toString(16)} not valid for ${nameOf("command", type)}`,
-        E.NBD_EINVAL,
-      );
-    }
-    if (type === C.NBD_CMD_FLUSH) {
-      return offset === 0 && length === 0
-        ? 0
-        : this.#invalid("NBD_CMD_FLUSH with an offset or length", E.NBD_EINVAL);
-    }
-    if (type === C.NBD_CMD_TRIM && exp.trim === undefined) {
-      return this.#invalid("NBD_CMD_TRIM is not supported by this export", E.NBD_EINVAL);
-    }
-    if (type === C.NBD_CMD_BLOCK_STATUS) {
-      if (session.contexts.length === 0) {
-        return this.#invalid("NBD_CMD_BLOCK_STATUS without a meta context", E.NBD_EINVAL);
-      }
-      if (length === 0) return this.#invalid("NBD_CMD_BLOCK_STATUS of length 0", E.NBD_EINVAL);
-    }
-    if (offset + length > exp.sizeBytes) {
-      return this.#invalid(
-        `${nameOf("command", type)} at ${offset}+${length} beyond the export size ${exp.sizeBytes}`,
-        type === C.NBD_CMD_WRITE || type === C.NBD_CMD_WRITE_ZEROES ? E.NBD_ENOSPC : E.NBD_EINVAL,
-      );
-    }
-    if (
-      this.#minimum > 1 &&
-      (offset % this.#minimum !== 0 ||
-        (length % this.#minimum !== 0 && offset + length !== exp.sizeBytes))
-    ) {
-      return this.#invalid(`request not aligned to ${this.#minimum} bytes`, E.NBD_EINVAL);
-    }
-    if (length > this.#maximum && (type === C.NBD_CMD_READ || type === C.NBD_CMD_WRITE)) {
-      return this.#invalid(
-        `${nameOf("command", type)} of ${length} bytes exceeds the maximum ${this.#maximum}`,
-        type === C.NBD_CMD_READ && session.structured ? E.NBD_EOVERFLOW : E.NBD_EINVAL,
-      );
-    }
-    return 0;
-  }
-
-  #invalid(reason: string, error: number): number {
-    this.#reason = reason;
-    return error;
-  }
-
-  #refuse(request: RequestHeader, error: number): void {
-    const reason = error === E.NBD_ESHUTDOWN ? "the server is shutting down" : this.#reason;
-    this.#log("debug", `nbd: refused ${nameOf("command", request.type)}: ${reason}`);
-    this.#fail(request, error, reason);
+  #refuse(request: RequestHeader, refusal: Refusal): void {
+    this.#log("debug", `nbd: refused ${nameOf("command", request.type)}: ${refusal.reason}`);
+    this.#fail(request, refusal.error, refusal.reason);
   }
 
   #fail(request: RequestHeader, error: number, message: string): void {
@@ -330,31 +251,16 @@ export class Transmission {
 
   /** The data and hole runs of a READ, or undefined when there is no hole worth sending. */
   async #holes(request: RequestHeader): Promise<ReadRun[] | undefined> {
-    const { offset, length } = request;
-    let extents;
     try {
-      extents = await this.#export.blockStatus!(BASE_ALLOCATION, offset, length);
+      const extents = await this.#export.blockStatus!(
+        BASE_ALLOCATION,
+        request.offset,
+        request.length,
+      );
+      return planRead(extents, request);
     } catch {
       return undefined;
     }
-    const runs: ReadRun[] = [];
-    let position = offset;
-    const end = offset + length;
-    for (const extent of extents) {
-      if (position >= end || !(extent.length > 0)) break;
-      const runLength = Math.min(extent.length, end - position);
-      const hole = (extent.flags & NBD_STATE_ZERO) !== 0 && runLength >= MIN_HOLE_BYTES;
-      const last = runs[runs.length - 1];
-      if (last !== undefined && last.hole === hole) last.length += runLength;
-      else runs.push({ offset: position, length: runLength, hole });
-      position += runLength;
-    }
-    if (position < end) {
-      const last = runs[runs.length - 1];
-      if (last !== undefined && !last.hole) last.length += end - position;
-      else runs.push({ offset: position, length: end - position, hole: false });
-    }
-    return runs.some((run) => run.hole) ? runs : undefined;
   }
 
   async #writeZeroes(request: RequestHeader): Promise<void> {
