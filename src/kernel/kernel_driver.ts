@@ -42,7 +42,7 @@
  * @module
  */
 
-import { open as openFile, unlink } from "node:fs/promises";
+import { unlink } from "node:fs/promises";
 import type {
   AttachOptions,
   Capability,
@@ -57,15 +57,24 @@ import type {
   SnapshotInfo,
 } from "../driver.ts";
 import { errnoName, isServiceError, ServiceError } from "../errors.ts";
-import { formatUuid, parseUuid, SECTOR_SIZE } from "./abi.ts";
+import { formatUuid, SECTOR_SIZE } from "./abi.ts";
 import { type BlockingIoctl, WorkerIoctl } from "./blocking_ioctl.ts";
+import { ioctlError } from "./errno.ts";
 import { EventWaiter } from "./event_waiter.ts";
 import { decodeEvent } from "./events.ts";
-import { fsError, ImageReader } from "./image_reader.ts";
-import { type DeviceNumber, type Libc, realLibc } from "./libc.ts";
+import { ImageReader } from "./image_reader.ts";
+import { type Libc, realLibc } from "./libc.ts";
 import { ModuleClient } from "./module_client.ts";
 import { detectProfile } from "./profiles.ts";
-import { loadState, type PersistedSnapshot, saveState } from "./state_file.ts";
+import { DriverRecords, type SnapshotRecord } from "./records.ts";
+import {
+  checkCreateOptions,
+  checkRanges,
+  createIfMissing,
+  deviceName,
+  invalid,
+  isCount,
+} from "./validate.ts";
 
 /** Options of {@link KernelDriver}. */
 export interface KernelDriverOptions {
@@ -93,21 +102,6 @@ export interface KernelDriverOptions {
   eventGraceMs?: number;
 }
 
-interface DeviceRecord {
-  id: string;
-  path: string;
-  capacityBytes: number;
-  number?: DeviceNumber;
-}
-
-interface SnapshotRecord extends PersistedSnapshot {
-  uuid: Uint8Array;
-  /** Made by this driver instance (close() destroys those); false for restored and adopted ones. */
-  createdHere: boolean;
-  /** Image device paths read through the image reader, released at destroy. */
-  images: Set<string>;
-}
-
 interface Kernel {
   client: ModuleClient;
   waiter: EventWaiter;
@@ -122,21 +116,6 @@ const CAPABILITIES: Capability[] = [
   "multi-device-snapshots",
 ];
 
-const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
-const ENODEV = 19;
-
-function baseName(path: string): string {
-  return path.replace(/\/+$/, "").split("/").pop() ?? "";
-}
-
-function isCount(value: unknown): value is number {
-  return Number.isSafeInteger(value) && (value as number) >= 0;
-}
-
-function invalid(detail: string, field?: string): ServiceError {
-  return new ServiceError("INVALID_ARGUMENT", detail, { field });
-}
-
 /** A {@link BlockingIoctl} that calls `libc.ioctl` in place: for fakes that do not block. */
 function directIoctl(libc: Libc): BlockingIoctl {
   return {
@@ -145,33 +124,20 @@ function directIoctl(libc: Libc): BlockingIoctl {
   };
 }
 
-/** Creates an empty regular file at `path` unless something exists there; true when it made one. */
-async function createIfMissing(path: string, what: string): Promise<boolean> {
-  try {
-    const handle = await openFile(path, "wx", 0o600);
-    await handle.close();
-    return true;
-  } catch (error) {
-    if ((error as { code?: string })?.code === "EEXIST") return false;
-    throw fsError(error, `${what}: cannot create the difference storage ${path}`);
-  }
-}
-
 /** The SnapshotDriver on the blksnap kernel module. Build it with {@link createKernelDriver}. */
 export class KernelDriver implements SnapshotDriver {
   #libc: Libc;
   #options: KernelDriverOptions;
   #kernel?: Promise<Kernel>;
-  #devices = new Map<string, DeviceRecord>();
-  #snapshots = new Map<string, SnapshotRecord>();
+  #records: DriverRecords;
   #images = new ImageReader();
-  #saving: Promise<void> = Promise.resolve();
   #closed = false;
 
   /** Keeps the options; nothing is opened until {@link KernelDriver.start} or the first call. */
   constructor(options: KernelDriverOptions = {}) {
     this.#libc = options.libc ?? realLibc();
     this.#options = options;
+    this.#records = new DriverRecords(options.stateDir);
   }
 
   /**
@@ -202,7 +168,7 @@ export class KernelDriver implements SnapshotDriver {
       graceMs: this.#options.eventGraceMs,
     });
     try {
-      await this.#restore(client);
+      await this.#records.restore(client, this.#libc);
     } catch (error) {
       waiter.close();
       client.close();
@@ -211,139 +177,32 @@ export class KernelDriver implements SnapshotDriver {
     return { client, waiter };
   }
 
-  async #restore(client: ModuleClient): Promise<void> {
-    const dir = this.#options.stateDir;
-    if (dir === undefined) return;
-    const state = await loadState(dir);
-    if (!state) return;
-    for (const saved of state.devices) {
-      const device: DeviceRecord = { ...saved, number: this.#libc.blockDeviceNumber(saved.path) };
-      try {
-        device.capacityBytes = client.cbtInfo(device).capacityBytes;
-        this.#devices.set(device.id, device);
-      } catch (error) {
-        if (!isServiceError(error, "NOT_FOUND")) throw error;
-      }
-    }
-    const listed = new Set(client.collect());
-    for (const saved of state.snapshots) {
-      const uuid = parseUuid(saved.id);
-      if (!uuid || !listed.has(saved.id)) continue;
-      const deviceIds = saved.deviceIds.filter((id) => this.#devices.has(id));
-      this.#snapshots.set(saved.id, {
-        ...saved,
-        deviceIds,
-        uuid,
-        createdHere: false,
-        images: new Set(),
-      });
-    }
-    this.#persist(client);
-  }
-
-  /** Queues a write of the state file (when there is a state directory). */
+  /** Queues a write of the records. */
   #persist(client: ModuleClient): void {
-    const dir = this.#options.stateDir;
-    if (dir === undefined) return;
-    const devices = [...this.#devices.values()].map(({ id, path, capacityBytes }) => ({
-      id,
-      path,
-      capacityBytes,
-    }));
-    const snapshots = [...this.#snapshots.values()].map(
-      ({ uuid: _uuid, images: _images, createdHere: _createdHere, ...saved }) => saved,
-    );
-    const state = { version: 1 as const, profile: client.profile, devices, snapshots };
-    const write = () => saveState(dir, state);
-    this.#saving = this.#saving.then(write, write);
+    this.#records.persist(client.profile);
   }
 
   /** Resolves when every state change so far is on disk; rejects with the last write's error. */
   flushState(): Promise<void> {
-    return this.#saving;
+    return this.#records.flush();
   }
 
-  #device(deviceId: string): DeviceRecord {
-    const device = this.#devices.get(deviceId);
-    if (!device) throw new ServiceError("NOT_FOUND", `Device ${deviceId} is not attached`);
-    return device;
-  }
-
-  #ownerOf(deviceId: string): SnapshotRecord | undefined {
-    for (const snapshot of this.#snapshots.values()) {
-      if (snapshot.deviceIds.includes(deviceId)) return snapshot;
-    }
-    return undefined;
-  }
-
-  #deviceInfo(device: DeviceRecord): DeviceInfo {
-    return {
-      id: device.id,
-      path: device.path,
-      capacityBytes: device.capacityBytes,
-      snapshotId: this.#ownerOf(device.id)?.id,
-      locator: device.path,
-    };
-  }
-
-  /** The record of snapshot `id`; adopts one the module lists but the driver does not know. */
+  /** The record of snapshot `id` (adopting one only the module knows). NOT_FOUND otherwise. */
   #snapshot({ client }: Kernel, id: string): SnapshotRecord {
-    const key = typeof id === "string" ? id.toLowerCase() : "";
-    const known = this.#snapshots.get(key);
-    if (known) return known;
-    const uuid = parseUuid(key);
-    if (uuid && client.collect().includes(key)) {
-      const adopted: SnapshotRecord = {
-        id: key,
-        uuid,
-        deviceIds: [],
-        createdAt: new Date().toISOString(),
-        writable: false,
-        createdHere: false,
-        images: new Set(),
-      };
-      this.#snapshots.set(key, adopted);
-      this.#persist(client);
-      return adopted;
-    }
-    throw new ServiceError("NOT_FOUND", `Snapshot ${id} does not exist`);
+    return this.#records.resolveSnapshot(client, id);
   }
 
-  /** SNAPSHOTINFO of one device as the driver reports it; a vanished device reports its errno. */
   #imageInfo({ client }: Kernel, deviceId: string): SnapshotImageInfo {
-    const device = this.#devices.get(deviceId);
-    if (!device) return { deviceId, errorCode: ENODEV, errorName: "ENODEV" };
-    try {
-      const state = client.snapshotState(device);
-      return {
-        deviceId,
-        locator: state.locator,
-        errorCode: state.errorCode,
-        errorName: state.errorCode ? errnoName(state.errorCode) ?? "EIO" : undefined,
-      };
-    } catch (error) {
-      if (!isServiceError(error, "NOT_FOUND")) throw error;
-      return { deviceId, errorCode: ENODEV, errorName: "ENODEV" };
-    }
+    return this.#records.imageInfo(client, deviceId);
   }
 
-  #info(kernel: Kernel, snapshot: SnapshotRecord): SnapshotInfo {
-    const devices = snapshot.deviceIds.map((id) => this.#imageInfo(kernel, id));
-    const taken = snapshot.takenAt !== undefined || devices.some((d) => d.locator !== undefined);
-    const corrupted = devices.some((d) => d.errorCode !== 0);
-    return {
-      id: snapshot.id,
-      state: corrupted ? "corrupted" : taken ? "taken" : "created",
-      writable: snapshot.writable,
-      createdAt: snapshot.createdAt,
-      takenAt: snapshot.takenAt,
-      devices,
-    };
+  #info({ client }: Kernel, snapshot: SnapshotRecord): SnapshotInfo {
+    return this.#records.snapshotInfo(client, snapshot);
   }
 
   /** Drops the record of a snapshot the module no longer has (or just destroyed). */
   async #forget({ client, waiter }: Kernel, snapshot: SnapshotRecord): Promise<void> {
-    this.#snapshots.delete(snapshot.id);
+    this.#records.removeSnapshot(snapshot.id);
     waiter.forget(snapshot.id);
     this.#persist(client);
     for (const path of snapshot.images) await this.#images.release(path);
@@ -371,21 +230,12 @@ export class KernelDriver implements SnapshotDriver {
    */
   async attach(path: string, options: AttachOptions = {}): Promise<DeviceInfo> {
     const { client } = await this.#ready();
-    if (typeof path !== "string" || !path.startsWith("/")) {
-      throw invalid(`Cannot attach ${path}: the path must be absolute`, "path");
-    }
-    const id = options.name ?? baseName(path);
+    const id = deviceName(path, options.name);
     const what = `Cannot attach ${path}`;
-    if (!NAME_PATTERN.test(id)) {
-      throw invalid(
-        `${what}: "${id}" is not a valid device name (letters, digits, . _ : -)`,
-        "name",
-      );
-    }
-    if (this.#devices.has(id)) {
+    if (this.#records.findDevice(id)) {
       throw new ServiceError("CONFLICT", `${what}: a device named ${id} is already attached`);
     }
-    for (const device of this.#devices.values()) {
+    for (const device of this.#records.devices()) {
       if (device.path === path) {
         throw new ServiceError("CONFLICT", `${what}: it is already attached as ${device.id}`);
       }
@@ -393,39 +243,39 @@ export class KernelDriver implements SnapshotDriver {
     const capacityBytes = client.blockDeviceSize(path, what);
     client.attach(path, what);
     const device = { id, path, capacityBytes, number: this.#libc.blockDeviceNumber(path) };
-    this.#devices.set(id, device);
+    this.#records.addDevice(device);
     this.#persist(client);
-    return this.#deviceInfo(device);
+    return this.#records.deviceInfo(device);
   }
 
   /** Stops tracking (the module drops the CBT). CONFLICT while the device is in a snapshot. */
   async detach(deviceId: string): Promise<void> {
     const { client } = await this.#ready();
-    const device = this.#device(deviceId);
+    const device = this.#records.device(deviceId);
     const what = `Cannot detach device ${deviceId}`;
-    const owner = this.#ownerOf(deviceId);
+    const owner = this.#records.ownerOf(deviceId);
     if (owner) throw new ServiceError("CONFLICT", `${what}: it belongs to snapshot ${owner.id}`);
     client.detach(device.path, what);
-    this.#devices.delete(deviceId);
+    this.#records.removeDevice(deviceId);
     this.#persist(client);
   }
 
   /** All attached devices. */
   async listDevices(): Promise<DeviceInfo[]> {
     await this.#ready();
-    return [...this.#devices.values()].map((device) => this.#deviceInfo(device));
+    return this.#records.devices().map((device) => this.#records.deviceInfo(device));
   }
 
   /** One attached device. NOT_FOUND when unknown. */
   async getDevice(deviceId: string): Promise<DeviceInfo> {
     await this.#ready();
-    return this.#deviceInfo(this.#device(deviceId));
+    return this.#records.deviceInfo(this.#records.device(deviceId));
   }
 
   /** CBTINFO of a device. */
   async cbtInfo(deviceId: string): Promise<CbtInfo> {
     const { client } = await this.#ready();
-    return client.cbtInfo(this.#device(deviceId));
+    return client.cbtInfo(this.#records.device(deviceId));
   }
 
   /** The CBT read map, `length` bytes from block `offset`. OUT_OF_RANGE past the block count. */
@@ -434,7 +284,7 @@ export class KernelDriver implements SnapshotDriver {
     range: { offset: number; length: number },
   ): Promise<Uint8Array> {
     const { client } = await this.#ready();
-    const device = this.#device(deviceId);
+    const device = this.#records.device(deviceId);
     const what = `Cannot read the CBT map of device ${deviceId}`;
     if (!isCount(range?.offset)) throw invalid(`${what}: bad offset`, "offset");
     if (!isCount(range.length)) throw invalid(`${what}: bad length`, "length");
@@ -454,23 +304,12 @@ export class KernelDriver implements SnapshotDriver {
   /** Marks sector ranges dirty in both CBT tables. OUT_OF_RANGE past the capacity. */
   async markDirty(deviceId: string, ranges: SectorRange[]): Promise<void> {
     const { client } = await this.#ready();
-    const device = this.#device(deviceId);
+    const device = this.#records.device(deviceId);
     const what = `Cannot mark ranges of device ${deviceId} dirty`;
     if (!Array.isArray(ranges)) throw invalid(`${what}: ranges must be an array`, "ranges");
     if (ranges.length === 0) return;
     const capacitySectors = Math.floor(client.cbtInfo(device).capacityBytes / SECTOR_SIZE);
-    ranges.forEach((range, i) => {
-      if (!isCount(range?.offsetSectors) || !isCount(range.countSectors) || !range.countSectors) {
-        throw invalid(`${what}: range ${i} needs offsetSectors >= 0, countSectors >= 1`, "ranges");
-      }
-      if (range.offsetSectors + range.countSectors > capacitySectors) {
-        throw new ServiceError(
-          "OUT_OF_RANGE",
-          `${what}: range ${i} passes the end of the device (${capacitySectors} sectors)`,
-          { field: "ranges" },
-        );
-      }
-    });
+    checkRanges(ranges, capacitySectors, what);
     const batch = client.profile === "upstream"
       ? 1
       : Math.max(1, this.#options.dirtyBatchRanges ?? 4096);
@@ -486,25 +325,11 @@ export class KernelDriver implements SnapshotDriver {
     const kernel = await this.#ready();
     const { client } = kernel;
     const what = "Cannot create the snapshot";
-    const deviceIds = options?.deviceIds;
-    if (!Array.isArray(deviceIds)) {
-      throw invalid(`${what}: deviceIds must be an array`, "deviceIds");
-    }
-    if (new Set(deviceIds).size !== deviceIds.length) {
-      throw invalid(`${what}: a device is listed twice`, "deviceIds");
-    }
-    const path = options.diffStorage?.path;
-    if (typeof path !== "string" || !path.startsWith("/")) {
-      throw invalid(`${what}: the difference storage path must be absolute`, "diffStorage.path");
-    }
-    const limitBytes = options.diffStorage.limitBytes;
-    if (!Number.isSafeInteger(limitBytes) || limitBytes < SECTOR_SIZE) {
-      throw invalid(`${what}: limitBytes must be an integer >= 512`, "diffStorage.limitBytes");
-    }
+    const { deviceIds, path, limitBytes, limitSectors } = checkCreateOptions(options, what);
     const validate = () => {
       for (const id of deviceIds) {
-        const device = this.#device(id);
-        const owner = this.#ownerOf(id);
+        const device = this.#records.device(id);
+        const owner = this.#records.ownerOf(id);
         if (owner) {
           throw new ServiceError("CONFLICT", `${what}: device ${id} is in snapshot ${owner.id}`);
         }
@@ -518,7 +343,7 @@ export class KernelDriver implements SnapshotDriver {
     let uuid: Uint8Array;
     try {
       validate();
-      uuid = client.createSnapshot(path, Math.floor(limitBytes / SECTOR_SIZE));
+      uuid = client.createSnapshot(path, limitSectors);
     } catch (error) {
       if (storageCreated) await unlink(path).catch(() => {});
       throw error;
@@ -536,7 +361,7 @@ export class KernelDriver implements SnapshotDriver {
     };
     try {
       for (const id of deviceIds) {
-        client.addDevice(this.#device(id), uuid, `${what}: cannot add device ${id}`);
+        client.addDevice(this.#records.device(id), uuid, `${what}: cannot add device ${id}`);
         snapshot.deviceIds.push(id);
       }
     } catch (error) {
@@ -544,7 +369,7 @@ export class KernelDriver implements SnapshotDriver {
       if (storageCreated) await unlink(path).catch(() => {});
       throw error;
     }
-    this.#snapshots.set(snapshot.id, snapshot);
+    this.#records.addSnapshot(snapshot);
     this.#persist(client);
     return this.#info(kernel, snapshot);
   }
@@ -553,9 +378,9 @@ export class KernelDriver implements SnapshotDriver {
   async addDevice(snapshotId: string, deviceId: string): Promise<SnapshotInfo> {
     const kernel = await this.#ready();
     const snapshot = this.#snapshot(kernel, snapshotId);
-    const device = this.#device(deviceId);
+    const device = this.#records.device(deviceId);
     const what = `Cannot add device ${deviceId} to snapshot ${snapshot.id}`;
-    const owner = this.#ownerOf(deviceId);
+    const owner = this.#records.ownerOf(deviceId);
     if (owner) {
       const where = owner === snapshot ? "it is already in it" : `it is in snapshot ${owner.id}`;
       throw new ServiceError("CONFLICT", `${what}: ${where}`);
@@ -596,7 +421,7 @@ export class KernelDriver implements SnapshotDriver {
     const kernel = await this.#ready();
     const listed = kernel.client.collect();
     const present = new Set(listed);
-    for (const snapshot of [...this.#snapshots.values()]) {
+    for (const snapshot of this.#records.snapshots()) {
       if (!present.has(snapshot.id)) await this.#forget(kernel, snapshot);
     }
     return listed.map((id) => this.#info(kernel, this.#snapshot(kernel, id)));
@@ -615,12 +440,12 @@ export class KernelDriver implements SnapshotDriver {
     const outcome = kernel.client.destroy(snapshot.uuid);
     await this.#forget(kernel, snapshot);
     if (outcome.result < 0) {
-      const name = errnoName(outcome.errno) ?? `errno ${outcome.errno}`;
-      throw new ServiceError(
-        outcome.errno === ENODEV ? "NOT_FOUND" : "IO",
-        `Cannot destroy snapshot ${snapshot.id}: SNAPSHOT_DESTROY failed (${name})`,
-        { errno: errnoName(outcome.errno) },
-      );
+      throw ioctlError({
+        what: `Cannot destroy snapshot ${snapshot.id}`,
+        request: outcome.request,
+        requestName: "SNAPSHOT_DESTROY",
+        errno: outcome.errno,
+      });
     }
   }
 
@@ -641,7 +466,7 @@ export class KernelDriver implements SnapshotDriver {
         epochNowMs: Date.now(),
         deviceIdOf: (major, minor) =>
           snapshot.deviceIds.find((id) => {
-            const number = this.#devices.get(id)?.number;
+            const number = this.#records.findDevice(id)?.number;
             return number?.major === major && number.minor === minor;
           }),
       });
@@ -724,14 +549,14 @@ export class KernelDriver implements SnapshotDriver {
     }
     kernel.waiter.close();
     if (!this.#options.keepSnapshotsOnClose) {
-      for (const snapshot of [...this.#snapshots.values()]) {
+      for (const snapshot of this.#records.snapshots()) {
         if (!snapshot.createdHere) continue;
         kernel.client.destroy(snapshot.uuid);
         await this.#forget(kernel, snapshot);
       }
     }
     await this.#images.close();
-    await this.#saving.catch(() => {});
+    await this.#records.flush().catch(() => {});
     kernel.client.close();
   }
 }

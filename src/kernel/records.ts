@@ -1,0 +1,242 @@
+/**
+ * What the kernel driver knows about devices and snapshots beyond what the
+ * module reports: names, paths, the order devices were added, creation and
+ * take times, the storage given at create. Kept in memory, written to the
+ * state file after every change (when there is a state directory), and
+ * checked against the module when a driver starts (state_file.ts). It also
+ * joins them with the module's SNAPSHOTINFO answers into the driver's views.
+ *
+ * @module
+ */
+
+import type { DeviceInfo, KernelProfile, SnapshotImageInfo, SnapshotInfo } from "../driver.ts";
+import { errnoName, isServiceError, ServiceError } from "../errors.ts";
+import { parseUuid } from "./abi.ts";
+import type { DeviceNumber, Libc } from "./libc.ts";
+import type { ModuleClient } from "./module_client.ts";
+import { loadState, type PersistedSnapshot, saveState } from "./state_file.ts";
+
+const ENODEV = 19;
+
+/** An attached device. */
+export interface DeviceRecord {
+  /** Device id (name). */
+  id: string;
+  /** Path it was attached from. */
+  path: string;
+  /** Capacity in bytes. */
+  capacityBytes: number;
+  /** Its device number, to name the device of a corrupted event. */
+  number?: DeviceNumber;
+}
+
+/** A snapshot the driver knows. */
+export interface SnapshotRecord extends PersistedSnapshot {
+  /** The id's 16 bytes, as the module takes them. */
+  uuid: Uint8Array;
+  /** Made by this driver instance (close() destroys those); false for restored and adopted ones. */
+  createdHere: boolean;
+  /** Image device paths read through the image reader, released at destroy. */
+  images: Set<string>;
+}
+
+/** The driver's records and their state file. */
+export class DriverRecords {
+  #stateDir?: string;
+  #devices = new Map<string, DeviceRecord>();
+  #snapshots = new Map<string, SnapshotRecord>();
+  #saving: Promise<void> = Promise.resolve();
+
+  /** Records kept in memory, and in `stateDir` when given. */
+  constructor(stateDir?: string) {
+    this.#stateDir = stateDir;
+  }
+
+  /**
+   * Loads the state file and keeps what the module still has: devices that
+   * answer CBTINFO, snapshots that COLLECT lists (restored as not created
+   * here). INTERNAL when the file is unreadable.
+   */
+  async restore(client: ModuleClient, libc: Libc): Promise<void> {
+    if (this.#stateDir === undefined) return;
+    const state = await loadState(this.#stateDir);
+    if (!state) return;
+    for (const saved of state.devices) {
+      const device: DeviceRecord = { ...saved, number: libc.blockDeviceNumber(saved.path) };
+      try {
+        device.capacityBytes = client.cbtInfo(device).capacityBytes;
+        this.#devices.set(device.id, device);
+      } catch (error) {
+        if (!isServiceError(error, "NOT_FOUND")) throw error;
+      }
+    }
+    const listed = new Set(client.collect());
+    for (const saved of state.snapshots) {
+      const uuid = parseUuid(saved.id);
+      if (!uuid || !listed.has(saved.id)) continue;
+      const deviceIds = saved.deviceIds.filter((id) => this.#devices.has(id));
+      this.#snapshots.set(saved.id, {
+        ...saved,
+        deviceIds,
+        uuid,
+        createdHere: false,
+        images: new Set(),
+      });
+    }
+    this.persist(client.profile);
+  }
+
+  /** Queues a write of the current records (when there is a state directory). */
+  persist(profile: KernelProfile): void {
+    const dir = this.#stateDir;
+    if (dir === undefined) return;
+    const devices = [...this.#devices.values()].map(({ id, path, capacityBytes }) => ({
+      id,
+      path,
+      capacityBytes,
+    }));
+    const snapshots = [...this.#snapshots.values()].map(
+      ({ uuid: _uuid, images: _images, createdHere: _createdHere, ...saved }) => saved,
+    );
+    const write = () => saveState(dir, { version: 1, profile, devices, snapshots });
+    this.#saving = this.#saving.then(write, write);
+  }
+
+  /** Resolves when every queued write is done; rejects with the last write's error. */
+  flush(): Promise<void> {
+    return this.#saving;
+  }
+
+  /** The device `id`. NOT_FOUND when it is not attached. */
+  device(id: string): DeviceRecord {
+    const device = this.#devices.get(id);
+    if (!device) throw new ServiceError("NOT_FOUND", `Device ${id} is not attached`);
+    return device;
+  }
+
+  /** The device `id`, or undefined. */
+  findDevice(id: string): DeviceRecord | undefined {
+    return this.#devices.get(id);
+  }
+
+  /** Every attached device, in attach order. */
+  devices(): DeviceRecord[] {
+    return [...this.#devices.values()];
+  }
+
+  /** Records an attached device. */
+  addDevice(device: DeviceRecord): void {
+    this.#devices.set(device.id, device);
+  }
+
+  /** Forgets a device. */
+  removeDevice(id: string): void {
+    this.#devices.delete(id);
+  }
+
+  /** The snapshot holding device `id`, if any. */
+  ownerOf(id: string): SnapshotRecord | undefined {
+    for (const snapshot of this.#snapshots.values()) {
+      if (snapshot.deviceIds.includes(id)) return snapshot;
+    }
+    return undefined;
+  }
+
+  /** The driver's view of a device. */
+  deviceInfo(device: DeviceRecord): DeviceInfo {
+    return {
+      id: device.id,
+      path: device.path,
+      capacityBytes: device.capacityBytes,
+      snapshotId: this.ownerOf(device.id)?.id,
+      locator: device.path,
+    };
+  }
+
+  /** The snapshot with lower-case id `id`, or undefined. */
+  findSnapshot(id: string): SnapshotRecord | undefined {
+    return this.#snapshots.get(id);
+  }
+
+  /** Every known snapshot. */
+  snapshots(): SnapshotRecord[] {
+    return [...this.#snapshots.values()];
+  }
+
+  /** Records a snapshot. */
+  addSnapshot(snapshot: SnapshotRecord): void {
+    this.#snapshots.set(snapshot.id, snapshot);
+  }
+
+  /** Forgets a snapshot. */
+  removeSnapshot(id: string): void {
+    this.#snapshots.delete(id);
+  }
+
+  /**
+   * The record of snapshot `id` (any case). A snapshot that COLLECT lists but
+   * the records do not know (made by another tool, or state lost) is adopted
+   * with no devices. NOT_FOUND otherwise.
+   */
+  resolveSnapshot(client: ModuleClient, id: string): SnapshotRecord {
+    const key = typeof id === "string" ? id.toLowerCase() : "";
+    const known = this.#snapshots.get(key);
+    if (known) return known;
+    const uuid = parseUuid(key);
+    if (uuid && client.collect().includes(key)) {
+      const adopted: SnapshotRecord = {
+        id: key,
+        uuid,
+        deviceIds: [],
+        createdAt: new Date().toISOString(),
+        writable: false,
+        createdHere: false,
+        images: new Set(),
+      };
+      this.#snapshots.set(key, adopted);
+      this.persist(client.profile);
+      return adopted;
+    }
+    throw new ServiceError("NOT_FOUND", `Snapshot ${id} does not exist`);
+  }
+
+  /**
+   * SNAPSHOTINFO of device `id` as the driver reports it: its image locator
+   * and error; a device that is gone reports ENODEV.
+   */
+  imageInfo(client: ModuleClient, id: string): SnapshotImageInfo {
+    const device = this.#devices.get(id);
+    const gone = { deviceId: id, errorCode: ENODEV, errorName: "ENODEV" };
+    if (!device) return gone;
+    try {
+      const state = client.snapshotState(device);
+      return {
+        deviceId: id,
+        locator: state.locator,
+        errorCode: state.errorCode,
+        errorName: state.errorCode ? errnoName(state.errorCode) ?? "EIO" : undefined,
+      };
+    } catch (error) {
+      if (!isServiceError(error, "NOT_FOUND")) throw error;
+      return gone;
+    }
+  }
+
+  /**
+   * The driver's view of a snapshot: corrupted when a device reports an
+   * error, taken once taken here or once the module shows an image.
+   */
+  snapshotInfo(client: ModuleClient, snapshot: SnapshotRecord): SnapshotInfo {
+    const devices = snapshot.deviceIds.map((id) => this.imageInfo(client, id));
+    const taken = snapshot.takenAt !== undefined || devices.some((d) => d.locator !== undefined);
+    const corrupted = devices.some((d) => d.errorCode !== 0);
+    return {
+      id: snapshot.id,
+      state: corrupted ? "corrupted" : taken ? "taken" : "created",
+      writable: snapshot.writable,
+      createdAt: snapshot.createdAt,
+      takenAt: snapshot.takenAt,
+      devices,
+    };
+  }
+}
