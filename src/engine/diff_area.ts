@@ -31,8 +31,10 @@
  *   snapshots): NEW -> load the original, apply, IN_MEMORY, queue; IN_MEMORY
  *   -> into the buffer; STORED -> into the storage. Chunk objects created
  *   only for a read are dropped again when they stay NEW and nobody waits.
- * - Close (destroy): stop the worker after its current chunk, let image I/O in
- *   flight finish, then drop the queue and buffers (nothing more is stored).
+ * - Destroy, in two steps: stopImageIo (new image I/O fails, image I/O in
+ *   flight finishes while copy-on-write still protects it), then, once the
+ *   tracker no longer copies, close: the worker stops after its current
+ *   chunk, the queue and buffers are dropped (nothing more is stored).
  *
  * @module
  */
@@ -456,15 +458,24 @@ export class DiffArea {
   }
 
   /**
-   * Stops the area (destroy): image I/O started later fails with UNAVAILABLE;
-   * the worker stops after its current chunk; image I/O in flight finishes;
-   * then the queue, chunks and buffers are dropped. Never rejects.
+   * First step of destroy, while copy-on-write still runs: image I/O started
+   * later fails with UNAVAILABLE, and this resolves once image I/O in flight
+   * has finished (so none of it can see a write that skipped copy-on-write).
    */
-  async close(): Promise<void> {
+  async stopImageIo(): Promise<void> {
     this.#stopping = true;
     if (this.#imageIo > 0) {
       await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
     }
+  }
+
+  /**
+   * Last step of destroy, once detached from the tracker: stops image I/O
+   * (as {@link DiffArea.stopImageIo}), lets the worker finish its current
+   * chunk, then drops the queue, chunks and buffers. Never rejects.
+   */
+  async close(): Promise<void> {
+    await this.stopImageIo();
     await this.#worker;
     for (const chunk of this.#chunks.values()) chunk.buffer = undefined;
     this.#queue = [];

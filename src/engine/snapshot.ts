@@ -15,10 +15,12 @@
  *   resized CBT map is reset, the map switches and a difference area starts;
  *   then all members are unfrozen. No write reaches any member between the
  *   switch of one member and another;
- * - destroy freezes the members, detaches the difference areas, unfreezes,
- *   lets image I/O in flight finish (new image I/O fails with UNAVAILABLE),
- *   stops the store workers, closes the storage and the event queue. The
- *   trackers stay attached with their CBT maps.
+ * - destroy first stops image I/O (new image I/O fails with UNAVAILABLE) and
+ *   lets image I/O in flight finish while copy-on-write still protects it
+ *   (the kernel frees the image disk first too), then freezes the members,
+ *   detaches the difference areas, unfreezes, stops the store workers, and
+ *   closes the storage and the event queue. The trackers stay attached with
+ *   their CBT maps.
  * Control operations (add, take, destroy) are serialised by a lock.
  *
  * @module
@@ -288,12 +290,14 @@ export class Snapshot {
       const wasTaken = this.#state === "taken";
       this.#state = "destroyed";
       const trackers = [...this.#trackers];
+      const areas = [...this.#areas.values()];
+      await Promise.all(areas.map((area) => area.stopImageIo()));
       if (wasTaken) {
         await Promise.all(trackers.map((tracker) => tracker.freeze()));
         for (const tracker of trackers) tracker.detachDiffArea();
         for (const tracker of trackers) tracker.unfreeze();
       }
-      await Promise.all([...this.#areas.values()].map((area) => area.close()));
+      await Promise.all(areas.map((area) => area.close()));
       this.#images.clear();
       for (const tracker of trackers) tracker.setSnapshot(undefined);
       this.#events.close();
