@@ -53,6 +53,8 @@ interface Channel {
 
 /** The longest timeout the kernel field holds. */
 const MAX_TIMEOUT_MS = 0xffffffff;
+/** The longest delay a timer takes (longer ones would fire at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Waits for snapshot events on the control device through a blocking-call runner. */
 export class EventWaiter {
@@ -91,7 +93,7 @@ export class EventWaiter {
         timer: setTimeout(() => {
           this.#remove(target, waiter);
           resolve(undefined);
-        }, timeoutMs + this.#graceMs),
+        }, Math.min(MAX_TIMER_MS, timeoutMs + this.#graceMs)),
         resolve,
         reject,
       };

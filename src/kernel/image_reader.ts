@@ -31,6 +31,17 @@ export function fsError(error: unknown, what: string): ServiceError {
 /** Reads images through cached read-only handles. */
 export class ImageReader {
   #handles = new Map<string, Promise<FileHandle>>();
+  #sizes = new Map<string, number>();
+
+  /** The size of the image at `path`: `measure()` on first use, then remembered until release. */
+  size(path: string, measure: () => number): number {
+    let size = this.#sizes.get(path);
+    if (size === undefined) {
+      size = measure();
+      this.#sizes.set(path, size);
+    }
+    return size;
+  }
 
   #handle(path: string): Promise<FileHandle> {
     let handle = this.#handles.get(path);
@@ -74,6 +85,7 @@ export class ImageReader {
 
   /** Closes the handle of `path`, if one is open. */
   async release(path: string): Promise<void> {
+    this.#sizes.delete(path);
     const handle = this.#handles.get(path);
     if (!handle) return;
     this.#handles.delete(path);
@@ -86,6 +98,7 @@ export class ImageReader {
 
   /** Closes every handle. */
   async close(): Promise<void> {
+    this.#sizes.clear();
     await Promise.all([...this.#handles.keys()].map((path) => this.release(path)));
   }
 }

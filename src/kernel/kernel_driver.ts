@@ -516,14 +516,14 @@ export class KernelDriver implements SnapshotDriver {
       );
     if (errorCode !== 0) throw corrupted(errorCode);
     if (!isCount(offset)) throw invalid(`${what}: bad offset`, "offset");
-    const size = kernel.client.blockDeviceSize(path, what);
+    snapshot.images.add(path);
+    const size = this.#images.size(path, () => kernel.client.blockDeviceSize(path, what));
     if (offset + into.length > size) {
       throw new ServiceError(
         "OUT_OF_RANGE",
         `${what}: bytes ${offset}..${offset + into.length} pass the end (${size} bytes)`,
       );
     }
-    snapshot.images.add(path);
     try {
       await this.#images.read(path, offset, into);
     } catch (error) {

@@ -100,6 +100,8 @@ export class DriverRecords {
     );
     const write = () => saveState(dir, { version: 1, profile, devices, snapshots });
     this.#saving = this.#saving.then(write, write);
+    // A failed write must not become an unhandled rejection; flush() still reports it.
+    this.#saving.catch((error: Error) => console.error(`blksnap kernel driver: ${error.message}`));
   }
 
   /** Resolves when every queued write is done; rejects with the last write's error. */

@@ -108,9 +108,13 @@ Deno.test("destroying a snapshot ends its pending waits with NOT_FOUND", async (
       deviceIds: ["vdb"],
       diffStorage: { path: `${fx.dir}/diff`, limitBytes: 1 << 30 },
     });
-    const pending = driver.waitEvent(id, 300);
+    const pending = assert.rejects(
+      driver.waitEvent(id, 300),
+      (error) => isServiceError(error, "NOT_FOUND"),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 10));
     await driver.destroySnapshot(id);
-    await assert.rejects(pending, (error) => isServiceError(error, "NOT_FOUND"));
+    await pending;
     await assert.rejects(driver.waitEvent(id, 10), (error) => isServiceError(error, "NOT_FOUND"));
   } finally {
     await fx.cleanup();

@@ -118,9 +118,10 @@ for (const profile of ["upstream", "outoftree"] as const) {
       });
       await driver.takeSnapshot(id);
       await driver.readImage(id, "vdb", 0, new Uint8Array(512));
-      const waiting = driver.waitEvent(id, 5000);
+      const waiting = assert.rejects(driver.waitEvent(id, 5000), (error) => isServiceError(error));
+      await new Promise((resolve) => setTimeout(resolve, 10));
       await driver.close();
-      await assert.rejects(waiting, (error) => isServiceError(error));
+      await waiting;
       assert.deepEqual(fx.fake.snapshotIds(), []);
       assert.ok(fx.fake.isTracked(fx.devices[0].path));
       assert.equal(fx.fake.openFds, 0);
@@ -144,6 +145,23 @@ Deno.test("a state file that is not JSON stops the start with a clear error", as
       return true;
     });
     assert.equal(fx.fake.openFds, 0);
+  } finally {
+    await fx.cleanup();
+  }
+});
+
+Deno.test("a state file that cannot be written fails flushState, not the driver", async () => {
+  const fx = await kernelFixture("upstream");
+  try {
+    const stateDir = `${fx.dir}/state`;
+    const driver = await fx.driver({ stateDir });
+    await driver.attach(fx.devices[0].path);
+    await driver.flushState();
+    await Deno.remove(stateDir, { recursive: true });
+    await Deno.writeTextFile(stateDir, "a file where the state dir was");
+    await driver.attach(fx.devices[1].path);
+    await assert.rejects(driver.flushState(), (error) => isServiceError(error, "IO"));
+    assert.deepEqual((await driver.listDevices()).map((d) => d.id), ["vdb", "vdc"]);
   } finally {
     await fx.cleanup();
   }
