@@ -1,0 +1,29 @@
+#!/bin/sh
+# Packer's shell provisioner: installs what Packer uploaded to /tmp/payload (the lab's guest agent
+# and, when the service's CLI exists, its bundle at /opt/blksnap/blksnap.js), checks the image, and
+# leaves no login behind.
+set -eu
+payload=/tmp/payload
+
+install -D -m 0755 "$payload/guest/agent.sh" /usr/local/lib/blksnap-lab/agent
+install -D -m 0644 "$payload/guest/blksnap-lab-agent.service" \
+  /etc/systemd/system/blksnap-lab-agent.service
+if [ -f "$payload/blksnap.js" ]; then
+  install -D -m 0644 "$payload/blksnap.js" /opt/blksnap/blksnap.js
+fi
+install -D -m 0644 "$payload/manifest.json" /etc/blksnap-lab/manifest.json
+systemctl enable blksnap-lab-agent.service
+
+# The image must be able to do what the e2e cases need.
+deno --version
+test -f "/lib/modules/$(uname -r)/build/Makefile"
+for tool in make gcc modprobe insmod nbd-client qemu-nbd mkfs.ext4 debugfs mount; do
+  command -v "$tool" >/dev/null
+done
+
+# No login survives: the build's key is in /run (tmpfs) only; no other key; root has no password.
+rm -rf /root/.ssh "$payload"
+apt-get clean
+journalctl --rotate >/dev/null 2>&1 || true
+journalctl --vacuum-time=1s >/dev/null 2>&1 || true
+sync

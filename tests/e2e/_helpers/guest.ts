@@ -1,0 +1,108 @@
+/**
+ * What an e2e case knows about the lab guest it runs in, and how it declares what it needs.
+ * The guest's runner (lab/guest/run.sh) sets LAB_* variables; outside the guest (the default
+ * `deno task test` on a developer's machine) none is set and every e2e case is skipped with
+ * that reason.
+ *
+ * An e2e case is a Deno test declared with {@link labTest}: `requires` lists what it needs, and a
+ * case whose needs are not met is reported as skipped, with the reason printed and recorded
+ * for the lab's report.
+ *
+ * @module
+ */
+
+/** Things a case may need. */
+export type Requirement =
+  /** Running inside the lab guest (implied by every other requirement). */
+  | "guest"
+  /** The blksnap module: a source folder (--module-src) or prebuilt .ko files (--module-ko). */
+  | "module"
+  /** The module's source folder (--module-src). */
+  | "module-src"
+  /** The service bundle installed in the image (/opt/blksnap/blksnap.js). */
+  | "service";
+
+/** The lab settings of this guest run, from the environment. */
+export interface LabEnv {
+  /** The run's input folder (tests, module input) and output folder (results, logs). */
+  readonly inDir?: string;
+  readonly outDir?: string;
+  /** Module source folder, when --module-src was given. */
+  readonly moduleSrc?: string;
+  /** Folder of prebuilt .ko files, when --module-ko was given. */
+  readonly moduleKo?: string;
+  /** A spare virtio disk for the case's use (raw, zero-filled at start). */
+  readonly scratchDisk?: string;
+  /** The service bundle, when the image has one. */
+  readonly serviceBundle?: string;
+  /** The kernel package the image was built with. */
+  readonly kernelPackage?: string;
+}
+
+function env(name: string): string | undefined {
+  const value = Deno.env.get(name);
+  return value === undefined || value === "" ? undefined : value;
+}
+
+/** Reads the lab settings (all undefined outside the guest). */
+export function labEnv(): LabEnv {
+  return {
+    inDir: env("LAB_IN"),
+    outDir: env("LAB_OUT"),
+    moduleSrc: env("LAB_MODULE_SRC"),
+    moduleKo: env("LAB_MODULE_KO"),
+    scratchDisk: env("LAB_SCRATCH_DISK"),
+    serviceBundle: env("LAB_SERVICE_BUNDLE"),
+    kernelPackage: env("LAB_KERNEL_PACKAGE"),
+  };
+}
+
+/** Why `requires` is not met in `lab`, or undefined when it is. */
+export function unmetRequirement(
+  requires: readonly Requirement[],
+  lab: LabEnv = labEnv(),
+): string | undefined {
+  if (lab.inDir === undefined) return "runs only inside the lab guest (deno task lab)";
+  for (const requirement of requires) {
+    if (requirement === "module" && lab.moduleSrc === undefined && lab.moduleKo === undefined) {
+      return "no blksnap module given (deno task lab --module-src DIR or --module-ko DIR)";
+    }
+    if (requirement === "module-src" && lab.moduleSrc === undefined) {
+      return "no module source given (deno task lab --module-src DIR)";
+    }
+    if (requirement === "service" && lab.serviceBundle === undefined) {
+      return "the lab image has no service bundle (src/cli/main.ts did not bundle)";
+    }
+  }
+  return undefined;
+}
+
+/** Definition of an e2e case. */
+export interface LabTestDefinition {
+  /** Test name, as it appears in the report. */
+  name: string;
+  /** What the case needs; "guest" is implied. */
+  requires?: readonly Requirement[];
+  /** The case. */
+  fn: (t: Deno.TestContext) => void | Promise<void>;
+}
+
+/**
+ * Declares an e2e case: a Deno test that is skipped, with the reason printed and appended to
+ * $LAB_OUT/skips.jsonl, when its requirements are not met.
+ */
+export function labTest(definition: LabTestDefinition): void {
+  const lab = labEnv();
+  const reason = unmetRequirement(definition.requires ?? ["guest"], lab);
+  if (reason !== undefined) {
+    console.log(`SKIP ${definition.name}: ${reason}`);
+    if (lab.outDir !== undefined) {
+      Deno.writeTextFileSync(
+        `${lab.outDir}/skips.jsonl`,
+        JSON.stringify({ name: definition.name, reason }) + "\n",
+        { append: true },
+      );
+    }
+  }
+  Deno.test({ name: definition.name, ignore: reason !== undefined, fn: definition.fn });
+}
