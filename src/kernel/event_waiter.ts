@@ -137,6 +137,8 @@ export class EventWaiter {
         } else if (errno !== KernelErrno.ENOENT && errno !== KernelErrno.EINTR) {
           this.#fail(id, channel, errno);
           return;
+        } else {
+          this.#expire(channel);
         }
         this.#ensureCall(id, channel, true);
       },
@@ -149,6 +151,15 @@ export class EventWaiter {
         }
       },
     );
+  }
+
+  /** After a kernel wait ended empty: answers the callers whose deadline has passed. */
+  #expire(channel: Channel): void {
+    const now = Date.now();
+    for (const waiter of channel.waiters.filter((w) => w.deadline <= now)) {
+      this.#remove(channel, waiter);
+      waiter.resolve(undefined);
+    }
   }
 
   #deliver(channel: Channel, event: RawEvent): void {

@@ -55,6 +55,10 @@ export interface DeviceSnapshotState {
 
 const { EALREADY, EINVAL, ENODATA, ENODEV, ENOENT, ENOTBLK, ENOTTY, ENXIO } = KernelErrno;
 const Cmd = BlkfilterCtlBlksnap;
+/** BLKGETSIZE64 answers on something that is not a block device. */
+const NOT_A_BLOCK_DEVICE = new Set<number>([ENOTTY, EINVAL, ENOTBLK]);
+/** Detach answers when there is nothing (left) to detach. */
+const NOTHING_TO_DETACH = new Set<number>([ENOENT, ENXIO, ENODEV]);
 
 /** Raises the mapped error for a failed request; `einval` tells how EINVAL reads. */
 function check(
@@ -147,7 +151,7 @@ export class ModuleClient {
     try {
       const arg = new Uint8Array(BlockDeviceSize.size);
       const outcome = this.#libc.ioctl(opened.result, BLKGETSIZE64, arg);
-      if (outcome.result < 0 && [ENOTTY, EINVAL, ENOTBLK].includes(outcome.errno as 25)) {
+      if (outcome.result < 0 && NOT_A_BLOCK_DEVICE.has(outcome.errno)) {
         throw new ServiceError("INVALID_ARGUMENT", `${what}: ${path} is not a block device`, {
           field: "path",
         });
@@ -193,7 +197,7 @@ export class ModuleClient {
       if (isServiceError(error, "NOT_FOUND")) return false;
       throw error;
     }
-    if (outcome.result < 0 && [ENOENT, ENXIO, ENODEV].includes(outcome.errno as 2)) return false;
+    if (outcome.result < 0 && NOTHING_TO_DETACH.has(outcome.errno)) return false;
     check(outcome, what, { einval: "conflict" });
     return true;
   }
