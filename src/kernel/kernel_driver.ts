@@ -49,6 +49,7 @@ import type {
   CbtInfo,
   CreateSnapshotOptions,
   DeviceInfo,
+  DriverStats,
   DriverVersion,
   SectorRange,
   SnapshotDriver,
@@ -131,6 +132,7 @@ export class KernelDriver implements SnapshotDriver {
   #kernel?: Promise<Kernel>;
   #records: DriverRecords;
   #images = new ImageReader();
+  #eventsSeen = 0;
   #closed = false;
 
   /** Keeps the options; nothing is opened until {@link KernelDriver.start} or the first call. */
@@ -470,7 +472,10 @@ export class KernelDriver implements SnapshotDriver {
             return number?.major === major && number.minor === minor;
           }),
       });
-      if (event) return event;
+      if (event) {
+        this.#eventsSeen++;
+        return event;
+      }
       if (Date.now() >= deadline) return undefined;
     }
   }
@@ -531,6 +536,15 @@ export class KernelDriver implements SnapshotDriver {
       if (now.errorCode !== 0) throw corrupted(now.errorCode);
       throw error;
     }
+  }
+
+  /**
+   * Counters for metrics: the events this driver received. Copy-on-write and
+   * storage counters stay inside the module, so they are absent.
+   */
+  async stats(): Promise<DriverStats> {
+    await this.#ready();
+    return { events: this.#eventsSeen };
   }
 
   /**

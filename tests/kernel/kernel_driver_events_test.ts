@@ -52,6 +52,7 @@ for (const profile of ["upstream", "outoftree"] as const) {
         (error) => isServiceError(error, "SNAPSHOT_CORRUPTED"),
       );
       assert.equal(await driver.waitEvent(id, 30), undefined);
+      assert.deepEqual(await driver.stats(), { events: 2 });
     } finally {
       await fx.cleanup();
     }
