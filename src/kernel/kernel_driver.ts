@@ -64,7 +64,7 @@ import { ioctlError } from "./errno.ts";
 import { EventWaiter } from "./event_waiter.ts";
 import { decodeEvent } from "./events.ts";
 import { ImageReader } from "./image_reader.ts";
-import { type Libc, realLibc } from "./libc.ts";
+import { type DeviceNumber, type Libc, realLibc } from "./libc.ts";
 import { ModuleClient } from "./module_client.ts";
 import { detectProfile } from "./profiles.ts";
 import { DriverRecords, type SnapshotRecord } from "./records.ts";
@@ -155,7 +155,11 @@ export class KernelDriver implements SnapshotDriver {
     if (this.#closed) {
       return Promise.reject(new ServiceError("UNAVAILABLE", "The kernel driver is closed"));
     }
-    this.#kernel ??= this.#init();
+    this.#kernel ??= this.#init().catch((error) => {
+      // A later call detects again (the module may be loaded by then).
+      this.#kernel = undefined;
+      throw error;
+    });
     return this.#kernel;
   }
 
@@ -237,14 +241,17 @@ export class KernelDriver implements SnapshotDriver {
     if (this.#records.findDevice(id)) {
       throw new ServiceError("CONFLICT", `${what}: a device named ${id} is already attached`);
     }
+    const number = this.#libc.blockDeviceNumber(path);
+    const same = (other?: DeviceNumber) =>
+      number !== undefined && other?.major === number.major && other.minor === number.minor;
     for (const device of this.#records.devices()) {
-      if (device.path === path) {
+      if (device.path === path || same(device.number)) {
         throw new ServiceError("CONFLICT", `${what}: it is already attached as ${device.id}`);
       }
     }
     const capacityBytes = client.blockDeviceSize(path, what);
     client.attach(path, what);
-    const device = { id, path, capacityBytes, number: this.#libc.blockDeviceNumber(path) };
+    const device = { id, path, capacityBytes, number };
     this.#records.addDevice(device);
     this.#persist(client);
     return this.#records.deviceInfo(device);

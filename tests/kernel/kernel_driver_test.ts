@@ -85,6 +85,10 @@ for (const profile of PROFILES) {
       await assert.rejects(driver.attach(`${fx.dir}/plain`), code("INVALID_ARGUMENT"));
       await assert.rejects(driver.attach("relative/vdc"), code("INVALID_ARGUMENT"));
       await assert.rejects(driver.attach(vdc.path, { name: "bad/name" }), code("INVALID_ARGUMENT"));
+      const alias = `${fx.dir}/disk-by-id-vdb`;
+      await Deno.writeFile(alias, vdb.content);
+      fx.fake.addBlockDevice(alias, { major: 7, minor: 1 });
+      await assert.rejects(driver.attach(alias), code("CONFLICT"), "same device, other path");
       fx.fake.setForeignFilter(vdc.path);
       await assert.rejects(driver.attach(vdc.path), code("CONFLICT"));
       await assert.rejects(driver.getDevice("vdc"), code("NOT_FOUND"));
