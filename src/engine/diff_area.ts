@@ -15,12 +15,12 @@
  *   kernel locks them; skipping avoids waiting for a store in progress). A
  *   load failure marks the chunk FAILED and the area corrupted with EIO; the
  *   original write still happens.
- * - Store queue (chunk_schedule_storing, diff_area_store_one): when the queue
- *   holds more than chunkMaximumInQueue chunks and no worker runs, the worker
- *   starts and drains it, skipping chunks it cannot lock. Per chunk: area
- *   corrupted -> FAILED; no storage space yet -> allocate a full chunk (failure:
- *   FAILED + corrupted ENOSPC); write the data (failure: FAILED + corrupted
- *   EIO); then STORED and the buffer goes back to the pool.
+ * - Store queue (store_queue.ts): when it holds more than chunkMaximumInQueue
+ *   chunks and no worker runs, the worker starts and drains it. Storing one
+ *   chunk (diff_area_store_one): area corrupted -> FAILED; no storage space
+ *   yet -> allocate a full chunk (failure: FAILED + corrupted ENOSPC); write
+ *   the data (failure: FAILED + corrupted EIO); then STORED and the buffer
+ *   goes back to the pool.
  * - Image I/O (diff_area_submit_chunk), one chunk at a time under its lock:
  *   reads come from the original (NEW or no chunk: the lock keeps a
  *   copy-on-write from completing mid-read), the buffer (IN_MEMORY) or the
@@ -47,6 +47,7 @@ import type { DiffStorage } from "./diff_storage.ts";
 import type { EmitEvent } from "./event_queue.ts";
 import { type EngineParams, SECTOR_BYTES, type Sizing } from "./params.ts";
 import type { EngineStats } from "./stats.ts";
+import { StoreQueue } from "./store_queue.ts";
 
 /** Options of a {@link DiffArea}. */
 export interface DiffAreaOptions {
@@ -96,14 +97,11 @@ export class DiffArea {
   readonly chunkCount: number;
   #original: BlockStore;
   #storage: DiffStorage;
-  #params: EngineParams;
   #emit: EmitEvent;
   #stats: EngineStats;
   #pool: DiffBufferPool;
   #chunks = new Map<number, Chunk>();
-  #queue: Chunk[] = [];
-  #storing = false;
-  #worker: Promise<void> | undefined = undefined;
+  #queue: StoreQueue;
   #corrupted = false;
   #errorCode = 0;
   #stopping = false;
@@ -119,10 +117,13 @@ export class DiffArea {
     this.chunkCount = options.sizing.count;
     this.#original = options.original;
     this.#storage = options.storage;
-    this.#params = options.params;
     this.#emit = options.emit;
     this.#stats = options.stats;
     this.#pool = new DiffBufferPool(this.chunkSizeBytes, options.params.freeDiffBufferPoolSize);
+    this.#queue = new StoreQueue(
+      options.params.chunkMaximumInQueue,
+      (chunk) => this.#storeChunk(chunk),
+    );
   }
 
   /** True once loading or storing failed; image I/O then fails. */
@@ -139,7 +140,7 @@ export class DiffArea {
   counters(): DiffAreaCounters {
     return {
       queued: this.#queue.length,
-      storing: this.#storing,
+      storing: this.#queue.running,
       freeBuffers: this.#pool.freeCount,
       allocatedBuffers: this.#pool.allocatedCount,
       chunks: this.#chunks.size,
@@ -229,14 +230,7 @@ export class DiffArea {
 
   #scheduleStoring(chunk: Chunk): boolean {
     chunk.state = ChunkState.IN_MEMORY;
-    this.#queue.push(chunk);
-    if (
-      this.#queue.length > this.#params.chunkMaximumInQueue && !this.#storing && !this.#stopping
-    ) {
-      this.#storing = true;
-      return true;
-    }
-    return false;
+    return this.#queue.push(chunk);
   }
 
   #storeFailed(chunk: Chunk, errno: number): void {
@@ -250,56 +244,38 @@ export class DiffArea {
   }
 
   #startWorker(): void {
-    this.#worker = this.#drainQueue().catch(() => this.setCorrupted(Errno.EIO));
+    this.#queue.start(() => this.setCorrupted(Errno.EIO));
   }
 
-  async #drainQueue(): Promise<void> {
-    while (!this.#stopping) {
-      if (!(await this.#storeOne())) return;
+  /** Stores one chunk taken from the queue, locked (diff_area_store_one after the lock). */
+  async #storeChunk(chunk: Chunk): Promise<void> {
+    if (chunk.state !== ChunkState.IN_MEMORY || !chunk.buffer) return;
+    if (this.#corrupted) {
+      this.#storeFailed(chunk, 0);
+      return;
     }
-    this.#storing = false;
-  }
-
-  /** Stores one lockable queued chunk; false (and the worker flag cleared) when there is none. */
-  async #storeOne(): Promise<boolean> {
-    const at = this.#queue.findIndex((queued) => queued.lock.tryLock());
-    if (at < 0) {
-      this.#storing = false;
-      return false;
-    }
-    const [chunk] = this.#queue.splice(at, 1);
     try {
-      if (chunk.state !== ChunkState.IN_MEMORY || !chunk.buffer) return true;
-      if (this.#corrupted) {
-        this.#storeFailed(chunk, 0);
-        return true;
+      if (chunk.diffOffsetBytes < 0) {
+        chunk.diffOffsetBytes = this.#storage.allocate(this.chunkSizeBytes / SECTOR_BYTES);
       }
-      try {
-        if (chunk.diffOffsetBytes < 0) {
-          chunk.diffOffsetBytes = this.#storage.allocate(this.chunkSizeBytes / SECTOR_BYTES);
-        }
-        await this.#storage.ensureWritable(chunk.diffOffsetBytes + this.chunkSizeBytes);
-      } catch {
-        this.#storeFailed(chunk, Errno.ENOSPC);
-        return true;
-      }
-      try {
-        await this.#storage.store.write(
-          chunk.diffOffsetBytes,
-          chunk.buffer.subarray(0, chunk.sizeBytes),
-        );
-      } catch {
-        this.#storeFailed(chunk, Errno.EIO);
-        return true;
-      }
-      chunk.state = ChunkState.STORED;
-      this.#pool.release(chunk.buffer);
-      chunk.buffer = undefined;
-      this.#stats.chunksStored += 1;
-      return true;
-    } finally {
-      chunk.lock.unlock();
+      await this.#storage.ensureWritable(chunk.diffOffsetBytes + this.chunkSizeBytes);
+    } catch {
+      this.#storeFailed(chunk, Errno.ENOSPC);
+      return;
     }
+    try {
+      await this.#storage.store.write(
+        chunk.diffOffsetBytes,
+        chunk.buffer.subarray(0, chunk.sizeBytes),
+      );
+    } catch {
+      this.#storeFailed(chunk, Errno.EIO);
+      return;
+    }
+    chunk.state = ChunkState.STORED;
+    this.#pool.release(chunk.buffer);
+    chunk.buffer = undefined;
+    this.#stats.chunksStored += 1;
   }
 
   #corruptedError(action: string): ServiceError {
@@ -476,9 +452,9 @@ export class DiffArea {
    */
   async close(): Promise<void> {
     await this.stopImageIo();
-    await this.#worker;
+    await this.#queue.stop();
+    this.#queue.drop();
     for (const chunk of this.#chunks.values()) chunk.buffer = undefined;
-    this.#queue = [];
     this.#chunks.clear();
     this.#pool.clear();
   }

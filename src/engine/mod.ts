@@ -54,6 +54,7 @@ export type { EngineParams, Sizing } from "./params.ts";
 export { Snapshot, storageLivesOn } from "./snapshot.ts";
 export type { SnapshotCreateOptions, SnapshotStateName, SnapshotStorageInfo } from "./snapshot.ts";
 export { createEngineStats } from "./stats.ts";
+export { StoreQueue } from "./store_queue.ts";
 export type { EngineStats } from "./stats.ts";
 export { Tracker } from "./tracker.ts";
 export type { TrackerOptions } from "./tracker.ts";
