@@ -41,8 +41,9 @@ export interface BlockStore {
   /** Makes completed writes durable. */
   flush(): Promise<void>;
   /**
-   * Grows a regular-file store to at least `bytes` (fallocate where supported).
-   * Stores that cannot grow (block devices, fixed memory) reject with a RangeError.
+   * Grows a regular-file store to at least `bytes` (FileStore sets the file
+   * size, leaving the new part sparse; see src/store/file_store.ts). Stores
+   * that cannot grow (block devices, fixed memory) reject with a RangeError.
    */
   grow(bytes: number): Promise<void>;
   /** Re-reads the capacity from the backing storage (a resized device) and returns it. */

@@ -87,6 +87,19 @@ Deno.test("FileStore.grow() extends a file (sparse) and refreshCapacity() sees o
   });
 });
 
+Deno.test("FileStore reads and writes at positions beyond 4 GiB (sparse file)", async () => {
+  await withTempDir(async (dir) => {
+    const store = await openStore(`${dir}/big`, { create: true });
+    await store.grow(5 * 2 ** 30);
+    const offset = 4.5 * 2 ** 30 + 123;
+    await store.write(offset, new Uint8Array([1, 2, 3, 4]));
+    const back = new Uint8Array(6);
+    await store.read(offset - 1, back);
+    assert.deepEqual([...back], [0, 1, 2, 3, 4, 0]);
+    await store.close();
+  });
+});
+
 Deno.test("FileStore identity: device and inode of the file", async () => {
   await withTempDir(async (dir) => {
     await Deno.writeFile(`${dir}/a`, new Uint8Array(1));
