@@ -1,0 +1,221 @@
+/**
+ * `blksnap serve`: runs the service. Chooses the backend (auto: the kernel
+ * module when its control device exists, else userspace), starts the HTTP
+ * API (and, for the userspace backend, the NBD server), logs where it
+ * listens, and shuts down cleanly on SIGINT/SIGTERM. Every option can also
+ * come from a BLKSNAP_* environment variable; flags win.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { resolve } from "node:path";
+import type { SnapshotDriver } from "../../driver.ts";
+import { createApp } from "../../api/app.ts";
+import { PathPolicy } from "../../api/path_policy.ts";
+import { SERVICE_VERSION } from "../../version.ts";
+import type { Command } from "../command.ts";
+import type { CliIo } from "../context.ts";
+import { UsageError } from "../exit_codes.ts";
+
+const HELP = `Usage: blksnap serve [options]
+
+Runs the service: the HTTP API, and NBD exports of devices and images for the
+userspace backend.
+
+  --listen HOST:PORT      HTTP API address (env BLKSNAP_LISTEN, default 127.0.0.1:8037);
+                          anything but loopback requires a bearer token
+  --backend KIND          auto | kernel | userspace (env BLKSNAP_BACKEND, default auto:
+                          kernel when /dev/veeamblksnap or /dev/blksnap-control exists)
+  --state-dir DIR         where state is kept (env BLKSNAP_STATE_DIR, default ./state)
+  --allow-path PREFIX     device and storage paths must resolve under one of these
+                          (repeatable; env BLKSNAP_ALLOW_PATH, ':'-separated;
+                          default: the state directory)
+  --token-file FILE       bearer token required from clients (env BLKSNAP_TOKEN_FILE,
+                          or the token itself in BLKSNAP_TOKEN)
+  --nbd-listen HOST:PORT  NBD server address, userspace backend (env BLKSNAP_NBD_LISTEN,
+                          default 127.0.0.1:10809; "off" for none)
+  --nbd-socket PATH       NBD server Unix socket, userspace backend (env BLKSNAP_NBD_SOCKET)
+  -h, --help              show this help
+`;
+
+/** The serve settings after flags and environment are merged. */
+export interface ServeSettings {
+  /** HTTP listen address. */
+  listen: { hostname: string; port: number };
+  /** Requested backend. */
+  backend: "auto" | "kernel" | "userspace";
+  /** Absolute state directory. */
+  stateDir: string;
+  /** Allowed path prefixes (absolute). */
+  allowPaths: string[];
+  /** Bearer token, if any. */
+  token?: string;
+  /** NBD TCP address, or undefined for none. */
+  nbdListen?: { hostname: string; port: number };
+  /** NBD Unix socket path. */
+  nbdSocket?: string;
+}
+
+/** Parses "HOST:PORT" ("[::1]:8037" for IPv6); `what` names the option in errors. */
+export function parseHostPort(text: string, what: string): { hostname: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text.trim());
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) throw new UsageError(`${what} must be HOST:PORT, got "${text}"`);
+  return { hostname: match[1] ?? match[2], port };
+}
+
+/** True for loopback host names and addresses. */
+export function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+async function readTokenFile(path: string): Promise<string> {
+  try {
+    const token = (await Deno.readTextFile(path)).trim();
+    if (!token) throw new UsageError(`The token file ${path} is empty`);
+    return token;
+  } catch (error) {
+    if (error instanceof UsageError) throw error;
+    throw new UsageError(`Cannot read the token file ${path}: ${(error as Error).message}`);
+  }
+}
+
+/** Merges flags `args` with the environment into settings. */
+export async function serveSettings(args: string[], io: CliIo): Promise<ServeSettings | "help"> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        listen: { type: "string" },
+        backend: { type: "string" },
+        "state-dir": { type: "string" },
+        "allow-path": { type: "string", multiple: true },
+        "token-file": { type: "string" },
+        "nbd-listen": { type: "string" },
+        "nbd-socket": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+    }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if (values.help) return "help";
+  const listen = parseHostPort(
+    values.listen ?? io.env("BLKSNAP_LISTEN") ?? "127.0.0.1:8037",
+    "--listen",
+  );
+  const backend = values.backend ?? io.env("BLKSNAP_BACKEND") ?? "auto";
+  if (backend !== "auto" && backend !== "kernel" && backend !== "userspace") {
+    throw new UsageError(`--backend must be auto, kernel or userspace, got "${backend}"`);
+  }
+  const stateDir = resolve(values["state-dir"] ?? io.env("BLKSNAP_STATE_DIR") ?? "state");
+  const allowFromEnv = io.env("BLKSNAP_ALLOW_PATH")?.split(":").filter(Boolean);
+  const allowPaths = (values["allow-path"] ?? allowFromEnv ?? [stateDir]).map((p) => resolve(p));
+  const tokenFile = values["token-file"] ?? io.env("BLKSNAP_TOKEN_FILE");
+  const token = tokenFile ? await readTokenFile(tokenFile) : io.env("BLKSNAP_TOKEN") || undefined;
+  if (!isLoopback(listen.hostname) && !token) {
+    throw new UsageError(
+      `Listening on ${listen.hostname} (not loopback) requires a bearer token: ` +
+        "give --token-file FILE or set BLKSNAP_TOKEN",
+    );
+  }
+  const nbdText = values["nbd-listen"] ?? io.env("BLKSNAP_NBD_LISTEN") ?? "127.0.0.1:10809";
+  const nbdListen = nbdText === "off" ? undefined : parseHostPort(nbdText, "--nbd-listen");
+  const nbdSocket = values["nbd-socket"] ?? io.env("BLKSNAP_NBD_SOCKET");
+  if (!nbdListen && !nbdSocket && backend === "userspace") {
+    throw new UsageError("The userspace backend needs --nbd-listen or --nbd-socket");
+  }
+  return { listen, backend, stateDir, allowPaths, token, nbdListen, nbdSocket };
+}
+
+async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotDriver> {
+  const log = (level: string, message: string) => {
+    if (level !== "debug") io.err(`${message}\n`);
+  };
+  let backend = settings.backend;
+  if (backend === "auto") {
+    const { probeProfile } = await import("../../kernel/profiles.ts");
+    const profile = await probeProfile();
+    backend = profile ? "kernel" : "userspace";
+    io.err(
+      profile
+        ? `backend: kernel (auto: found the ${profile} module's control device)\n`
+        : "backend: userspace (auto: no /dev/veeamblksnap or /dev/blksnap-control)\n",
+    );
+  } else {
+    io.err(`backend: ${backend} (--backend)\n`);
+  }
+  if (backend === "kernel") {
+    const { createKernelDriver } = await import("../../kernel/kernel_driver.ts");
+    return await createKernelDriver({ stateDir: settings.stateDir });
+  }
+  const { UserspaceDriver } = await import("../../userspace/userspace_driver.ts");
+  const driver = await UserspaceDriver.start({
+    stateDir: settings.stateDir,
+    nbd: {
+      ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
+      ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
+    },
+    logger: log,
+  });
+  const server = driver.nbdServer;
+  if (server.tcpPort !== undefined) {
+    io.err(`NBD exports on nbd://${settings.nbdListen!.hostname}:${server.tcpPort}/<device>\n`);
+    if (!isLoopback(settings.nbdListen!.hostname)) {
+      io.err(
+        "warning: NBD has no authentication; anyone who reaches this address can read and write devices\n",
+      );
+    }
+  }
+  if (server.unixPath) io.err(`NBD exports on nbd+unix:///<device>?socket=${server.unixPath}\n`);
+  return driver;
+}
+
+/** Runs the service until SIGINT or SIGTERM. */
+async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
+  await Deno.mkdir(settings.stateDir, { recursive: true });
+  const paths = await PathPolicy.create(settings.allowPaths);
+  io.err(`blksnap service ${SERVICE_VERSION}, state in ${settings.stateDir}\n`);
+  const driver = await openDriver(settings, io);
+  const app = createApp(driver, { paths, token: settings.token });
+  const stopped = Promise.withResolvers<void>();
+  const server = Deno.serve({
+    hostname: settings.listen.hostname,
+    port: settings.listen.port,
+    onListen: ({ hostname, port }) => {
+      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+      io.err(
+        `HTTP API on http://${host}:${port}/v1 (bearer token ${
+          settings.token ? "required" : "not required"
+        })\n`,
+      );
+      io.err(`allowed paths: ${paths.prefixes.join(", ")}\n`);
+    },
+  }, app.fetch);
+  const stop = () => stopped.resolve();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  await stopped.promise;
+  Deno.removeSignalListener("SIGINT", stop);
+  Deno.removeSignalListener("SIGTERM", stop);
+  io.err("shutting down\n");
+  await server.shutdown();
+  await driver.close();
+  return 0;
+}
+
+/** The serve command. */
+export const command: Command = {
+  help: HELP,
+  async run(args, io) {
+    const settings = await serveSettings(args, io);
+    if (settings === "help") {
+      io.out(HELP);
+      return 0;
+    }
+    return await serve(settings, io);
+  },
+};

@@ -1,0 +1,69 @@
+/**
+ * The CBT as NBD metadata contexts, so incremental-backup clients can ask
+ * "what changed" over NBD:
+ *
+ * - `qemu:dirty-bitmap:cbt`: the dirty-bitmap context QEMU's clients read
+ *   (`qemu-img map --image-opts ...,x-dirty-bitmap=qemu:dirty-bitmap:cbt`,
+ *   `nbdinfo --map=qemu:dirty-bitmap:cbt`). Flag 1 (dirty) marks the blocks
+ *   changed since the previous snapshot: read-table numbers at or above the
+ *   changes number (any non-zero number before the first take).
+ * - `blksnap:change-number`: our own context; each extent's flags carry the
+ *   change number (0..255) of its blocks in the read table, the byte the
+ *   kernel's CBTMAP returns, so a client can compute changes since any
+ *   earlier snapshot of the same generation.
+ *
+ * Extents follow the CBT's block size; the last one is clipped to the size.
+ *
+ * @module
+ */
+
+import type { CbtMap } from "../engine/cbt_map.ts";
+import type { NbdExtent } from "../nbd/export.ts";
+
+/** Name of the dirty-bitmap context. */
+export const DIRTY_BITMAP_CONTEXT = "qemu:dirty-bitmap:cbt";
+/** Name of the change-number context. */
+export const CHANGE_NUMBER_CONTEXT = "blksnap:change-number";
+/** The CBT contexts an export offers. */
+export const CBT_CONTEXTS: readonly string[] = [DIRTY_BITMAP_CONTEXT, CHANGE_NUMBER_CONTEXT];
+
+const MAX_EXTENTS = 1 << 16;
+
+/** The change numbers above which a block counts as dirty: changed since the previous snapshot. */
+export function dirtyThreshold(cbt: CbtMap): number {
+  return Math.max(0, cbt.previousNumber - 1);
+}
+
+/**
+ * Extents of `context` over `sizeBytes` bytes of the device tracked by `cbt`,
+ * from `offset` for up to `length` bytes (runs of equal flags merged).
+ */
+export function cbtExtents(
+  cbt: CbtMap,
+  context: string,
+  range: { offset: number; length: number; sizeBytes: number },
+): NbdExtent[] {
+  const blockSize = cbt.blockSizeBytes;
+  const end = Math.min(range.offset + range.length, range.sizeBytes);
+  const firstBlock = Math.floor(range.offset / blockSize);
+  const lastBlock = Math.min(Math.ceil(end / blockSize), cbt.blockCount);
+  const map = cbt.read(firstBlock, Math.max(0, lastBlock - firstBlock));
+  const threshold = dirtyThreshold(cbt);
+  const flagOf = context === DIRTY_BITMAP_CONTEXT
+    ? (value: number) => value > threshold ? 1 : 0
+    : (value: number) => value;
+  const extents: NbdExtent[] = [];
+  let position = range.offset;
+  let index = 0;
+  while (position < end && extents.length < MAX_EXTENTS) {
+    const flags = index < map.length ? flagOf(map[index]) : 0;
+    let next = index + 1;
+    while (next < map.length && flagOf(map[next]) === flags) next++;
+    const stop = Math.min((firstBlock + next) * blockSize, range.sizeBytes);
+    extents.push({ length: stop - position, flags });
+    position = stop;
+    index = next;
+  }
+  if (extents.length === 0) extents.push({ length: Math.max(1, end - range.offset), flags: 0 });
+  return extents;
+}

@@ -1,0 +1,52 @@
+/**
+ * The userspace backend's NBD exports, computed from the engine at each
+ * handshake: every attached device under its id, and every image of every
+ * taken snapshot under `<device>@<snapshot-id>`.
+ *
+ * @module
+ */
+
+import type { Engine } from "../engine/engine.ts";
+import type { ExportProvider, NbdExport } from "../nbd/export.ts";
+import { deviceExport } from "./device_export.ts";
+import { imageExport } from "./image_export.ts";
+
+/** Exports of `engine`'s devices and images. */
+export function engineExports(engine: Engine): ExportProvider {
+  const devices = new Map<string, NbdExport>();
+  const deviceExportOf = (name: string): NbdExport | undefined => {
+    const tracker = engine.trackers().find((t) => t.name === name);
+    if (!tracker) {
+      devices.delete(name);
+      return undefined;
+    }
+    let cached = devices.get(name);
+    if (!cached) devices.set(name, cached = deviceExport(tracker));
+    return cached;
+  };
+  const imageExports = (): NbdExport[] =>
+    engine.snapshots().filter((s) => s.state === "taken" || s.state === "corrupted").flatMap((
+      snapshot,
+    ) =>
+      snapshot.trackers().map((tracker) =>
+        imageExport(tracker, snapshot.image(tracker.name), snapshot.id)
+      )
+    );
+  return {
+    list: () => [
+      ...engine.trackers().map((t) => deviceExportOf(t.name)!),
+      ...imageExports(),
+    ],
+    get(name) {
+      const at = name.indexOf("@");
+      if (at < 0) return deviceExportOf(name);
+      const deviceId = name.slice(0, at);
+      const snapshot = engine.snapshots().find((s) => s.id === name.slice(at + 1));
+      if (!snapshot || (snapshot.state !== "taken" && snapshot.state !== "corrupted")) {
+        return undefined;
+      }
+      const tracker = snapshot.trackers().find((t) => t.name === deviceId);
+      return tracker ? imageExport(tracker, snapshot.image(deviceId), snapshot.id) : undefined;
+    },
+  };
+}

@@ -1,0 +1,44 @@
+/**
+ * The NBD export of a snapshot image, named `<device>@<snapshot-id>`:
+ * read-only unless the snapshot was created writable (image writes modify
+ * the chunk's copy and mark both CBT tables, as in the seeds). Its metadata
+ * contexts are the device's CBT, so one connection gives both the data as
+ * of take time and what changed since the previous snapshot.
+ *
+ * @module
+ */
+
+import type { SnapshotImage } from "../engine/image.ts";
+import type { Tracker } from "../engine/tracker.ts";
+import type { NbdExport, NbdExtent } from "../nbd/export.ts";
+import { CBT_CONTEXTS, cbtExtents } from "./cbt_contexts.ts";
+import { ENGINE_BLOCK_SIZE } from "./device_export.ts";
+
+/** The export name of `deviceId`'s image in `snapshotId`. */
+export function imageExportName(deviceId: string, snapshotId: string): string {
+  return `${deviceId}@${snapshotId}`;
+}
+
+/** Serves `image` of `tracker`'s device in `snapshotId`. */
+export function imageExport(tracker: Tracker, image: SnapshotImage, snapshotId: string): NbdExport {
+  return {
+    name: imageExportName(tracker.name, snapshotId),
+    description: `${
+      image.writable ? "writable" : "read-only"
+    } image of ${tracker.name} in snapshot ${snapshotId}`,
+    sizeBytes: image.sizeBytes,
+    readOnly: !image.writable,
+    blockSize: ENGINE_BLOCK_SIZE,
+    canMultiConn: true,
+    read: (offset, into) => image.read(offset, into),
+    write: (offset, data) => image.write(offset, data),
+    flush: () => image.flush(),
+    metaContexts: () => [...CBT_CONTEXTS],
+    blockStatus(context, offset, length): Promise<NbdExtent[]> {
+      if (context === "base:allocation") return Promise.resolve([{ length, flags: 0 }]);
+      return Promise.resolve(
+        cbtExtents(tracker.cbt, context, { offset, length, sizeBytes: image.sizeBytes }),
+      );
+    },
+  };
+}

@@ -1,0 +1,392 @@
+/**
+ * The userspace backend: the engine behind the SnapshotDriver seam, with
+ * every attached device and every snapshot image served over NBD by the
+ * service itself. Devices are regular files or block devices opened with
+ * positioned I/O; writes are tracked only when they come through the
+ * device's NBD export (its locator).
+ *
+ * NBD locators: `nbd://HOST:PORT/NAME` when listening on TCP, else
+ * `nbd+unix:///NAME?socket=PATH`. Image exports are `<device>@<snapshot-id>`;
+ * device names are restricted to letters, digits, '.', '_' and '-', so no
+ * name needs percent-encoding.
+ *
+ * @module
+ */
+
+import { basename } from "node:path";
+import type {
+  AttachOptions,
+  Capability,
+  CbtInfo,
+  CreateSnapshotOptions,
+  DeviceInfo,
+  DriverStats,
+  DriverVersion,
+  SectorRange,
+  SnapshotDriver,
+  SnapshotEvent,
+  SnapshotInfo,
+} from "../driver.ts";
+import { errnoName, ServiceError } from "../errors.ts";
+import { Engine } from "../engine/engine.ts";
+import type { EngineParams } from "../engine/params.ts";
+import type { Snapshot } from "../engine/snapshot.ts";
+import type { Tracker } from "../engine/tracker.ts";
+import { type NbdLogger, startNbdServer } from "../nbd/mod.ts";
+import type { NbdServer } from "../nbd/server.ts";
+import type { FileStore } from "../store/file_store.ts";
+import { openStore } from "../store/open_store.ts";
+import { DeviceListFile } from "./device_list_file.ts";
+import { engineExports } from "./export_provider.ts";
+import { imageExportName } from "./image_export.ts";
+
+const SECTOR_BYTES = 512;
+const DEVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const CAPABILITIES: Capability[] = [
+  "cbt",
+  "cbt-dirty",
+  "writable-images",
+  "image-read",
+  "nbd-exports",
+  "events",
+  "multi-device-snapshots",
+];
+
+/** Options of {@link UserspaceDriver.start}. */
+export interface UserspaceDriverOptions {
+  /** Where the NBD server listens: TCP (default 127.0.0.1:10809) and/or a Unix socket. */
+  nbd?: { tcp?: { hostname?: string; port: number }; unixPath?: string };
+  /** Folder where attached devices are remembered across restarts; nothing is persisted without it. */
+  stateDir?: string;
+  /** Engine parameters over the kernel's defaults. */
+  engineParams?: Partial<EngineParams>;
+  /** Log sink for the NBD server and start-up messages. */
+  logger?: NbdLogger;
+}
+
+interface Attached {
+  tracker: Tracker;
+  store: FileStore;
+  path: string;
+}
+
+function deviceNameFor(path: string): string {
+  const name = basename(path).replaceAll(/[^A-Za-z0-9._-]/g, "_").replace(/^[._-]+/, "");
+  return name.slice(0, 64) || "device";
+}
+
+function iso(timeMs: number | undefined): string | undefined {
+  return timeMs === undefined ? undefined : new Date(timeMs).toISOString();
+}
+
+/** SnapshotDriver on the userspace engine and its NBD exports. */
+export class UserspaceDriver implements SnapshotDriver {
+  readonly #engine: Engine;
+  readonly #server: NbdServer;
+  readonly #devices = new Map<string, Attached>();
+  readonly #deviceList?: DeviceListFile;
+  readonly #baseUri: (name: string) => string;
+  #closed = false;
+
+  private constructor(
+    engine: Engine,
+    server: NbdServer,
+    deviceList: DeviceListFile | undefined,
+    tcpHost: string | undefined,
+  ) {
+    this.#engine = engine;
+    this.#server = server;
+    this.#deviceList = deviceList;
+    this.#baseUri = server.tcpPort !== undefined
+      ? (name) => `nbd://${tcpHost}:${server.tcpPort}/${name}`
+      : (name) => `nbd+unix:///${name}?socket=${server.unixPath}`;
+  }
+
+  /**
+   * Starts the engine and the NBD server and re-attaches remembered devices
+   * (a device that cannot be opened again is logged and forgotten).
+   * CONFLICT when the NBD port or socket is taken.
+   */
+  static async start(options: UserspaceDriverOptions = {}): Promise<UserspaceDriver> {
+    const engine = new Engine({ params: options.engineParams });
+    const listen = options.nbd ?? { tcp: { hostname: "127.0.0.1", port: 10809 } };
+    const server = await startNbdServer(engineExports(engine), {
+      ...listen,
+      logger: options.logger,
+    });
+    const deviceList = options.stateDir ? new DeviceListFile(options.stateDir) : undefined;
+    const driver = new UserspaceDriver(
+      engine,
+      server,
+      deviceList,
+      listen.tcp?.hostname ?? "127.0.0.1",
+    );
+    if (deviceList) await driver.#restoreDevices(deviceList, options.logger);
+    return driver;
+  }
+
+  async #restoreDevices(deviceList: DeviceListFile, logger: NbdLogger | undefined): Promise<void> {
+    const { devices, problem } = await deviceList.load();
+    if (problem) logger?.("warn", `userspace: ${problem}; starting with no devices`);
+    for (const { name, path } of devices) {
+      try {
+        await this.#attach(path, name);
+        logger?.("info", `userspace: re-attached ${name} (${path}) with a new CBT generation`);
+      } catch (error) {
+        logger?.(
+          "warn",
+          `userspace: cannot re-attach ${name} (${path}): ${(error as Error).message}`,
+        );
+      }
+    }
+    await this.#saveDevices();
+  }
+
+  /** The NBD server (its port and socket). */
+  get nbdServer(): NbdServer {
+    return this.#server;
+  }
+
+  /** The engine (tests and diagnostics). */
+  get engine(): Engine {
+    return this.#engine;
+  }
+
+  /** The NBD URI of export `name`. */
+  nbdUri(name: string): string {
+    return this.#baseUri(name);
+  }
+
+  #refuseClosed(): void {
+    if (this.#closed) throw new ServiceError("UNAVAILABLE", "The userspace driver is closed");
+  }
+
+  #device(deviceId: string): Attached {
+    const attached = this.#devices.get(deviceId);
+    if (!attached) throw new ServiceError("NOT_FOUND", `No device ${deviceId} is attached`);
+    return attached;
+  }
+
+  #snapshot(snapshotId: string): Snapshot {
+    const snapshot = this.#engine.snapshots().find((s) => s.id === snapshotId);
+    if (!snapshot) throw new ServiceError("NOT_FOUND", `No snapshot ${snapshotId}`);
+    return snapshot;
+  }
+
+  #deviceInfo(attached: Attached): DeviceInfo {
+    const snapshot = attached.tracker.snapshot;
+    return {
+      id: attached.tracker.name,
+      path: attached.path,
+      capacityBytes: attached.tracker.capacityBytes,
+      ...(snapshot ? { snapshotId: snapshot.id } : {}),
+      locator: this.nbdUri(attached.tracker.name),
+    };
+  }
+
+  #snapshotInfo(snapshot: Snapshot): SnapshotInfo {
+    const taken = snapshot.state === "taken" || snapshot.state === "corrupted";
+    const storage = snapshot.storageInfo();
+    return {
+      id: snapshot.id,
+      state: snapshot.state === "destroyed" ? "corrupted" : snapshot.state,
+      writable: snapshot.writable,
+      createdAt: iso(snapshot.createdAtMs)!,
+      ...(snapshot.takenAtMs !== undefined ? { takenAt: iso(snapshot.takenAtMs) } : {}),
+      devices: snapshot.trackers().map((tracker) => {
+        const errorCode = snapshot.deviceError(tracker.name);
+        const name = errorCode ? errnoName(errorCode) : undefined;
+        return {
+          deviceId: tracker.name,
+          ...(taken ? { locator: this.nbdUri(imageExportName(tracker.name, snapshot.id)) } : {}),
+          errorCode,
+          ...(name ? { errorName: name } : {}),
+        };
+      }),
+      storage: {
+        path: storage.path ?? "",
+        capacityBytes: storage.capacityBytes,
+        usedBytes: storage.usedBytes,
+        limitBytes: storage.limitBytes,
+      },
+    };
+  }
+
+  async #saveDevices(): Promise<void> {
+    await this.#deviceList?.save(
+      [...this.#devices.values()].map((d) => ({ name: d.tracker.name, path: d.path })),
+    );
+  }
+
+  async #attach(path: string, name: string): Promise<Attached> {
+    if (!DEVICE_NAME.test(name)) {
+      throw new ServiceError(
+        "INVALID_ARGUMENT",
+        `Cannot attach ${path} as "${name}": a device name is 1 to 64 letters, digits, '.', '_' or '-'`,
+        { field: "name" },
+      );
+    }
+    if (this.#devices.has(name)) {
+      throw new ServiceError("CONFLICT", `Cannot attach ${path}: the name ${name} is taken`, {
+        field: "name",
+      });
+    }
+    const store = await openStore(path);
+    if (store.identity.kind !== "file" && store.identity.kind !== "block") {
+      await store.close();
+      throw new ServiceError(
+        "INVALID_ARGUMENT",
+        `Cannot attach ${path}: only regular files and block devices can be tracked`,
+        { field: "path" },
+      );
+    }
+    try {
+      const tracker = await this.#engine.attach(name, store);
+      const attached = { tracker, store, path };
+      this.#devices.set(name, attached);
+      return attached;
+    } catch (error) {
+      await store.close();
+      throw error;
+    }
+  }
+
+  /** Backend kind and capabilities. */
+  version(): Promise<DriverVersion> {
+    return Promise.resolve({ backend: "userspace", capabilities: [...CAPABILITIES] });
+  }
+
+  /** Opens `path` and starts tracking it; its NBD export appears at once. */
+  async attach(path: string, options: AttachOptions = {}): Promise<DeviceInfo> {
+    this.#refuseClosed();
+    const attached = await this.#attach(path, options.name ?? deviceNameFor(path));
+    await this.#saveDevices();
+    return this.#deviceInfo(attached);
+  }
+
+  /** Stops tracking and closes the device. CONFLICT while it is in a snapshot. */
+  async detach(deviceId: string): Promise<void> {
+    this.#refuseClosed();
+    const attached = this.#device(deviceId);
+    await this.#engine.detach(deviceId);
+    this.#devices.delete(deviceId);
+    await attached.store.close();
+    await this.#saveDevices();
+  }
+
+  /** All attached devices. */
+  listDevices(): Promise<DeviceInfo[]> {
+    return Promise.resolve([...this.#devices.values()].map((d) => this.#deviceInfo(d)));
+  }
+
+  /** One attached device. */
+  getDevice(deviceId: string): Promise<DeviceInfo> {
+    return Promise.resolve().then(() => this.#deviceInfo(this.#device(deviceId)));
+  }
+
+  /** The device's CBT info. */
+  cbtInfo(deviceId: string): Promise<CbtInfo> {
+    return Promise.resolve().then(() => this.#device(deviceId).tracker.cbt.info());
+  }
+
+  /** Bytes of the CBT read map. */
+  readCbtMap(deviceId: string, range: { offset: number; length: number }): Promise<Uint8Array> {
+    return Promise.resolve().then(() =>
+      this.#device(deviceId).tracker.cbt.read(range.offset, range.length)
+    );
+  }
+
+  /** Marks sector ranges dirty in both tables. */
+  markDirty(deviceId: string, ranges: SectorRange[]): Promise<void> {
+    return Promise.resolve().then(() =>
+      this.#device(deviceId).tracker.cbt.markDirtySectors(ranges)
+    );
+  }
+
+  /** Opens (or creates) the difference storage and creates a snapshot of the devices. */
+  async createSnapshot(options: CreateSnapshotOptions): Promise<SnapshotInfo> {
+    this.#refuseClosed();
+    for (const id of options.deviceIds) this.#device(id);
+    const limitSectors = Math.floor(options.diffStorage.limitBytes / SECTOR_BYTES);
+    if (limitSectors < 1) {
+      throw new ServiceError("INVALID_ARGUMENT", "diffStorage.limitBytes must be at least 512", {
+        field: "diffStorage.limitBytes",
+      });
+    }
+    const snapshot = await this.#engine.createSnapshot({
+      storage: await openStore(options.diffStorage.path, { create: true }),
+      storagePath: options.diffStorage.path,
+      limitSectors,
+      writable: options.writable ?? false,
+      trackers: options.deviceIds,
+    });
+    return this.#snapshotInfo(snapshot);
+  }
+
+  /** Adds a device to a snapshot that is not taken yet. */
+  addDevice(snapshotId: string, deviceId: string): Promise<SnapshotInfo> {
+    return Promise.resolve().then(() => {
+      const snapshot = this.#snapshot(snapshotId);
+      snapshot.add(this.#device(deviceId).tracker);
+      return this.#snapshotInfo(snapshot);
+    });
+  }
+
+  /** Takes the snapshot; its image exports appear. */
+  async takeSnapshot(snapshotId: string): Promise<SnapshotInfo> {
+    const snapshot = this.#snapshot(snapshotId);
+    await snapshot.take();
+    return this.#snapshotInfo(snapshot);
+  }
+
+  /** All snapshots. */
+  listSnapshots(): Promise<SnapshotInfo[]> {
+    return Promise.resolve(this.#engine.snapshots().map((s) => this.#snapshotInfo(s)));
+  }
+
+  /** One snapshot. */
+  snapshotInfo(snapshotId: string): Promise<SnapshotInfo> {
+    return Promise.resolve().then(() => this.#snapshotInfo(this.#snapshot(snapshotId)));
+  }
+
+  /** Destroys the snapshot; its image exports go away. */
+  async destroySnapshot(snapshotId: string): Promise<void> {
+    await this.#snapshot(snapshotId).destroy();
+  }
+
+  /** The snapshot's next event, or undefined after `timeoutMs`. */
+  async waitEvent(snapshotId: string, timeoutMs: number): Promise<SnapshotEvent | undefined> {
+    return await this.#snapshot(snapshotId).waitEvent(timeoutMs);
+  }
+
+  /** Size of a device's image. */
+  imageSize(snapshotId: string, deviceId: string): Promise<number> {
+    return Promise.resolve().then(() => this.#snapshot(snapshotId).image(deviceId).sizeBytes);
+  }
+
+  /** Reads a device's image. */
+  async readImage(
+    snapshotId: string,
+    deviceId: string,
+    offset: number,
+    into: Uint8Array,
+  ): Promise<void> {
+    await this.#snapshot(snapshotId).image(deviceId).read(offset, into);
+  }
+
+  /** Engine counters. */
+  stats(): Promise<DriverStats> {
+    const { cowCopies, chunksStored, events } = this.#engine.stats;
+    return Promise.resolve({ cowCopies, chunksStored, events });
+  }
+
+  /** Destroys snapshots, stops the NBD server, closes devices (the device list stays for the next start). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#server.close();
+    await this.#engine.close();
+    await Promise.all([...this.#devices.values()].map((d) => d.store.close().catch(() => {})));
+    this.#devices.clear();
+  }
+}
