@@ -1,14 +1,37 @@
 /**
  * blksnap service: block-device snapshots with change block tracking behind
  * one HTTP API, on the blksnap kernel module or a userspace engine served
- * over NBD. This module is the library surface; importing it has no side
- * effects and needs no permissions.
+ * over NBD. This module is the library surface: the typed HTTP client, the
+ * driver seam and both drivers, the API application, and the error table.
+ * Importing it has no side effects and needs no permissions (the kernel
+ * driver opens libc on its first call, not at import).
  *
- * @example
- * ```ts
- * import { ServiceError, errorTable } from "./mod.ts";
- * const error = new ServiceError("NOT_FOUND", "Cannot read device vdb: it is not attached");
- * errorTable[error.code].status; // 404
+ * @example Drive a running service
+ * ```ts ignore
+ * import { createClient, ProblemError } from "./mod.ts";
+ *
+ * const client = createClient({ baseUrl: "http://127.0.0.1:8037" });
+ * const device = await client.devices.attach({ path: "/srv/disks/vm1.img", name: "vm1" });
+ * const snapshot = await client.snapshots.create({
+ *   devices: [device.id],
+ *   diffStorage: { path: "/srv/diff/vm1.diff", limitBytes: 4 << 30 },
+ * });
+ * await client.snapshots.take(snapshot.id);
+ * const changes = await client.images.changes(snapshot.id, device.id);
+ * try {
+ *   await client.snapshots.take(snapshot.id);
+ * } catch (error) {
+ *   if (error instanceof ProblemError) console.log(error.code); // "CONFLICT"
+ * }
+ * ```
+ *
+ * @example Embed the service
+ * ```ts ignore
+ * import { createApp, PathPolicy, UserspaceDriver } from "./mod.ts";
+ *
+ * const driver = await UserspaceDriver.start({ nbd: { tcp: { port: 10809 } } });
+ * const app = createApp(driver, { paths: await PathPolicy.create(["/srv"]) });
+ * Deno.serve({ hostname: "127.0.0.1", port: 8037 }, app.fetch);
  * ```
  *
  * @module
@@ -16,3 +39,24 @@
 
 export * from "./src/errors.ts";
 export type * from "./src/driver.ts";
+export { SERVICE_VERSION } from "./src/version.ts";
+export * from "./src/client/mod.ts";
+export { apiRoutes, type AppOptions, createApp, DEFAULT_BODY_LIMIT_BYTES } from "./src/api/app.ts";
+export { Metrics } from "./src/api/metrics.ts";
+export type { ApiServices, HandlerInput, ResponseSpec, RouteSpec } from "./src/api/route.ts";
+export type { JsonSchema, Schema } from "./src/api/schema.ts";
+export { PathPolicy, type ResolveOptions } from "./src/api/path_policy.ts";
+export type { ProblemDocument } from "./src/api/problem.ts";
+export type { DeviceChanges, Extent } from "./src/api/changes.ts";
+export { UserspaceDriver, type UserspaceDriverOptions } from "./src/userspace/userspace_driver.ts";
+export type { EngineParams } from "./src/engine/mod.ts";
+export type { NbdLogger, NbdLogLevel, NbdServer } from "./src/nbd/mod.ts";
+export {
+  type BlockingIoctl,
+  createKernelDriver,
+  KernelDriver,
+  type KernelDriverOptions,
+  type Libc,
+  probeProfile,
+  type ProfileOptions,
+} from "./src/kernel/mod.ts";

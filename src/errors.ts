@@ -141,6 +141,7 @@ export class ServiceError extends Error {
   /** The request field at fault, for validation errors. */
   readonly field?: string;
 
+  /** An error of `code`; `detail` says what could not be done and why. */
   constructor(code: ErrorCode, detail: string, options: ServiceErrorOptions = {}) {
     super(detail, { cause: options.cause });
     this.name = "ServiceError";

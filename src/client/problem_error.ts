@@ -14,6 +14,7 @@ export class ProblemError extends Error {
   /** The problem document as the service sent it. */
   readonly problem: ProblemDocument;
 
+  /** Wraps the problem document the service sent. */
   constructor(problem: ProblemDocument) {
     super(`${problem.title}: ${problem.detail}`);
     this.name = "ProblemError";
@@ -33,6 +34,7 @@ export class ProblemError extends Error {
 
 /** The service could not be reached, or did not answer within the timeout. */
 export class ConnectionError extends Error {
+  /** `message` says which service could not be reached and why. */
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "ConnectionError";
