@@ -157,14 +157,17 @@ export const Limits = {
   MAX_EXTENTS: 1 << 20,
 } as const;
 
-const tables: Record<string, Readonly<Record<string, number>>> = {
-  option: Option,
-  reply: Reply,
-  info: Info,
-  command: Command,
-  replyType: ReplyType,
-  error: NbdError,
-};
+const tables: Record<string, Map<number, string>> = Object.fromEntries(
+  Object.entries({
+    option: Option,
+    reply: Reply,
+    info: Info,
+    command: Command,
+    replyType: ReplyType,
+    error: NbdError,
+  })
+    .map(([table, values]) => [table, new Map(Object.entries(values).map(([k, v]) => [v, k]))]),
+);
 
 /**
  * The specification's name of `value` in `table` ("NBD_CMD_READ"), or a
@@ -174,8 +177,5 @@ export function nameOf(
   table: "option" | "reply" | "info" | "command" | "replyType" | "error",
   value: number,
 ): string {
-  for (const [name, known] of Object.entries(tables[table])) {
-    if (known === value) return name;
-  }
-  return `${table} ${value}`;
+  return tables[table].get(value) ?? `${table} ${value}`;
 }

@@ -12,6 +12,9 @@
  * - A write's data is fully received before `write()` is called, so an export
  *   never sees half a request. The server may call the methods concurrently,
  *   from one or several connections.
+ * - Buffers are lent: `read()` must fill all of `into`, and neither `into`
+ *   nor a write's `data` may be kept or modified once the promise settles
+ *   (the server recycles them for later requests).
  * - Failures are thrown as ServiceError (src/errors.ts); the server replies
  *   with that code's NBD error. `NOT_SUPPORTED` from `writeZeroes()` with
  *   `fastZero` set means "not faster than a write" and reaches the client

@@ -99,7 +99,8 @@ export class ReplySender {
   /**
    * The successful reply to a READ whose data sits in `buffer` after
    * READ_HEADROOM bytes: one simple reply or one final OFFSET_DATA chunk.
-   * `buffer` is handed over to the writer.
+   * `buffer` (from the connection's pool) is handed over to the writer,
+   * which recycles it once sent.
    */
   readData(request: RequestHeader, buffer: Uint8Array, structured: boolean): void {
     const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
@@ -109,7 +110,7 @@ export class ReplySender {
       view.setUint32(at + SIMPLE.error, 0);
       view.setUint32(at + SIMPLE.cookie, request.cookieHi);
       view.setUint32(at + SIMPLE.cookie + 4, request.cookieLo);
-      this.#writer.send(buffer.subarray(at));
+      this.#writer.send(buffer.subarray(at), buffer);
       return;
     }
     const at = READ_HEADROOM - OFFSET_DATA_OVERHEAD;
@@ -120,7 +121,7 @@ export class ReplySender {
     view.setUint32(at + CHUNK.cookie + 4, request.cookieLo);
     view.setUint32(at + CHUNK.length, buffer.length - READ_HEADROOM + 8);
     setU64(view, at + CHUNK.size, request.offset);
-    this.#writer.send(buffer.subarray(at));
+    this.#writer.send(buffer.subarray(at), buffer);
   }
 
   /**

@@ -9,6 +9,7 @@
  * @module
  */
 
+import type { BufferPool } from "./buffer_pool.ts";
 import type { ByteStream } from "./socket_reader.ts";
 
 /** Payloads up to this size are copied into the staging buffer rather than queued. */
@@ -19,6 +20,7 @@ const STAGING_BYTES = 256 * 1024;
 export class ReplyWriter {
   #stream: ByteStream;
   #queue: Uint8Array[] = [];
+  #owners: (Uint8Array | undefined)[] = [];
   #queueHead = 0;
   #staging = new Uint8Array(STAGING_BYTES);
   #stagingView = new DataView(this.#staging.buffer);
@@ -29,11 +31,20 @@ export class ReplyWriter {
   #failure: unknown = undefined;
   #drainWaiters: (() => void)[] = [];
   #onFailure: (error: unknown) => void;
+  #pool: BufferPool | undefined;
 
-  /** `onFailure` is called once when a socket write fails; later replies are dropped. */
-  constructor(stream: ByteStream, onFailure: (error: unknown) => void = () => {}) {
+  /**
+   * Writes to `stream`. `onFailure` is called once when a socket write
+   * fails (later replies are dropped); buffers sent with a `recycle` owner
+   * go back to `pool` once written.
+   */
+  constructor(
+    stream: ByteStream,
+    options: { onFailure?: (error: unknown) => void; pool?: BufferPool } = {},
+  ) {
     this.#stream = stream;
-    this.#onFailure = onFailure;
+    this.#onFailure = options.onFailure ?? (() => {});
+    this.#pool = options.pool;
   }
 
   /** The staging buffer that {@link ReplyWriter.reserve} positions point into. */
@@ -74,16 +85,19 @@ export class ReplyWriter {
   /**
    * Sends `data` after everything reserved or sent before. Small payloads are
    * copied; larger ones are queued as they are, so the caller must not modify
-   * `data` afterwards.
+   * `data` afterwards. `recycle` (the pooled buffer `data` is a view of) goes
+   * back to the pool once `data` is copied or written.
    */
-  send(data: Uint8Array): void {
+  send(data: Uint8Array, recycle?: Uint8Array): void {
     if (data.length <= COPY_MAX_BYTES) {
       const at = this.reserve(data.length);
       this.#staging.set(data, at);
+      if (recycle !== undefined) this.#pool?.give(recycle);
       return;
     }
     this.#seal();
     this.#queue.push(data);
+    this.#owners.push(recycle);
     this.#queuedBytes += data.length;
     this.#schedule();
   }
@@ -97,6 +111,7 @@ export class ReplyWriter {
   #seal(): void {
     if (this.#end > this.#sealed) {
       this.#queue.push(this.#staging.subarray(this.#sealed, this.#end));
+      this.#owners.push(undefined);
       this.#sealed = this.#end;
     }
   }
@@ -120,20 +135,24 @@ export class ReplyWriter {
         this.#seal();
         if (this.#queueHead === this.#queue.length) break;
         const chunk = this.#queue[this.#queueHead];
-        this.#queue[this.#queueHead++] = EMPTY;
+        const owner = this.#owners[this.#queueHead];
+        this.#queue[this.#queueHead] = EMPTY;
+        this.#owners[this.#queueHead++] = undefined;
         if (this.#queueHead >= 4096) {
           this.#queue.splice(0, this.#queueHead);
+          this.#owners.splice(0, this.#queueHead);
           this.#queueHead = 0;
         }
         let done = 0;
         while (done < chunk.length) done += await this.#stream.write(chunk.subarray(done));
         this.#queuedBytes -= chunk.length;
+        if (owner !== undefined) this.#pool?.give(owner);
       }
     } catch (error) {
       this.#failure = error;
       this.#onFailure(error);
     }
-    this.#queue.length = this.#queueHead = 0;
+    this.#queue.length = this.#owners.length = this.#queueHead = 0;
     if (this.#failure !== undefined) this.#queuedBytes = 0;
     if (this.#failure !== undefined || this.#sealed === this.#end) this.#sealed = this.#end = 0;
     this.#pumping = false;

@@ -15,6 +15,7 @@
  */
 
 import { ServiceError } from "../errors.ts";
+import { BufferPool } from "./buffer_pool.ts";
 import type { ExportProvider } from "./export.ts";
 import { negotiate } from "./handshake.ts";
 import { type NbdLogger, silentLogger } from "./log.ts";
@@ -161,6 +162,7 @@ class Connection {
   #stream: Deno.Conn;
   #reader: SocketReader;
   #writer: ReplyWriter;
+  #pool: BufferPool;
   #logger: NbdLogger;
   #peer: string;
   #transmission: Transmission | undefined;
@@ -169,8 +171,9 @@ class Connection {
 
   constructor(stream: Deno.Conn, provider: ExportProvider, logger: NbdLogger) {
     this.#stream = stream;
+    this.#pool = new BufferPool();
     this.#reader = new SocketReader(stream);
-    this.#writer = new ReplyWriter(stream);
+    this.#writer = new ReplyWriter(stream, { pool: this.#pool });
     this.#logger = logger;
     const addr = stream.remoteAddr;
     this.#peer = addr.transport === "tcp" ? `${addr.hostname}:${addr.port}` : "unix socket";
@@ -194,6 +197,7 @@ class Connection {
       this.#transmission = new Transmission(session, {
         reader: this.#reader,
         writer: this.#writer,
+        pool: this.#pool,
       }, { logger });
       await this.#transmission.run();
     } catch (error) {

@@ -35,6 +35,7 @@ import {
 import { nbdFailureOf } from "./errno_map.ts";
 import type { NbdExport } from "./export.ts";
 import type { Session } from "./handshake.ts";
+import type { BufferPool } from "./buffer_pool.ts";
 import type { NbdLogger } from "./log.ts";
 import { planRead, type ReadRun } from "./read_plan.ts";
 import { type ContextStatus, ReplySender, RequestHeader } from "./replies.ts";
@@ -65,6 +66,7 @@ export class Transmission {
   #export: NbdExport;
   #reader: SocketReader;
   #writer: ReplyWriter;
+  #pool: BufferPool;
   #replies: ReplySender;
   #log: NbdLogger;
   #maximum: number;
@@ -76,13 +78,14 @@ export class Transmission {
   /** Serves `session` over `reader`/`writer` (from the handshake). */
   constructor(
     session: Session,
-    stream: { reader: SocketReader; writer: ReplyWriter },
+    stream: { reader: SocketReader; writer: ReplyWriter; pool: BufferPool },
     options: TransmissionOptions,
   ) {
     this.#session = session;
     this.#export = session.export;
     this.#reader = stream.reader;
     this.#writer = stream.writer;
+    this.#pool = stream.pool;
     this.#replies = new ReplySender(stream.writer);
     this.#log = options.logger;
     this.#maximum = session.blockSize.maximum;
@@ -133,7 +136,7 @@ export class Transmission {
             }
             await reader.discard(request.length);
           } else {
-            data = new Uint8Array(request.length);
+            data = this.#pool.take(request.length);
             await reader.readInto(data);
           }
         }
@@ -181,7 +184,11 @@ export class Transmission {
           await this.#read(request);
           return;
         case C.NBD_CMD_WRITE:
-          if (length > 0) await exp.write(offset, data!, { fua });
+          try {
+            if (length > 0) await exp.write(offset, data!, { fua });
+          } finally {
+            this.#pool.give(data!);
+          }
           break;
         case C.NBD_CMD_FLUSH:
           await exp.flush();
@@ -244,8 +251,13 @@ export class Transmission {
         return;
       }
     }
-    const buffer = new Uint8Array(READ_HEADROOM + length);
-    await exp.read(offset, buffer.subarray(READ_HEADROOM));
+    const buffer = this.#pool.take(READ_HEADROOM + length);
+    try {
+      await exp.read(offset, buffer.subarray(READ_HEADROOM));
+    } catch (error) {
+      this.#pool.give(buffer);
+      throw error;
+    }
     this.#replies.readData(request, buffer, structured);
   }
 

@@ -40,9 +40,8 @@ const KNOWN_FLAGS = F.NBD_CMD_FLAG_FUA | F.NBD_CMD_FLAG_NO_HOLE | F.NBD_CMD_FLAG
 export function validateRequest(request: RequestHeader, session: Session): Refusal | undefined {
   const { type, flags, offset, length } = request;
   const exp = session.export;
-  const command = nameOf("command", type);
   if (type > C.NBD_CMD_BLOCK_STATUS || type === C.NBD_CMD_CACHE) {
-    return { error: E.NBD_EINVAL, reason: `unknown command ${command}` };
+    return { error: E.NBD_EINVAL, reason: `unknown command ${nameOf("command", type)}` };
   }
   if ((flags & ~KNOWN_FLAGS) !== 0) {
     return { error: E.NBD_EINVAL, reason: `unknown command flags 0x${flags.toString(16)}` };
@@ -55,12 +54,12 @@ export function validateRequest(request: RequestHeader, session: Session): Refus
   const writes = type === C.NBD_CMD_WRITE || type === C.NBD_CMD_WRITE_ZEROES ||
     type === C.NBD_CMD_TRIM;
   if (writes && exp.readOnly) {
-    return { error: E.NBD_EPERM, reason: `${command} on a read-only export` };
+    return { error: E.NBD_EPERM, reason: `${nameOf("command", type)} on a read-only export` };
   }
   if ((flags & ~allowed) !== 0) {
     return {
       error: E.NBD_EINVAL,
-      reason: `flags 0x${flags.toString(16)} not valid for ${command}`,
+      reason: `flags 0x${flags.toString(16)} not valid for ${nameOf("command", type)}`,
     };
   }
   if (type === C.NBD_CMD_FLUSH) {
@@ -82,7 +81,9 @@ export function validateRequest(request: RequestHeader, session: Session): Refus
       error: type === C.NBD_CMD_WRITE || type === C.NBD_CMD_WRITE_ZEROES
         ? E.NBD_ENOSPC
         : E.NBD_EINVAL,
-      reason: `${command} at ${offset}+${length} beyond the export size ${exp.sizeBytes}`,
+      reason: `${
+        nameOf("command", type)
+      } at ${offset}+${length} beyond the export size ${exp.sizeBytes}`,
     };
   }
   const { minimum, maximum } = session.blockSize;
@@ -90,12 +91,15 @@ export function validateRequest(request: RequestHeader, session: Session): Refus
     minimum > 1 &&
     (offset % minimum !== 0 || (length % minimum !== 0 && offset + length !== exp.sizeBytes))
   ) {
-    return { error: E.NBD_EINVAL, reason: `${command} not aligned to ${minimum} bytes` };
+    return {
+      error: E.NBD_EINVAL,
+      reason: `${nameOf("command", type)} not aligned to ${minimum} bytes`,
+    };
   }
   if (length > maximum && (type === C.NBD_CMD_READ || type === C.NBD_CMD_WRITE)) {
     return {
       error: type === C.NBD_CMD_READ && session.structured ? E.NBD_EOVERFLOW : E.NBD_EINVAL,
-      reason: `${command} of ${length} bytes exceeds the maximum ${maximum}`,
+      reason: `${nameOf("command", type)} of ${length} bytes exceeds the maximum ${maximum}`,
     };
   }
   return undefined;

@@ -13,12 +13,13 @@ const SIZE = 24 * MiB;
 const ignore = toolsMissing("nbdcopy");
 
 async function withFileExport(
+  io: "async" | "sync",
   body: (exp: FileExport, path: string, dir: string) => Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "nbdcopy-test-" });
   const path = `${dir}/export.img`;
   await Deno.writeFile(path, new Uint8Array(SIZE));
-  const exp = await FileExport.open(path, { name: "file" });
+  const exp = await FileExport.open(path, { name: "file", io });
   try {
     await body(exp, path, dir);
   } finally {
@@ -27,38 +28,39 @@ async function withFileExport(
   }
 }
 
-Deno.test({
-  name: "nbdcopy: a local file copied to the export and back is unchanged",
-  ignore,
-  fn: async (t) => {
-    await withFileExport(async (exp, exportPath, dir) => {
-      const source = `${dir}/source.img`;
-      const data = pattern(SIZE, 7);
-      data.fill(0, 4 * MiB, 9 * MiB);
-      await Deno.writeFile(source, data);
-      await withNbdServer([exp], async (fixture) => {
-        const cases = [
-          ["TCP, one connection", fixture.tcpUri("file"), ["--connections=1"]],
-          ["Unix socket, four connections", fixture.unixUri("file"), ["--connections=4"]],
-        ] as const;
-        let round = 0;
-        for (const [name, uri, flags] of cases) {
-          await t.step(name, async () => {
-            round++;
-            const variant = data.map((b) => b ^ round);
-            await Deno.writeFile(source, variant);
-            await runToolOk("nbdcopy", [...flags, "--flush", source, uri]);
-            assert.ok(equal(await Deno.readFile(exportPath), variant), "export equals source");
-            const back = `${dir}/back-${round}.img`;
-            await runToolOk("nbdcopy", [...flags, uri, back]);
-            assert.ok(equal(await Deno.readFile(back), variant), "copy back equals source");
-          });
-        }
-        assert.deepEqual(fixture.warnings, []);
+for (const io of ["async", "sync"] as const) {
+  Deno.test({
+    name: `nbdcopy: a local file copied to the export (${io} file I/O) and back is unchanged`,
+    ignore,
+    fn: async (t) => {
+      await withFileExport(io, async (exp, exportPath, dir) => {
+        const source = `${dir}/source.img`;
+        const data = pattern(SIZE, 7);
+        data.fill(0, 4 * MiB, 9 * MiB);
+        await withNbdServer([exp], async (fixture) => {
+          const cases = [
+            ["TCP, one connection", fixture.tcpUri("file"), ["--connections=1"]],
+            ["Unix socket, four connections", fixture.unixUri("file"), ["--connections=4"]],
+          ] as const;
+          let round = 0;
+          for (const [name, uri, flags] of cases) {
+            await t.step(name, async () => {
+              round++;
+              const variant = data.map((b) => b ^ round);
+              await Deno.writeFile(source, variant);
+              await runToolOk("nbdcopy", [...flags, "--flush", source, uri]);
+              assert.ok(equal(await Deno.readFile(exportPath), variant), "export equals source");
+              const back = `${dir}/back-${round}.img`;
+              await runToolOk("nbdcopy", [...flags, uri, back]);
+              assert.ok(equal(await Deno.readFile(back), variant), "copy back equals source");
+            });
+          }
+          assert.deepEqual(fixture.warnings, []);
+        });
       });
-    });
-  },
-});
+    },
+  });
+}
 
 Deno.test({
   name: "nbdcopy: a sparse export copies to a file with its data and zeroes",

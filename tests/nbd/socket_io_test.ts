@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { isServiceError } from "../../src/errors.ts";
+import { BufferPool } from "../../src/nbd/buffer_pool.ts";
 import { ReplyWriter } from "../../src/nbd/reply_writer.ts";
 import { type ByteStream, SocketReader } from "../../src/nbd/socket_reader.ts";
 import { pattern } from "../_helpers/nbd_fixture.ts";
@@ -102,10 +103,9 @@ Deno.test("ReplyWriter batches the replies produced in one turn into one socket 
 
 Deno.test("ReplyWriter reports a broken socket once and drops later replies", async () => {
   const failures: unknown[] = [];
-  const writer = new ReplyWriter(
-    new ChoppyStream(new Uint8Array(0), 5, 2),
-    (e) => failures.push(e),
-  );
+  const writer = new ReplyWriter(new ChoppyStream(new Uint8Array(0), 5, 2), {
+    onFailure: (e) => failures.push(e),
+  });
   for (let i = 0; i < 10; i++) writer.send(pattern(50_000, i));
   await writer.drained();
   assert.equal(failures.length, 1);
@@ -113,4 +113,21 @@ Deno.test("ReplyWriter reports a broken socket once and drops later replies", as
   writer.send(pattern(10, 1));
   await writer.drained();
   assert.equal(writer.queuedBytes, 0);
+});
+
+Deno.test("ReplyWriter returns recycled buffers to the pool once copied or written", async () => {
+  const pool = new BufferPool();
+  const stream = new ChoppyStream(new Uint8Array(0), 7);
+  const writer = new ReplyWriter(stream, { pool });
+  const small = pool.take(4096 + 32);
+  const large = pool.take(256 * 1024 + 32);
+  large.set(pattern(256 * 1024, 9), 32);
+  writer.send(small.subarray(16), small);
+  assert.equal(pool.pooledBytes, 4096 + 32, "a copied buffer is free at once");
+  writer.send(large.subarray(32), large);
+  assert.equal(pool.pooledBytes, 4096 + 32, "a queued buffer is not free before it is written");
+  await writer.drained();
+  assert.equal(pool.pooledBytes, 4096 + 32 + 256 * 1024 + 32);
+  assert.equal(pool.take(256 * 1024 + 32), large, "the same buffer is handed out again");
+  assert.deepEqual(stream.written.slice(4096 + 16), [...pattern(256 * 1024, 9)]);
 });

@@ -1,0 +1,205 @@
+/**
+ * The servers the benchmark compares, and how to start and stop each one on
+ * a free loopback port.
+ *
+ * @module
+ */
+
+/** A server under test. */
+export interface Contender {
+  /** Short key (for --only and results.json). */
+  key: string;
+  /** Column title. */
+  label: string;
+  /** Runs the full read/write suite. */
+  suite: boolean;
+  /** Runs the first-write (copy-on-write) measurements on fresh instances. */
+  firstWrite: boolean;
+  /** The command line, given the port and paths. */
+  command(port: number, paths: ContenderPaths): string[];
+  /** True for our server (started through Deno, profiled with --prof). */
+  ours: boolean;
+}
+
+/** Paths a contender needs. */
+export interface ContenderPaths {
+  /** The 1 GiB disk file. */
+  disk: string;
+  /** Directory for a difference storage file on another file system, if any. */
+  storageDir?: string;
+}
+
+const DENO = Deno.execPath();
+const SERVE = new URL("./serve.ts", import.meta.url).pathname;
+
+function ours(mode: string) {
+  return (port: number, paths: ContenderPaths) => [
+    DENO,
+    "run",
+    "--allow-all",
+    SERVE,
+    "--mode",
+    mode,
+    "--path",
+    paths.disk,
+    "--port",
+    String(port),
+    ...(mode === "snapshot" && paths.storageDir
+      ? ["--storage", `${paths.storageDir}/blksnap-bench-diff-${port}`]
+      : []),
+  ];
+}
+
+/** Every contender, in table order. */
+export const CONTENDERS: Contender[] = [
+  {
+    key: "ours-file",
+    label: "blksnap (file)",
+    suite: true,
+    firstWrite: false,
+    ours: true,
+    command: ours("file"),
+  },
+  {
+    key: "ours-file-sync",
+    label: "blksnap (file, sync I/O)",
+    suite: true,
+    firstWrite: false,
+    ours: true,
+    command: ours("file-sync"),
+  },
+  {
+    key: "ours-memory",
+    label: "blksnap (memory)",
+    suite: true,
+    firstWrite: false,
+    ours: true,
+    command: ours("memory"),
+  },
+  {
+    key: "ours-tracker",
+    label: "blksnap (tracker)",
+    suite: true,
+    firstWrite: false,
+    ours: true,
+    command: ours("tracker"),
+  },
+  {
+    key: "ours-snapshot",
+    label: "blksnap (taken snapshot)",
+    suite: false,
+    firstWrite: true,
+    ours: true,
+    command: ours("snapshot"),
+  },
+  {
+    key: "nbdkit-file",
+    label: "nbdkit file",
+    suite: true,
+    firstWrite: false,
+    ours: false,
+    command: (
+      port,
+      { disk },
+    ) => ["nbdkit", "-f", "-i", "127.0.0.1", "-p", String(port), "file", disk],
+  },
+  {
+    key: "nbdkit-cow",
+    label: "nbdkit file+cow",
+    suite: true,
+    firstWrite: true,
+    ours: false,
+    command: (port, { disk }) => [
+      "nbdkit",
+      "-f",
+      "-i",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "--filter=cow",
+      "file",
+      disk,
+    ],
+  },
+  {
+    key: "qemu-nbd",
+    label: "qemu-nbd",
+    suite: true,
+    firstWrite: false,
+    ours: false,
+    command: (port, { disk }) => [
+      "qemu-nbd",
+      "-f",
+      "raw",
+      "-t",
+      "-e",
+      "16",
+      "--aio=threads",
+      "--cache=writeback",
+      "-b",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      disk,
+    ],
+  },
+];
+
+/** A started contender. */
+export interface Running {
+  /** Its NBD URI (default export). */
+  uri: string;
+  /** Stops it (SIGTERM) and waits for it to exit. */
+  stop(): Promise<void>;
+}
+
+/** Starts `contender` on a free port and waits until it accepts connections. */
+export async function startContender(
+  contender: Contender,
+  options: { disk: string; storageDir?: string; dir: string; prof: boolean },
+): Promise<Running> {
+  const port = freePort();
+  const [program, ...args] = contender.command(port, options);
+  if (contender.ours && options.prof) args.splice(1, 0, "--v8-flags=--prof");
+  const child = new Deno.Command(program, {
+    args,
+    cwd: options.dir,
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  try {
+    await waitForPort(port);
+  } catch (error) {
+    child.kill("SIGKILL");
+    await child.status;
+    throw error;
+  }
+  return {
+    uri: `nbd://127.0.0.1:${port}/`,
+    stop: async () => {
+      child.kill("SIGTERM");
+      await child.status;
+    },
+  };
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+async function waitForPort(port: number): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      conn.close();
+      return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  throw new Error(`nothing listens on port ${port} after 15 s`);
+}

@@ -1,0 +1,140 @@
+/**
+ * `deno task bench`: our NBD server side by side with nbdkit (file plugin,
+ * and file plugin + cow filter) and qemu-nbd, on one file (1 GiB by default),
+ * over TCP on 127.0.0.1:
+ *
+ * - sequential read and write, MiB/s (nbdcopy with its defaults);
+ * - 4 KiB random read and write, IOPS at queue depth 1 and 16 (fio's nbd
+ *   engine, one connection);
+ * - first writes under a snapshot (copy-on-write): sequential MiB/s and
+ *   4 KiB random-write IOPS at QD16 on a fresh instance, ours after an
+ *   engine snapshot is taken against nbdkit's cow filter.
+ *
+ * Prints Markdown tables with ratios (ours / nbdkit) and writes
+ * results.json to the bench directory. Speeds are reported, never asserted.
+ *
+ *   deno task bench [--dir D] [--size-mib 1024] [--runtime 5] [--only a,b] [--prof]
+ *
+ * --prof runs our server with V8's sampling profiler (--v8-flags=--prof);
+ * the isolate logs land in the bench directory.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { runTool, toolsMissing } from "../_helpers/nbd_fixture.ts";
+import { type Contender, CONTENDERS, startContender } from "./contenders.ts";
+import { fio, nbdcopy } from "./measure.ts";
+import { formatTables, type Results } from "./report.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    dir: { type: "string", default: `${Deno.env.get("TMPDIR") ?? "/tmp"}/blksnap-bench` },
+    "size-mib": { type: "string", default: "1024" },
+    runtime: { type: "string", default: "5" },
+    only: { type: "string" },
+    prof: { type: "boolean", default: false },
+  },
+});
+
+const dir = values.dir;
+const sizeMiB = Number(values["size-mib"]);
+const runtime = Number(values.runtime);
+const only = values.only?.split(",");
+
+if (toolsMissing("nbdcopy", "fio", "nbdkit", "qemu-nbd")) {
+  console.log("bench skipped: install libnbd-bin, fio, nbdkit and qemu-utils");
+  Deno.exit(0);
+}
+
+await Deno.mkdir(dir, { recursive: true });
+const disk = `${dir}/disk.img`;
+const source = `${dir}/source.img`;
+for (const path of [disk, source]) await prepare(path, sizeMiB);
+const storageDir = await cowStorageDir();
+
+const results: Results = { machine: await machine(), sizeMiB, runtimeSeconds: runtime, rows: {} };
+const chosen = CONTENDERS.filter((c) => only === undefined || only.includes(c.key));
+
+for (const contender of chosen.filter((c) => c.suite)) {
+  const row: Record<string, number> = {};
+  await withContender(contender, async (uri) => {
+    row.seqRead = await nbdcopy(uri, "null:", sizeMiB);
+    row.seqWrite = await nbdcopy(source, uri, sizeMiB);
+    for (const [rw, key] of [["randread", "randRead"], ["randwrite", "randWrite"]] as const) {
+      for (const depth of [1, 16]) {
+        row[`${key}Qd${depth}`] = await fio(uri, { rw, depth, runtime, sizeMiB });
+      }
+    }
+  });
+  results.rows[contender.key] = row;
+  console.log(contender.label, JSON.stringify(row));
+}
+
+for (const contender of chosen.filter((c) => c.firstWrite)) {
+  const row = results.rows[contender.key] ?? {};
+  await withContender(contender, async (uri) => {
+    row.cowSeqWrite = await nbdcopy(source, uri, sizeMiB);
+  });
+  await withContender(contender, async (uri) => {
+    row.cowRandWriteQd16 = await fio(uri, { rw: "randwrite", depth: 16, runtime, sizeMiB });
+  });
+  results.rows[contender.key] = row;
+  console.log(contender.label, "first writes", JSON.stringify(row));
+}
+
+await Deno.writeTextFile(`${dir}/results.json`, JSON.stringify(results, null, 2));
+console.log(formatTables(results, CONTENDERS));
+console.log(`results: ${dir}/results.json`);
+
+async function withContender(contender: Contender, body: (uri: string) => Promise<void>) {
+  const running = await startContender(contender, {
+    disk,
+    storageDir,
+    dir,
+    prof: values.prof,
+  });
+  try {
+    await body(running.uri);
+  } finally {
+    await running.stop();
+  }
+}
+
+/** Creates `path` with `sizeMiB` MiB of incompressible data unless it is already that size. */
+async function prepare(path: string, sizeMiB: number): Promise<void> {
+  const want = sizeMiB * 1024 * 1024;
+  try {
+    if ((await Deno.stat(path)).size === want) return;
+  } catch {
+    // created below
+  }
+  console.log(`preparing ${path} (${sizeMiB} MiB of random data)`);
+  await runTool("dd", [
+    "if=/dev/urandom",
+    `of=${path}`,
+    "bs=1M",
+    `count=${sizeMiB}`,
+    "status=none",
+  ]);
+}
+
+/** A directory on another file system than the disk, for the difference storage. */
+async function cowStorageDir(): Promise<string | undefined> {
+  try {
+    const shm = await Deno.stat("/dev/shm");
+    if (shm.isDirectory && shm.dev !== (await Deno.stat(dir)).dev) return "/dev/shm";
+  } catch {
+    // none: the storage stays in memory
+  }
+  return undefined;
+}
+
+async function machine(): Promise<string> {
+  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  const model = cpuinfo.match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
+  const cores = navigator.hardwareConcurrency;
+  const kernel = (await runTool("uname", ["-r"])).stdout.trim();
+  return `${model}, ${cores} cores, Linux ${kernel}, Deno ${Deno.version.deno}`;
+}

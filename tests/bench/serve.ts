@@ -1,0 +1,87 @@
+/**
+ * Our NBD server as a separate process for the benchmarks (so that it can
+ * be profiled alone, like nbdkit and qemu-nbd run alone):
+ *
+ *   deno run -A tests/bench/serve.ts --mode memory|file|file-sync|tracker|snapshot --path disk.img --port N
+ *     [--storage dir]
+ *
+ * - memory: the file's contents loaded into a MemoryExport (the protocol
+ *   layer's ceiling: no file I/O behind it).
+ * - file: the plain file export (tests/_helpers FileExport, node:fs/promises
+ *   positioned I/O); file-sync: the same with synchronous positioned I/O.
+ * - tracker: the file attached to the engine; writes go through Tracker.
+ * - snapshot: as tracker, after a snapshot is taken, so that first writes
+ *   copy the original chunks into a difference storage in `--storage`
+ *   (a directory on another file system, e.g. /dev/shm) or in memory.
+ *
+ * Prints "ready" once listening; stops cleanly on SIGTERM or SIGINT.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { Engine } from "../../src/engine/engine.ts";
+import { startNbdServer } from "../../src/nbd/server.ts";
+import { staticProvider } from "../../src/nbd/export.ts";
+import type { NbdExport } from "../../src/nbd/export.ts";
+import { MemoryStore } from "../../src/store/memory_store.ts";
+import { openStore } from "../../src/store/open_store.ts";
+import { FileExport, MemoryExport } from "../_helpers/nbd_exports.ts";
+import { trackerExport } from "./tracker_export.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    mode: { type: "string", default: "file" },
+    path: { type: "string" },
+    port: { type: "string", default: "10809" },
+    storage: { type: "string" },
+  },
+});
+if (values.path === undefined) throw new Error("--path is required");
+
+const closers: (() => Promise<void>)[] = [];
+let exp: NbdExport;
+if (values.mode === "memory") {
+  const memory = new MemoryExport({ name: "", sizeBytes: (await Deno.stat(values.path)).size });
+  memory.fill(0, await Deno.readFile(values.path));
+  exp = memory;
+} else if (values.mode === "file" || values.mode === "file-sync") {
+  const io = values.mode === "file" ? "async" : "sync";
+  const file = await FileExport.open(values.path, { name: "", io });
+  closers.push(() => file.close());
+  exp = file;
+} else {
+  const engine = new Engine();
+  const store = await openStore(values.path);
+  closers.push(() => store.close(), () => engine.close());
+  const tracker = await engine.attach("disk", store);
+  exp = trackerExport(tracker, "");
+  if (values.mode === "snapshot") {
+    const storage = values.storage === undefined
+      ? new MemoryStore({ capacityBytes: 0, maxBytes: 2 * store.capacityBytes })
+      : await openStore(values.storage, { create: true });
+    const snapshot = await engine.createSnapshot({
+      storage,
+      limitSectors: (2 * store.capacityBytes) / 512,
+      trackers: ["disk"],
+    });
+    await snapshot.take();
+  }
+}
+
+const server = await startNbdServer(staticProvider([exp]), {
+  tcp: { port: Number(values.port) },
+});
+console.log("ready");
+
+let stopping = false;
+async function stop(): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  await server.close();
+  for (const close of closers.reverse()) await close();
+  Deno.exit(0);
+}
+Deno.addSignalListener("SIGTERM", stop);
+Deno.addSignalListener("SIGINT", stop);
