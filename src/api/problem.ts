@@ -65,7 +65,7 @@ export function problemResponse(
   headers: Record<string, string> = {},
 ): Response {
   const problem = problemFor(error, instance);
-  return new Response(JSON.stringify(problem), {
+  return new Response(JSON.stringify(problem) + "\n", {
     status: problem.status,
     headers: { "content-type": PROBLEM_CONTENT_TYPE, ...headers },
   });

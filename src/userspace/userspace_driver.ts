@@ -84,6 +84,8 @@ export class UserspaceDriver implements SnapshotDriver {
   readonly #engine: Engine;
   readonly #server: NbdServer;
   readonly #devices = new Map<string, Attached>();
+  /** Storage files this driver created, by snapshot id: removed again at destroy. */
+  readonly #createdStorage = new Map<string, string>();
   readonly #deviceList?: DeviceListFile;
   readonly #baseUri: (name: string) => string;
   #closed = false;
@@ -303,7 +305,11 @@ export class UserspaceDriver implements SnapshotDriver {
     );
   }
 
-  /** Opens (or creates) the difference storage and creates a snapshot of the devices. */
+  /**
+   * Opens the difference storage and creates a snapshot of the devices. A
+   * storage file that does not exist is created, and removed again when the
+   * snapshot is destroyed (as the kernel backend does).
+   */
   async createSnapshot(options: CreateSnapshotOptions): Promise<SnapshotInfo> {
     this.#refuseClosed();
     for (const id of options.deviceIds) this.#device(id);
@@ -313,13 +319,22 @@ export class UserspaceDriver implements SnapshotDriver {
         field: "diffStorage.limitBytes",
       });
     }
-    const snapshot = await this.#engine.createSnapshot({
-      storage: await openStore(options.diffStorage.path, { create: true }),
-      storagePath: options.diffStorage.path,
-      limitSectors,
-      writable: options.writable ?? false,
-      trackers: options.deviceIds,
-    });
+    const path = options.diffStorage.path;
+    const existed = await Deno.lstat(path).then(() => true, () => false);
+    let snapshot: Snapshot;
+    try {
+      snapshot = await this.#engine.createSnapshot({
+        storage: await openStore(path, { create: true }),
+        storagePath: path,
+        limitSectors,
+        writable: options.writable ?? false,
+        trackers: options.deviceIds,
+      });
+    } catch (error) {
+      if (!existed) await Deno.remove(path).catch(() => {});
+      throw error;
+    }
+    if (!existed) this.#createdStorage.set(snapshot.id, path);
     return this.#snapshotInfo(snapshot);
   }
 
@@ -352,6 +367,14 @@ export class UserspaceDriver implements SnapshotDriver {
   /** Destroys the snapshot; its image exports go away. */
   async destroySnapshot(snapshotId: string): Promise<void> {
     await this.#snapshot(snapshotId).destroy();
+    await this.#removeCreatedStorage(snapshotId);
+  }
+
+  async #removeCreatedStorage(snapshotId: string): Promise<void> {
+    const path = this.#createdStorage.get(snapshotId);
+    if (path === undefined) return;
+    this.#createdStorage.delete(snapshotId);
+    await Deno.remove(path).catch(() => {});
   }
 
   /** The snapshot's next event, or undefined after `timeoutMs`. */
@@ -386,6 +409,7 @@ export class UserspaceDriver implements SnapshotDriver {
     this.#closed = true;
     await this.#server.close();
     await this.#engine.close();
+    await Promise.all([...this.#createdStorage.keys()].map((id) => this.#removeCreatedStorage(id)));
     await Promise.all([...this.#devices.values()].map((d) => d.store.close().catch(() => {})));
     this.#devices.clear();
   }

@@ -8,9 +8,9 @@ import { problem } from "../models.ts";
 import { PROBLEM_CONTENT_TYPE } from "../problem.ts";
 import type { ResponseSpec } from "../route.ts";
 
-/** A JSON response. */
+/** A JSON response (newline-terminated, so terminal tools print it on its own line). */
 export function json(value: unknown, status = 200, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(value), {
+  return new Response(JSON.stringify(value) + "\n", {
     status,
     headers: { "content-type": "application/json", ...headers },
   });
