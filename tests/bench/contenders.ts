@@ -5,6 +5,9 @@
  * @module
  */
 
+import { Option } from "../../src/nbd/constants.ts";
+import { RawNbdClient } from "../_helpers/nbd_raw_client.ts";
+
 /** A server under test. */
 export interface Contender {
   /** Short key (for --only and results.json). */
@@ -191,15 +194,22 @@ function freePort(): number {
   return port;
 }
 
+/** Waits until an NBD server answers on `port` (a greeting, then NBD_OPT_ABORT). */
 async function waitForPort(port: number): Promise<void> {
   for (let i = 0; i < 300; i++) {
+    let client: RawNbdClient | undefined;
     try {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      conn.close();
+      client = await RawNbdClient.connect({ port });
+      await client.greeting();
+      await client.clientFlags();
+      await client.option(Option.NBD_OPT_ABORT);
+      await client.optionReply();
       return;
     } catch {
       await new Promise((resolve) => setTimeout(resolve, 50));
+    } finally {
+      client?.close();
     }
   }
-  throw new Error(`nothing listens on port ${port} after 15 s`);
+  throw new Error(`no NBD server answers on port ${port} after 15 s`);
 }
