@@ -233,6 +233,15 @@ export class UserspaceDriver implements SnapshotDriver {
         field: "name",
       });
     }
+    // openStore gives a directory an unnamed file: a device cannot be one.
+    const info = await Deno.stat(path).catch(() => undefined);
+    if (info?.isDirectory) {
+      throw new ServiceError(
+        "INVALID_ARGUMENT",
+        `Cannot attach ${path}: it is a directory, not a regular file or a block device`,
+        { field: "path" },
+      );
+    }
     const store = await openStore(path);
     if (store.identity.kind !== "file" && store.identity.kind !== "block") {
       await store.close();
