@@ -30,6 +30,7 @@ import type {
 import { errnoName, ServiceError } from "../errors.ts";
 import { Engine } from "../engine/engine.ts";
 import type { EngineParams } from "../engine/params.ts";
+import type { SnapshotImage } from "../engine/image.ts";
 import type { Snapshot } from "../engine/snapshot.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import { type NbdLogger, startNbdServer } from "../nbd/mod.ts";
@@ -307,11 +308,31 @@ export class UserspaceDriver implements SnapshotDriver {
     );
   }
 
-  /** Marks sector ranges dirty in both tables. */
+  /** Marks sector ranges dirty in both tables. OUT_OF_RANGE past the device's capacity. */
   markDirty(deviceId: string, ranges: SectorRange[]): Promise<void> {
-    return Promise.resolve().then(() =>
-      this.#device(deviceId).tracker.cbt.markDirtySectors(ranges)
-    );
+    return Promise.resolve().then(() => {
+      const { cbt } = this.#device(deviceId).tracker;
+      if (!Array.isArray(ranges)) {
+        const detail = `Cannot mark ranges of device ${deviceId} dirty: ranges must be an array`;
+        throw new ServiceError("INVALID_ARGUMENT", detail, { field: "ranges" });
+      }
+      // The map covers whole tracking blocks; sectors past the device's end are still out of range.
+      const capacitySectors = Math.floor(cbt.capacityBytes / SECTOR_BYTES);
+      ranges.forEach((range, i) => {
+        const { offsetSectors, countSectors } = range ?? {};
+        const wellFormed = Number.isSafeInteger(offsetSectors) && offsetSectors >= 0 &&
+          Number.isSafeInteger(countSectors) && countSectors >= 1;
+        if (wellFormed && offsetSectors + countSectors > capacitySectors) {
+          throw new ServiceError(
+            "OUT_OF_RANGE",
+            `Cannot mark ranges of device ${deviceId} dirty: range ${i} passes the end of the ` +
+              `device (${capacitySectors} sectors)`,
+            { field: "ranges" },
+          );
+        }
+      });
+      cbt.markDirtySectors(ranges);
+    });
   }
 
   /**
@@ -356,9 +377,13 @@ export class UserspaceDriver implements SnapshotDriver {
     });
   }
 
-  /** Takes the snapshot; its image exports appear. */
+  /** Takes the snapshot; its image exports appear. CONFLICT when taken or without devices. */
   async takeSnapshot(snapshotId: string): Promise<SnapshotInfo> {
     const snapshot = this.#snapshot(snapshotId);
+    if (snapshot.state === "created" && snapshot.trackers().length === 0) {
+      // The state of the snapshot, not the request, is at fault (as in the kernel backend).
+      throw new ServiceError("CONFLICT", `Cannot take snapshot ${snapshotId}: it has no devices`);
+    }
     await snapshot.take();
     return this.#snapshotInfo(snapshot);
   }
@@ -391,9 +416,21 @@ export class UserspaceDriver implements SnapshotDriver {
     return await this.#snapshot(snapshotId).waitEvent(timeoutMs);
   }
 
-  /** Size of a device's image. */
+  /** Size of a device's image. NOT_FOUND for a non-member, CONFLICT before take. */
   imageSize(snapshotId: string, deviceId: string): Promise<number> {
-    return Promise.resolve().then(() => this.#snapshot(snapshotId).image(deviceId).sizeBytes);
+    return Promise.resolve().then(() => this.#image(snapshotId, deviceId).sizeBytes);
+  }
+
+  /** The image of a member device: NOT_FOUND for a non-member, CONFLICT before take. */
+  #image(snapshotId: string, deviceId: string): SnapshotImage {
+    const snapshot = this.#snapshot(snapshotId);
+    if (snapshot.state === "created" && snapshot.trackers().some((t) => t.name === deviceId)) {
+      throw new ServiceError(
+        "CONFLICT",
+        `Cannot use the image of device ${deviceId} in snapshot ${snapshotId}: it is not taken`,
+      );
+    }
+    return snapshot.image(deviceId);
   }
 
   /** Reads a device's image. */
@@ -403,7 +440,7 @@ export class UserspaceDriver implements SnapshotDriver {
     offset: number,
     into: Uint8Array,
   ): Promise<void> {
-    await this.#snapshot(snapshotId).image(deviceId).read(offset, into);
+    await this.#image(snapshotId, deviceId).read(offset, into);
   }
 
   /** Engine counters. */
