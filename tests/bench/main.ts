@@ -13,7 +13,10 @@
  * Prints Markdown tables with ratios (ours / nbdkit) and writes
  * results.json to the bench directory. Speeds are reported, never asserted.
  *
- *   deno task bench [--dir D] [--size-mib 1024] [--runtime 5] [--only a,b] [--prof]
+ *   deno task bench [--dir D] [--size-mib 1024] [--runtime 5] [--repeat 1] [--only a,b] [--prof]
+ *
+ * --repeat N measures every point N times (contenders interleaved, a fresh
+ * server each time) and reports the median: the machine may be shared.
  *
  * --prof runs our server with V8's sampling profiler (--v8-flags=--prof);
  * the isolate logs land in the bench directory.
@@ -33,6 +36,7 @@ const { values } = parseArgs({
     dir: { type: "string", default: `${Deno.env.get("TMPDIR") ?? "/tmp"}/blksnap-bench` },
     "size-mib": { type: "string", default: "1024" },
     runtime: { type: "string", default: "5" },
+    repeat: { type: "string", default: "1" },
     only: { type: "string" },
     prof: { type: "boolean", default: false },
   },
@@ -41,6 +45,7 @@ const { values } = parseArgs({
 const dir = values.dir;
 const sizeMiB = Number(values["size-mib"]);
 const runtime = Number(values.runtime);
+const repeat = Number(values.repeat);
 const only = values.only?.split(",");
 
 if (toolsMissing("nbdcopy", "fio", "nbdkit", "qemu-nbd")) {
@@ -54,34 +59,52 @@ const source = `${dir}/source.img`;
 for (const path of [disk, source]) await prepare(path, sizeMiB);
 const storageDir = await cowStorageDir();
 
-const results: Results = { machine: await machine(), sizeMiB, runtimeSeconds: runtime, rows: {} };
+const results: Results = {
+  machine: await machine(),
+  sizeMiB,
+  runtimeSeconds: runtime,
+  repeat,
+  rows: {},
+};
 const chosen = CONTENDERS.filter((c) => only === undefined || only.includes(c.key));
+const samples = new Map<string, Record<string, number[]>>();
+const record = (key: string, row: Record<string, number>) => {
+  const all = samples.get(key) ?? {};
+  for (const [metric, value] of Object.entries(row)) (all[metric] ??= []).push(value);
+  samples.set(key, all);
+};
 
-for (const contender of chosen.filter((c) => c.suite)) {
-  const row: Record<string, number> = {};
-  await withContender(contender, async (uri) => {
-    row.seqRead = await nbdcopy(uri, "null:", sizeMiB);
-    row.seqWrite = await nbdcopy(source, uri, sizeMiB);
-    for (const [rw, key] of [["randread", "randRead"], ["randwrite", "randWrite"]] as const) {
-      for (const depth of [1, 16]) {
-        row[`${key}Qd${depth}`] = await fio(uri, { rw, depth, runtime, sizeMiB });
+for (let round = 1; round <= repeat; round++) {
+  for (const contender of chosen.filter((c) => c.suite)) {
+    const row: Record<string, number> = {};
+    await withContender(contender, async (uri) => {
+      row.seqRead = await nbdcopy(uri, "null:", sizeMiB);
+      row.seqWrite = await nbdcopy(source, uri, sizeMiB);
+      for (const [rw, key] of [["randread", "randRead"], ["randwrite", "randWrite"]] as const) {
+        for (const depth of [1, 16]) {
+          row[`${key}Qd${depth}`] = await fio(uri, { rw, depth, runtime, sizeMiB });
+        }
       }
-    }
-  });
-  results.rows[contender.key] = row;
-  console.log(contender.label, JSON.stringify(row));
+    });
+    record(contender.key, row);
+    console.log(`round ${round}`, contender.label, JSON.stringify(row));
+  }
+  for (const contender of chosen.filter((c) => c.firstWrite)) {
+    const row: Record<string, number> = {};
+    await withContender(contender, async (uri) => {
+      row.cowSeqWrite = await nbdcopy(source, uri, sizeMiB);
+    });
+    await withContender(contender, async (uri) => {
+      row.cowRandWriteQd16 = await fio(uri, { rw: "randwrite", depth: 16, runtime, sizeMiB });
+    });
+    record(contender.key, row);
+    console.log(`round ${round}`, contender.label, "first writes", JSON.stringify(row));
+  }
 }
-
-for (const contender of chosen.filter((c) => c.firstWrite)) {
-  const row = results.rows[contender.key] ?? {};
-  await withContender(contender, async (uri) => {
-    row.cowSeqWrite = await nbdcopy(source, uri, sizeMiB);
-  });
-  await withContender(contender, async (uri) => {
-    row.cowRandWriteQd16 = await fio(uri, { rw: "randwrite", depth: 16, runtime, sizeMiB });
-  });
-  results.rows[contender.key] = row;
-  console.log(contender.label, "first writes", JSON.stringify(row));
+for (const [key, metrics] of samples) {
+  results.rows[key] = Object.fromEntries(
+    Object.entries(metrics).map(([metric, values]) => [metric, median(values)]),
+  );
 }
 
 await Deno.writeTextFile(`${dir}/results.json`, JSON.stringify(results, null, 2));
@@ -100,6 +123,12 @@ async function withContender(contender: Contender, body: (uri: string) => Promis
   } finally {
     await running.stop();
   }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 }
 
 /** Creates `path` with `sizeMiB` MiB of incompressible data unless it is already that size. */

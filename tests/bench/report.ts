@@ -17,6 +17,8 @@ export interface Results {
   sizeMiB: number;
   /** fio runtime per measurement, in seconds. */
   runtimeSeconds: number;
+  /** Measurements per point (the median is reported). */
+  repeat: number;
   /** Measurements by contender key, by metric key. */
   rows: Record<string, Record<string, number>>;
 }
@@ -44,7 +46,8 @@ export function formatTables(results: Results, contenders: Contender[]): string 
     `|---|${columns.map(() => "---:").join("|")}|`,
   ];
   const lines = [
-    `Machine: ${results.machine}; ${results.sizeMiB} MiB file, fio ${results.runtimeSeconds} s per point.`,
+    `Machine: ${results.machine}; ${results.sizeMiB} MiB file, fio ${results.runtimeSeconds} s ` +
+    `per point, median of ${results.repeat}.`,
     "",
     ...header("server", SUITE),
     ...suite.map((c) =>
