@@ -37,6 +37,13 @@ import { type NbdLogger, startNbdServer } from "../nbd/mod.ts";
 import type { NbdServer } from "../nbd/server.ts";
 import type { FileStore } from "../store/file_store.ts";
 import { openStore } from "../store/open_store.ts";
+import {
+  checkAbsolute,
+  checkDeviceIds,
+  checkDirtyRanges,
+  invalid,
+  isCount,
+} from "./argument_checks.ts";
 import { DeviceListFile } from "./device_list_file.ts";
 import { engineExports } from "./export_provider.ts";
 import { imageExportName } from "./image_export.ts";
@@ -268,9 +275,14 @@ export class UserspaceDriver implements SnapshotDriver {
     return Promise.resolve({ backend: "userspace", capabilities: [...CAPABILITIES] });
   }
 
-  /** Opens `path` and starts tracking it; its NBD export appears at once. */
+  /**
+   * Opens `path` and starts tracking it; its NBD export appears at once.
+   * INVALID_ARGUMENT for a relative path, a bad name or a directory;
+   * NOT_FOUND when missing; CONFLICT when the name or the device is attached.
+   */
   async attach(path: string, options: AttachOptions = {}): Promise<DeviceInfo> {
     this.#refuseClosed();
+    checkAbsolute(path, `Cannot attach ${path}`, "path");
     const attached = await this.#attach(path, options.name ?? deviceNameFor(path));
     await this.#saveDevices();
     return this.#deviceInfo(attached);
@@ -301,36 +313,23 @@ export class UserspaceDriver implements SnapshotDriver {
     return Promise.resolve().then(() => this.#device(deviceId).tracker.cbt.info());
   }
 
-  /** Bytes of the CBT read map. */
+  /** Bytes of the CBT read map. INVALID_ARGUMENT for a bad offset or length, OUT_OF_RANGE past the end. */
   readCbtMap(deviceId: string, range: { offset: number; length: number }): Promise<Uint8Array> {
-    return Promise.resolve().then(() =>
-      this.#device(deviceId).tracker.cbt.read(range.offset, range.length)
-    );
+    return Promise.resolve().then(() => {
+      const { cbt } = this.#device(deviceId).tracker;
+      const what = `Cannot read the CBT map of device ${deviceId}`;
+      if (!isCount(range?.offset)) throw invalid(`${what}: bad offset`, "offset");
+      if (!isCount(range.length)) throw invalid(`${what}: bad length`, "length");
+      return cbt.read(range.offset, range.length);
+    });
   }
 
   /** Marks sector ranges dirty in both tables. OUT_OF_RANGE past the device's capacity. */
   markDirty(deviceId: string, ranges: SectorRange[]): Promise<void> {
     return Promise.resolve().then(() => {
       const { cbt } = this.#device(deviceId).tracker;
-      if (!Array.isArray(ranges)) {
-        const detail = `Cannot mark ranges of device ${deviceId} dirty: ranges must be an array`;
-        throw new ServiceError("INVALID_ARGUMENT", detail, { field: "ranges" });
-      }
-      // The map covers whole tracking blocks; sectors past the device's end are still out of range.
-      const capacitySectors = Math.floor(cbt.capacityBytes / SECTOR_BYTES);
-      ranges.forEach((range, i) => {
-        const { offsetSectors, countSectors } = range ?? {};
-        const wellFormed = Number.isSafeInteger(offsetSectors) && offsetSectors >= 0 &&
-          Number.isSafeInteger(countSectors) && countSectors >= 1;
-        if (wellFormed && offsetSectors + countSectors > capacitySectors) {
-          throw new ServiceError(
-            "OUT_OF_RANGE",
-            `Cannot mark ranges of device ${deviceId} dirty: range ${i} passes the end of the ` +
-              `device (${capacitySectors} sectors)`,
-            { field: "ranges" },
-          );
-        }
-      });
+      const what = `Cannot mark ranges of device ${deviceId} dirty`;
+      checkDirtyRanges(ranges, Math.floor(cbt.capacityBytes / SECTOR_BYTES), what);
       cbt.markDirtySectors(ranges);
     });
   }
@@ -338,10 +337,15 @@ export class UserspaceDriver implements SnapshotDriver {
   /**
    * Opens the difference storage and creates a snapshot of the devices. A
    * storage file that does not exist is created, and removed again when the
-   * snapshot is destroyed (as the kernel backend does).
+   * snapshot is destroyed (as the kernel backend does). INVALID_ARGUMENT for
+   * a device listed twice or a relative storage path; NOT_FOUND for an
+   * unknown device; CONFLICT when one is in another snapshot.
    */
   async createSnapshot(options: CreateSnapshotOptions): Promise<SnapshotInfo> {
     this.#refuseClosed();
+    const what = "Cannot create the snapshot";
+    checkDeviceIds(options?.deviceIds, what);
+    checkAbsolute(options.diffStorage?.path, what, "diffStorage.path");
     for (const id of options.deviceIds) this.#device(id);
     const limitSectors = Math.floor(options.diffStorage.limitBytes / SECTOR_BYTES);
     if (limitSectors < 1) {
@@ -411,9 +415,18 @@ export class UserspaceDriver implements SnapshotDriver {
     await Deno.remove(path).catch(() => {});
   }
 
-  /** The snapshot's next event, or undefined after `timeoutMs`. */
+  /** The snapshot's next event, or undefined after `timeoutMs`; NOT_FOUND when destroyed meanwhile. */
   async waitEvent(snapshotId: string, timeoutMs: number): Promise<SnapshotEvent | undefined> {
-    return await this.#snapshot(snapshotId).waitEvent(timeoutMs);
+    const snapshot = this.#snapshot(snapshotId);
+    const event = await snapshot.waitEvent(timeoutMs);
+    if (event === undefined && snapshot.state === "destroyed") {
+      // As in the kernel backend: a wait cut short by destroy is not a timeout.
+      throw new ServiceError(
+        "NOT_FOUND",
+        `Snapshot ${snapshotId} was destroyed while waiting for an event`,
+      );
+    }
+    return event;
   }
 
   /** Size of a device's image. NOT_FOUND for a non-member, CONFLICT before take. */
@@ -433,14 +446,18 @@ export class UserspaceDriver implements SnapshotDriver {
     return snapshot.image(deviceId);
   }
 
-  /** Reads a device's image. */
+  /** Reads a device's image. INVALID_ARGUMENT for a bad offset, OUT_OF_RANGE past the end. */
   async readImage(
     snapshotId: string,
     deviceId: string,
     offset: number,
     into: Uint8Array,
   ): Promise<void> {
-    await this.#image(snapshotId, deviceId).read(offset, into);
+    const image = this.#image(snapshotId, deviceId);
+    if (!isCount(offset)) {
+      throw invalid(`Cannot read the image of device ${deviceId}: bad offset ${offset}`, "offset");
+    }
+    await image.read(offset, into);
   }
 
   /** Engine counters. */

@@ -17,6 +17,7 @@
  */
 
 import assert from "node:assert/strict";
+import { basename, dirname } from "node:path";
 import type { DeviceInfo, SnapshotEvent, SnapshotInfo } from "../../src/driver.ts";
 import { isServiceError } from "../../src/errors.ts";
 import {
@@ -208,6 +209,24 @@ conformanceCase(
   },
 );
 
+conformanceCase(
+  "attach() of a relative path, a directory or a bad name is INVALID_ARGUMENT",
+  [],
+  async (fx) => {
+    const path = await fx.createDevice(SMALL);
+    const directory = dirname(await fx.storagePath());
+    await rejectsWith(fx.driver.attach(basename(path)), "INVALID_ARGUMENT", "a relative path");
+    await rejectsWith(fx.driver.attach(directory), "INVALID_ARGUMENT", "a directory");
+    await rejectsWith(
+      fx.driver.attach(path, { name: "bad/name" }),
+      "INVALID_ARGUMENT",
+      "a name with a slash",
+    );
+    await rejectsWith(fx.driver.attach(path, { name: "" }), "INVALID_ARGUMENT", "an empty name");
+    assert.deepEqual(await fx.driver.listDevices(), []);
+  },
+);
+
 conformanceCase("device calls with an unknown id are NOT_FOUND", [], async (fx) => {
   await attachNew(fx, SMALL);
   const { driver } = fx;
@@ -337,6 +356,16 @@ conformanceCase(
       "OUT_OF_RANGE",
       "a range starting past the end",
     );
+    await rejectsWith(
+      fx.driver.readCbtMap(device.id, { offset: -1, length: 1 }),
+      "INVALID_ARGUMENT",
+      "a negative offset",
+    );
+    await rejectsWith(
+      fx.driver.readCbtMap(device.id, { offset: 0, length: 1.5 }),
+      "INVALID_ARGUMENT",
+      "a fractional length",
+    );
   },
 );
 
@@ -399,6 +428,16 @@ conformanceCase("markDirty() past the end of the device is OUT_OF_RANGE", [], as
     "OUT_OF_RANGE",
     "a range past the last block",
   );
+  await rejectsWith(
+    fx.driver.markDirty(device.id, [{ offsetSectors: 0, countSectors: 0 }]),
+    "INVALID_ARGUMENT",
+    "an empty range",
+  );
+  await rejectsWith(
+    fx.driver.markDirty(device.id, [{ offsetSectors: -8, countSectors: 8 }]),
+    "INVALID_ARGUMENT",
+    "a negative offset",
+  );
 });
 
 // ---- snapshots ----
@@ -428,6 +467,7 @@ conformanceCase("a snapshot's life: create, add, take, info, list, destroy", [],
   await fx.driver.destroySnapshot(created.id);
   assert.deepEqual(await fx.driver.listSnapshots(), []);
   await rejectsWith(fx.driver.snapshotInfo(created.id), "NOT_FOUND", "info after destroy");
+  await rejectsWith(fx.driver.destroySnapshot(created.id), "NOT_FOUND", "destroy twice");
   for (const device of [a, b]) {
     const now = await fx.driver.getDevice(device.id);
     assert.equal(now.snapshotId, undefined, `${device.id} left the snapshot`);
@@ -480,6 +520,43 @@ conformanceCase("an unknown snapshot id is NOT_FOUND for every snapshot call", [
   await rejectsWith(driver.readImage(id, device.id, 0, new Uint8Array(512)), "NOT_FOUND", "read");
   await rejectsWith(driver.snapshotInfo("not-a-uuid"), "NOT_FOUND", "a malformed id");
 });
+
+conformanceCase("createSnapshot() records writable and accepts devices later", [], async (fx) => {
+  const device = await attachNew(fx, SMALL);
+  const created = await fx.driver.createSnapshot({
+    deviceIds: [],
+    diffStorage: { path: await fx.storagePath(), limitBytes: STORAGE_LIMIT },
+    writable: true,
+  });
+  assert.equal(created.writable, true);
+  await rejectsWith(fx.driver.addDevice(created.id, "no-such-device"), "NOT_FOUND", "unknown");
+  const added = await fx.driver.addDevice(created.id, device.id);
+  assert.deepEqual(added.devices.map((d) => d.deviceId), [device.id]);
+  const taken = await fx.driver.takeSnapshot(created.id);
+  assert.equal(taken.writable, true);
+  assert.equal(await fx.driver.imageSize(created.id, device.id), SMALL);
+});
+
+conformanceCase(
+  "createSnapshot() refuses malformed options with INVALID_ARGUMENT",
+  [],
+  async (fx) => {
+    const device = await attachNew(fx, SMALL);
+    const create = (deviceIds: string[], path: string, limitBytes = STORAGE_LIMIT) =>
+      fx.driver.createSnapshot({ deviceIds, diffStorage: { path, limitBytes } });
+    const storage = await fx.storagePath();
+    await rejectsWith(create([device.id, device.id], storage), "INVALID_ARGUMENT", "listed twice");
+    await rejectsWith(create([device.id], basename(storage)), "INVALID_ARGUMENT", "relative path");
+    await rejectsWith(create([device.id], storage, 0), "INVALID_ARGUMENT", "a zero limit");
+    await rejectsWith(
+      create([device.id], device.path),
+      "INVALID_ARGUMENT",
+      "storage on the device",
+    );
+    assert.deepEqual(await fx.driver.listSnapshots(), []);
+    assert.equal((await fx.driver.getDevice(device.id)).snapshotId, undefined);
+  },
+);
 
 conformanceCase(
   "createSnapshot() with an unknown device is NOT_FOUND and creates nothing",
@@ -551,6 +628,11 @@ conformanceCase(
       "OUT_OF_RANGE",
       "a read starting at the end",
     );
+    await rejectsWith(
+      fx.driver.readImage(taken.id, device.id, -512, new Uint8Array(512)),
+      "INVALID_ARGUMENT",
+      "a negative offset",
+    );
   },
 );
 
@@ -602,6 +684,7 @@ conformanceCase(
     const elapsed = performance.now() - started;
     assert.ok(elapsed >= 90, `waited ${elapsed.toFixed(0)} ms of 100`);
     assert.equal(await fx.driver.waitEvent(taken.id, 0), undefined);
+    await rejectsWith(fx.driver.waitEvent(taken.id, -1), "INVALID_ARGUMENT", "a negative timeout");
   },
 );
 
@@ -708,3 +791,20 @@ conformanceCase("detach() after destroySnapshot() succeeds", [], async (fx) => {
   assert.deepEqual(await fx.driver.listDevices(), []);
   await rejectsWith(fx.driver.getDevice(device.id), "NOT_FOUND", "getDevice after detach");
 });
+
+conformanceCase(
+  "a waitEvent() pending when the snapshot is destroyed is NOT_FOUND",
+  [],
+  async (fx) => {
+    const device = await attachNew(fx, SMALL);
+    const taken = await takeNew(fx, [device]);
+    const started = performance.now();
+    const waiting = rejectsWith(fx.driver.waitEvent(taken.id, 10_000), "NOT_FOUND", "pending");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await fx.driver.destroySnapshot(taken.id);
+    await waiting;
+    const elapsed = performance.now() - started;
+    assert.ok(elapsed < 5_000, `the wait ended ${elapsed.toFixed(0)} ms after it began`);
+    await rejectsWith(fx.driver.waitEvent(taken.id, 10), "NOT_FOUND", "a wait after destroy");
+  },
+);
