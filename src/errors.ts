@@ -31,6 +31,8 @@ export const Errno = {
   ENOSPC: 28,
   EROFS: 30,
   ERANGE: 34,
+  ENAMETOOLONG: 36,
+  ELOOP: 40,
   ENODATA: 61,
   EOVERFLOW: 75,
   EOPNOTSUPP: 95,

@@ -8,7 +8,37 @@
  */
 
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
-import { ServiceError } from "../errors.ts";
+import { Errno, type ErrnoName, type ErrorCode, ServiceError } from "../errors.ts";
+
+/** The longest file name Linux file systems take (NAME_MAX). */
+const NAME_MAX_BYTES = 255;
+
+/** Resolution failures the caller's path causes, and the code each becomes. */
+const CALLER_ERRNOS: Partial<Record<ErrnoName, ErrorCode>> = {
+  ENOTDIR: "INVALID_ARGUMENT",
+  ELOOP: "INVALID_ARGUMENT",
+  ENAMETOOLONG: "INVALID_ARGUMENT",
+  EINVAL: "INVALID_ARGUMENT",
+  EACCES: "FORBIDDEN",
+  EPERM: "FORBIDDEN",
+};
+
+/**
+ * The ServiceError for a path that does not resolve because of what it
+ * names (a file used as a folder, a symlink loop, a name too long, a NUL
+ * byte, no permission); other failures are the service's and pass through.
+ */
+function unresolvable(path: string, options: ResolveOptions, error: unknown): unknown {
+  const code = (error as { code?: unknown } | null)?.code;
+  const errno = typeof code === "string" && code in Errno ? code as ErrnoName : undefined;
+  const errorCode = errno && CALLER_ERRNOS[errno];
+  if (!errorCode) return error;
+  return new ServiceError(
+    errorCode,
+    `Cannot ${options.purpose} ${JSON.stringify(path)}: the path does not resolve (${errno})`,
+    { field: options.field, errno, cause: error },
+  );
+}
 
 /** Options of {@link PathPolicy.resolve}. */
 export interface ResolveOptions {
@@ -53,9 +83,10 @@ export class PathPolicy {
 
   /**
    * The real path of `path` when it lies under an allowed prefix.
-   * INVALID_ARGUMENT when not absolute, NOT_FOUND when it (or, for paths that
-   * may be created, its parent) does not exist, FORBIDDEN when it resolves
-   * outside every prefix.
+   * INVALID_ARGUMENT when not absolute or when it cannot resolve because of
+   * what it names (ENOTDIR, ELOOP, ENAMETOOLONG, a NUL byte), NOT_FOUND when
+   * it (or, for paths that may be created, its parent) does not exist,
+   * FORBIDDEN when it resolves outside every prefix or may not be searched.
    */
   async resolve(path: string, options: ResolveOptions): Promise<string> {
     const { field, purpose } = options;
@@ -89,13 +120,22 @@ export class PathPolicy {
     try {
       return await Deno.realPath(path);
     } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      if (!(error instanceof Deno.errors.NotFound)) throw unresolvable(path, options, error);
       const name = basename(path);
       if (!options.mustExist && name !== "." && name !== "..") {
+        if (new TextEncoder().encode(name).length > NAME_MAX_BYTES) {
+          throw new ServiceError(
+            "INVALID_ARGUMENT",
+            `Cannot ${options.purpose} ${path}: the file name is longer than ${NAME_MAX_BYTES} bytes`,
+            { field: options.field, errno: "ENAMETOOLONG" },
+          );
+        }
         try {
           return join(await Deno.realPath(dirname(path)), name);
         } catch (parentError) {
-          if (!(parentError instanceof Deno.errors.NotFound)) throw parentError;
+          if (!(parentError instanceof Deno.errors.NotFound)) {
+            throw unresolvable(path, options, parentError);
+          }
         }
       }
       throw new ServiceError(

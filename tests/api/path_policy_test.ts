@@ -98,3 +98,29 @@ Deno.test("PathPolicy lets storage files be created under a prefix, not beside i
     );
   });
 });
+
+Deno.test("PathPolicy refuses paths that do not resolve because of what they name", async () => {
+  await withDirs(async (allowed) => {
+    await Deno.writeFile(join(allowed, "disk.img"), new Uint8Array(1));
+    await Deno.symlink(join(allowed, "b"), join(allowed, "a"));
+    await Deno.symlink(join(allowed, "a"), join(allowed, "b"));
+    const policy = await PathPolicy.create([allowed]);
+    const errnoOf = async (path: string, options: typeof device) => {
+      try {
+        await policy.resolve(path, options);
+      } catch (error) {
+        assert.ok(isServiceError(error, "INVALID_ARGUMENT"), String(error));
+        assert.equal(error.field, options.field);
+        return error.errno;
+      }
+      assert.fail(`${path} was accepted`);
+    };
+    assert.equal(await errnoOf(join(allowed, "disk.img", "x"), device), "ENOTDIR");
+    assert.equal(await errnoOf(join(allowed, "disk.img", "x"), storage), "ENOTDIR");
+    assert.equal(await errnoOf(join(allowed, "a"), device), "ELOOP");
+    assert.equal(await errnoOf(join(allowed, "a", "new.diff"), storage), "ELOOP");
+    assert.equal(await errnoOf(join(allowed, "n".repeat(256)), device), "ENAMETOOLONG");
+    assert.equal(await errnoOf(join(allowed, "n".repeat(256)), storage), "ENAMETOOLONG");
+    assert.equal(await errnoOf(join(allowed, "nul\0.img"), device), "EINVAL");
+  });
+});

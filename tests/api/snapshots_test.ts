@@ -105,10 +105,7 @@ Deno.test("snapshots: a device already in a snapshot is 409, on create and on ad
       status: 404,
       code: "NOT_FOUND",
     });
-    await rejectsWithProblem(client.snapshots.take(second.id), {
-      status: 400,
-      code: "INVALID_ARGUMENT",
-    });
+    await rejectsWithProblem(client.snapshots.take(second.id), { status: 409, code: "CONFLICT" });
     assert.equal((await client.snapshots.list()).length, 2);
   });
 });
