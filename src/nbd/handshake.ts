@@ -225,7 +225,7 @@ class Negotiation {
     }
     for (const exp of exports) {
       const name = encoder.encode(exp.name);
-      const description = encoder.encode(exp.description ?? "");
+      const description = protocolString(exp.description ?? "");
       const payload = new Uint8Array(4 + name.length + description.length);
       new DataView(payload.buffer).setUint32(0, name.length);
       payload.set(name, 4);
@@ -356,12 +356,18 @@ class Negotiation {
 
   #error(option: number, type: number, message: string): void {
     this.#log("debug", `nbd: ${nameOf("option", option)}: ${nameOf("reply", type)}: ${message}`);
-    this.#reply(option, type, encoder.encode(message.slice(0, 1024)));
+    this.#reply(option, type, protocolString(message));
   }
 }
 
+/** `text` as UTF-8, cut (at a character boundary) to the protocol's 4096-byte string limit. */
+function protocolString(text: string): Uint8Array {
+  const bytes = new Uint8Array(Limits.MAX_STRING_BYTES);
+  return bytes.subarray(0, encoder.encodeInto(text, bytes).written);
+}
+
 function infoString(type: number, value: string): Uint8Array {
-  const text = encoder.encode(value);
+  const text = protocolString(value);
   const payload = new Uint8Array(2 + text.length);
   new DataView(payload.buffer).setUint16(0, type);
   payload.set(text, 2);

@@ -7,6 +7,11 @@
  * the requests it has received (later ones get NBD_ESHUTDOWN), then closes
  * them.
  *
+ * There is no TLS and no authentication in NBD as served here: anyone who
+ * reaches the socket can read and write every export. Keep TCP on loopback
+ * (the default) and the Unix socket in a directory only the service's users
+ * can enter.
+ *
  * Sockets are Deno.listen/Deno.Conn: measured against node:net on this
  * machine (tests/bench/socket_api.ts), they moved bulk data as fast or
  * faster and answered small request/reply round trips in about half the time.

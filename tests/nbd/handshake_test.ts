@@ -248,3 +248,21 @@ Deno.test("handshake: protocol violations end only that connection", async (t) =
     });
   });
 });
+
+Deno.test("handshake: descriptions longer than the protocol's 4096-byte limit are cut", async () => {
+  const long = new MemoryExport({ name: "long", sizeBytes: 4096, description: "é".repeat(3000) });
+  await withNbdServer([long], async (fixture) => {
+    const client = await RawNbdClient.connect({ port: fixture.server.tcpPort! });
+    try {
+      await opened(client);
+      await client.option(Option.NBD_OPT_LIST);
+      const [server] = await client.optionReplies();
+      const { value, text } = decodeNamed(server.data);
+      assert.equal(text.slice(0, value), "long");
+      assert.equal(server.data.length - 4 - value, 4096);
+      assert.equal(text.slice(value), "é".repeat(2048));
+    } finally {
+      client.close();
+    }
+  });
+});

@@ -3,11 +3,18 @@ import {
   Command as C,
   CommandFlag as F,
   NbdError as E,
+  Option,
+  Reply,
   ReplyType as RT,
 } from "../../src/nbd/constants.ts";
 import { DIRTY_CONTEXT, MemoryExport } from "../_helpers/nbd_exports.ts";
 import { pattern, waitFor, withNbdServer } from "../_helpers/nbd_fixture.ts";
-import { RawNbdClient, type ReplyMessage } from "../_helpers/nbd_raw_client.ts";
+import {
+  goData,
+  metaContextData,
+  RawNbdClient,
+  type ReplyMessage,
+} from "../_helpers/nbd_raw_client.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -361,5 +368,30 @@ Deno.test("transmission: NBD_CMD_DISC answers the requests in flight before clos
     const reply = await client.reply(new Map([[5n, 4096]]));
     assert.deepEqual([reply.cookie, reply.error], [5n, 0]);
     assert.ok(await client.closedByServer());
+  });
+});
+
+Deno.test("transmission: meta contexts set for another export are dropped at NBD_OPT_GO", async () => {
+  const disk = new MemoryExport({ name: "disk", sizeBytes: MiB });
+  const other = new MemoryExport({ name: "other", sizeBytes: MiB });
+  await withNbdServer([disk, other], async (fixture) => {
+    const client = await RawNbdClient.connect({ port: fixture.server.tcpPort! });
+    try {
+      await client.greeting();
+      await client.clientFlags();
+      await client.option(Option.NBD_OPT_STRUCTURED_REPLY);
+      await client.optionReplies();
+      await client.option(
+        Option.NBD_OPT_SET_META_CONTEXT,
+        metaContextData("disk", ["base:allocation"]),
+      );
+      assert.equal((await client.optionReplies()).length, 2, "one context selected, then ACK");
+      await client.option(Option.NBD_OPT_GO, goData("other", []));
+      assert.equal((await client.optionReplies()).at(-1)!.type, Reply.NBD_REP_ACK);
+      await client.request({ type: C.NBD_CMD_BLOCK_STATUS, cookie: 1n, length: 4096 });
+      assert.equal((await client.reply()).error, E.NBD_EINVAL);
+    } finally {
+      client.close();
+    }
   });
 });
