@@ -3,7 +3,8 @@
  * socket, one {@link Connection} per client, each running the handshake and
  * then the transmission phase. A failing connection (malformed input, a
  * client that vanishes) ends alone; the server and the other connections go
- * on. {@link NbdServer.close} stops accepting, lets every connection finish
+ * on. A client that has not chosen an export within the handshake timeout
+ * (30 s by default) is disconnected. {@link NbdServer.close} stops accepting, lets every connection finish
  * the requests it has received (later ones get NBD_ESHUTDOWN), then closes
  * them.
  *
@@ -28,6 +29,9 @@ import { ReplyWriter } from "./reply_writer.ts";
 import { SocketReader } from "./socket_reader.ts";
 import { Transmission } from "./transmission.ts";
 
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
+const ACCEPT_RETRY_MS = 100;
+
 /** Where and how {@link startNbdServer} listens. */
 export interface NbdServerOptions {
   /** TCP listener; `port` 0 picks a free port. `hostname` defaults to 127.0.0.1. */
@@ -36,6 +40,8 @@ export interface NbdServerOptions {
   unixPath?: string;
   /** Log sink (default: silent). */
   logger?: NbdLogger;
+  /** A client that has not chosen an export after this many ms is disconnected (default 30 s). */
+  handshakeTimeoutMs?: number;
 }
 
 /** A running NBD server. */
@@ -89,7 +95,12 @@ export async function startNbdServer(
     listeners.forEach((listener) => listener.close());
     throw error;
   }
-  return new Server(provider, listeners, { tcpPort, unixPath: options.unixPath, logger });
+  return new Server(provider, listeners, {
+    tcpPort,
+    unixPath: options.unixPath,
+    logger,
+    handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  });
 }
 
 class Server implements NbdServer {
@@ -98,6 +109,7 @@ class Server implements NbdServer {
   #provider: ExportProvider;
   #listeners: Deno.Listener[];
   #logger: NbdLogger;
+  #handshakeTimeoutMs: number;
   #open = new Set<Connection>();
   #accepting: Promise<void>[];
   #closed: Promise<void> | undefined;
@@ -105,11 +117,12 @@ class Server implements NbdServer {
   constructor(
     provider: ExportProvider,
     listeners: Deno.Listener[],
-    options: { tcpPort?: number; unixPath?: string; logger: NbdLogger },
+    options: { tcpPort?: number; unixPath?: string; logger: NbdLogger; handshakeTimeoutMs: number },
   ) {
     this.#provider = provider;
     this.#listeners = listeners;
     this.#logger = options.logger;
+    this.#handshakeTimeoutMs = options.handshakeTimeoutMs;
     this.tcpPort = options.tcpPort;
     this.unixPath = options.unixPath;
     this.#accepting = listeners.map((listener) => this.#accept(listener));
@@ -144,17 +157,20 @@ class Server implements NbdServer {
       try {
         stream = await listener.accept();
       } catch (error) {
-        if (this.#closed === undefined) {
-          this.#logger("error", `nbd: accept failed, listener stopped: ${describe(error)}`);
-        }
-        return;
+        if (this.#closed !== undefined || error instanceof Deno.errors.BadResource) return;
+        this.#logger("error", `nbd: accept failed, retrying: ${describe(error)}`);
+        await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
+        continue;
       }
       if (this.#closed !== undefined) {
         stream.close();
         return;
       }
       if (stream.remoteAddr.transport === "tcp") (stream as Deno.TcpConn).setNoDelay(true);
-      const connection = new Connection(stream, this.#provider, this.#logger);
+      const connection = new Connection(stream, this.#provider, {
+        logger: this.#logger,
+        handshakeTimeoutMs: this.#handshakeTimeoutMs,
+      });
       this.#open.add(connection);
       connection.done.then(() => this.#open.delete(connection));
     }
@@ -173,8 +189,15 @@ class Connection {
   #transmission: Transmission | undefined;
   #closing = false;
   #closed = false;
+  #handshakeTimeoutMs: number;
 
-  constructor(stream: Deno.Conn, provider: ExportProvider, logger: NbdLogger) {
+  constructor(
+    stream: Deno.Conn,
+    provider: ExportProvider,
+    options: { logger: NbdLogger; handshakeTimeoutMs: number },
+  ) {
+    const logger = options.logger;
+    this.#handshakeTimeoutMs = options.handshakeTimeoutMs;
     this.#stream = stream;
     this.#pool = new BufferPool();
     this.#reader = new SocketReader(stream);
@@ -195,8 +218,18 @@ class Connection {
   async #serve(provider: ExportProvider): Promise<void> {
     const logger = this.#logger;
     logger("debug", `nbd: connection from ${this.#peer}`);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.#close();
+    }, this.#handshakeTimeoutMs);
     try {
-      const session = await negotiate(this.#reader, this.#writer, { provider, logger });
+      let session;
+      try {
+        session = await negotiate(this.#reader, this.#writer, { provider, logger });
+      } finally {
+        clearTimeout(timer);
+      }
       if (session === undefined || this.#closing) return;
       logger("debug", `nbd: ${this.#peer} chose export "${session.export.name}"`);
       this.#transmission = new Transmission(session, {
@@ -206,7 +239,8 @@ class Connection {
       }, { logger });
       await this.#transmission.run();
     } catch (error) {
-      if (!this.#closing) logger("warn", `nbd: closing ${this.#peer}: ${describe(error)}`);
+      if (timedOut) logger("warn", `nbd: closed ${this.#peer}: no export chosen in time`);
+      else if (!this.#closing) logger("warn", `nbd: closing ${this.#peer}: ${describe(error)}`);
     } finally {
       await this.#writer.drained();
       this.#close();

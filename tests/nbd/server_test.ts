@@ -83,3 +83,29 @@ Deno.test("server: refuses to start without a listener, on an existing path or a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("server: a client that never chooses an export is disconnected after the timeout", async () => {
+  const warnings: string[] = [];
+  const server = await startNbdServer(
+    staticProvider([new MemoryExport({ name: "disk", sizeBytes: MiB })]),
+    {
+      tcp: { port: 0 },
+      handshakeTimeoutMs: 200,
+      logger: (level, message) => level === "warn" && warnings.push(message),
+    },
+  );
+  const idle = await RawNbdClient.connect({ port: server.tcpPort! });
+  const chosen = await RawNbdClient.connect({ port: server.tcpPort! });
+  try {
+    await idle.greeting();
+    await chosen.handshake("disk");
+    assert.ok(await idle.closedByServer());
+    assert.match(warnings.join("\n"), /no export chosen in time/);
+    await chosen.request({ type: C.NBD_CMD_READ, cookie: 2n, length: 512 });
+    assert.equal((await chosen.reply(new Map([[2n, 512]]))).error, 0, "chosen sessions stay");
+  } finally {
+    idle.close();
+    chosen.close();
+    await server.close();
+  }
+});
