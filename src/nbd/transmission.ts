@@ -91,11 +91,6 @@ export class Transmission {
     this.#maximum = session.blockSize.maximum;
   }
 
-  /** Requests being executed now. */
-  get inFlight(): number {
-    return this.#inFlight;
-  }
-
   /**
    * Serves requests until NBD_CMD_DISC or the end of the stream, then waits
    * for the requests in flight and their replies. Throws ServiceError
