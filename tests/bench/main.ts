@@ -107,6 +107,7 @@ for (const [key, metrics] of samples) {
   );
 }
 
+await removeLeftovers();
 await Deno.writeTextFile(`${dir}/results.json`, JSON.stringify(results, null, 2));
 console.log(formatTables(results, CONTENDERS));
 console.log(`results: ${dir}/results.json`);
@@ -122,6 +123,16 @@ async function withContender(contender: Contender, body: (uri: string) => Promis
     await body(running.uri);
   } finally {
     await running.stop();
+  }
+}
+
+/** Removes difference storage files a killed server may have left behind. */
+async function removeLeftovers(): Promise<void> {
+  if (storageDir === undefined) return;
+  for await (const entry of Deno.readDir(storageDir)) {
+    if (entry.name.startsWith("blksnap-bench-diff-")) {
+      await Deno.remove(`${storageDir}/${entry.name}`).catch(() => {});
+    }
   }
 }
 

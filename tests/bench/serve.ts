@@ -58,9 +58,11 @@ if (values.mode === "memory") {
   const tracker = await engine.attach("disk", store);
   exp = trackerExport(tracker, "");
   if (values.mode === "snapshot") {
-    const storage = values.storage === undefined
+    const storagePath = values.storage;
+    const storage = storagePath === undefined
       ? new MemoryStore({ capacityBytes: 0, maxBytes: 2 * store.capacityBytes })
-      : await openStore(values.storage, { create: true });
+      : await openStore(storagePath, { create: true });
+    if (storagePath !== undefined) closers.unshift(() => Deno.remove(storagePath));
     const snapshot = await engine.createSnapshot({
       storage,
       limitSectors: (2 * store.capacityBytes) / 512,
@@ -80,7 +82,7 @@ async function stop(): Promise<void> {
   if (stopping) return;
   stopping = true;
   await server.close();
-  for (const close of closers.reverse()) await close();
+  for (const close of closers.reverse()) await close().catch((error) => console.error(error));
   Deno.exit(0);
 }
 Deno.addSignalListener("SIGTERM", stop);
