@@ -7,21 +7,21 @@
  */
 
 import type { Engine } from "../engine/engine.ts";
+import type { Tracker } from "../engine/tracker.ts";
 import type { ExportProvider, NbdExport } from "../nbd/export.ts";
 import { deviceExport } from "./device_export.ts";
 import { imageExport } from "./image_export.ts";
 
 /** Exports of `engine`'s devices and images. */
 export function engineExports(engine: Engine): ExportProvider {
-  const devices = new Map<string, NbdExport>();
+  // Keyed by tracker, not name: a device detached and attached again under the same name
+  // between two handshakes is a new tracker, and its export must not write to the old one.
+  const devices = new WeakMap<Tracker, NbdExport>();
   const deviceExportOf = (name: string): NbdExport | undefined => {
     const tracker = engine.trackers().find((t) => t.name === name);
-    if (!tracker) {
-      devices.delete(name);
-      return undefined;
-    }
-    let cached = devices.get(name);
-    if (!cached) devices.set(name, cached = deviceExport(tracker));
+    if (!tracker) return undefined;
+    let cached = devices.get(tracker);
+    if (!cached) devices.set(tracker, cached = deviceExport(tracker));
     return cached;
   };
   const imageExports = (): NbdExport[] =>
