@@ -7,8 +7,8 @@
  *
  * NBD locators: `nbd://HOST:PORT/NAME` when listening on TCP, else
  * `nbd+unix:///NAME?socket=PATH`. Image exports are `<device>@<snapshot-id>`;
- * device names are restricted to letters, digits, '.', '_' and '-', so no
- * name needs percent-encoding.
+ * device names are restricted to letters, digits, '.', '_', ':' and '-' (as
+ * in the kernel backend), so no name needs percent-encoding.
  *
  * @module
  */
@@ -49,7 +49,7 @@ import { engineExports } from "./export_provider.ts";
 import { imageExportName } from "./image_export.ts";
 
 const SECTOR_BYTES = 512;
-const DEVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const DEVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 const CAPABILITIES: Capability[] = [
   "cbt",
   "cbt-dirty",
@@ -79,7 +79,7 @@ interface Attached {
 }
 
 function deviceNameFor(path: string): string {
-  const name = basename(path).replaceAll(/[^A-Za-z0-9._-]/g, "_").replace(/^[._-]+/, "");
+  const name = basename(path).replaceAll(/[^A-Za-z0-9._:-]/g, "_").replace(/^[._:-]+/, "");
   return name.slice(0, 64) || "device";
 }
 
@@ -232,7 +232,7 @@ export class UserspaceDriver implements SnapshotDriver {
     if (!DEVICE_NAME.test(name)) {
       throw new ServiceError(
         "INVALID_ARGUMENT",
-        `Cannot attach ${path} as "${name}": a device name is 1 to 64 letters, digits, '.', '_' or '-'`,
+        `Cannot attach ${path} as "${name}": a device name is 1 to 64 letters, digits, '.', '_', ':' or '-'`,
         { field: "name" },
       );
     }

@@ -27,10 +27,10 @@ Deno.test({
       const port = driver.nbdServer.tcpPort!;
       const a = await driver.attach(await fx.createDevice(1028 * KiB), { name: "alpha" });
       const b = await driver.attach(await fx.createDevice(256 * KiB), { name: "beta" });
-      const c = await driver.attach(await fx.createDevice(128 * KiB), { name: "gamma" });
+      const c = await driver.attach(await fx.createDevice(128 * KiB), { name: "scsi-0:0:0:1" });
 
       const devices = byName(await listExports(port));
-      assert.deepEqual([...devices.keys()].sort(), ["alpha", "beta", "gamma"]);
+      assert.deepEqual([...devices.keys()].sort(), ["alpha", "beta", "scsi-0:0:0:1"]);
       for (const device of [a, b, c]) {
         const listed = devices.get(device.id)!;
         assert.equal(listed.description, `tracked device ${device.id} (${device.path})`);
@@ -50,7 +50,7 @@ Deno.test({
         writable: true,
       });
       const untaken = await driver.createSnapshot({
-        deviceIds: ["gamma"],
+        deviceIds: ["scsi-0:0:0:1"],
         diffStorage: storage("3"),
       });
       await driver.takeSnapshot(readOnly.id);
@@ -67,13 +67,16 @@ Deno.test({
       assert.equal(betaImage.description, `writable image of beta in snapshot ${writable.id}`);
       assert.equal(betaImage.is_read_only, false);
       assert.equal(betaImage["export-size"], b.capacityBytes);
-      assert.ok(!all.has(`gamma@${untaken.id}`), "a snapshot that is not taken has no image");
+      assert.ok(
+        !all.has(`scsi-0:0:0:1@${untaken.id}`),
+        "a snapshot that is not taken has no image",
+      );
 
       await driver.destroySnapshot(readOnly.id);
       const after = byName(await listExports(port));
       assert.deepEqual(
         [...after.keys()].sort(),
-        ["alpha", "beta", `beta@${writable.id}`, "gamma"],
+        ["alpha", "beta", `beta@${writable.id}`, "scsi-0:0:0:1"],
       );
     } finally {
       await fx.cleanup();

@@ -14,6 +14,7 @@ import {
   type ConformanceCase,
   createSnapshot,
   SMALL,
+  takeNew,
 } from "../steps.ts";
 
 const cases = new CaseList();
@@ -56,6 +57,15 @@ cases.add(
     assert.deepEqual(await fx.driver.listDevices(), [device]);
   },
 );
+
+cases.add("attach() takes a name of letters, digits and . _ : - as the id", [], async (fx) => {
+  const path = await fx.createDevice(SMALL);
+  const device = await fx.driver.attach(path, { name: "pci-0000:00:05.0_v1" });
+  assert.equal(device.id, "pci-0000:00:05.0_v1");
+  assert.equal((await fx.driver.cbtInfo(device.id)).capacityBytes, SMALL);
+  const snapshot = await takeNew(fx, [device]);
+  assert.equal(await fx.driver.imageSize(snapshot.id, device.id), SMALL);
+});
 
 cases.add("attach() of a missing path is NOT_FOUND", [], async (fx) => {
   const path = await fx.createDevice(SMALL);
