@@ -415,12 +415,16 @@ export class UserspaceDriver implements SnapshotDriver {
     await Deno.remove(path).catch(() => {});
   }
 
-  /** The snapshot's next event, or undefined after `timeoutMs`; NOT_FOUND when destroyed meanwhile. */
+  /**
+   * The snapshot's next event, or undefined after `timeoutMs`; NOT_FOUND when the snapshot is
+   * destroyed meanwhile, UNAVAILABLE when the driver is closed meanwhile.
+   */
   async waitEvent(snapshotId: string, timeoutMs: number): Promise<SnapshotEvent | undefined> {
     const snapshot = this.#snapshot(snapshotId);
     const event = await snapshot.waitEvent(timeoutMs);
     if (event === undefined && snapshot.state === "destroyed") {
-      // As in the kernel backend: a wait cut short by destroy is not a timeout.
+      // As in the kernel backend: a wait cut short by destroy (or close) is not a timeout.
+      if (this.#closed) throw new ServiceError("UNAVAILABLE", "The userspace driver was closed");
       throw new ServiceError(
         "NOT_FOUND",
         `Snapshot ${snapshotId} was destroyed while waiting for an event`,
