@@ -202,8 +202,11 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
   io.err("shutting down\n");
-  await server.shutdown();
+  // Stop accepting first, then close the driver: that ends event streams and
+  // long polls, which the server's graceful shutdown would otherwise wait for.
+  const drained = server.shutdown();
   await driver.close();
+  await drained;
   return 0;
 }
 
