@@ -420,6 +420,9 @@ export class UserspaceDriver implements SnapshotDriver {
    * destroyed meanwhile, UNAVAILABLE when the driver is closed meanwhile.
    */
   async waitEvent(snapshotId: string, timeoutMs: number): Promise<SnapshotEvent | undefined> {
+    if (!isCount(timeoutMs)) {
+      throw invalid("Cannot wait for events: timeoutMs must be an integer >= 0", "timeoutMs");
+    }
     const snapshot = this.#snapshot(snapshotId);
     const event = await snapshot.waitEvent(timeoutMs);
     if (event === undefined && snapshot.state === "destroyed") {

@@ -32,6 +32,11 @@ cases.add(
     assert.ok(elapsed >= 90, `waited ${elapsed.toFixed(0)} ms of 100`);
     assert.equal(await fx.driver.waitEvent(taken.id, 0), undefined);
     await rejectsWith(fx.driver.waitEvent(taken.id, -1), "INVALID_ARGUMENT", "a negative timeout");
+    await rejectsWith(
+      fx.driver.waitEvent(taken.id, 2.5),
+      "INVALID_ARGUMENT",
+      "a fractional timeout",
+    );
   },
 );
 

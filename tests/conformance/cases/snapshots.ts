@@ -5,13 +5,14 @@
  */
 
 import assert from "node:assert/strict";
-import { basename } from "node:path";
-import { rejectsWith } from "../expect.ts";
+import { basename, dirname } from "node:path";
+import { assertSameBytes, randomBytes, rejectsWith } from "../expect.ts";
 import {
   attachNew,
   CaseList,
   type ConformanceCase,
   createSnapshot,
+  KiB,
   MiB,
   SMALL,
   STORAGE_LIMIT,
@@ -97,6 +98,23 @@ cases.add("an unknown snapshot id is NOT_FOUND for every snapshot call", [], asy
   await rejectsWith(driver.imageSize(id, device.id), "NOT_FOUND", "imageSize");
   await rejectsWith(driver.readImage(id, device.id, 0, new Uint8Array(512)), "NOT_FOUND", "read");
   await rejectsWith(driver.snapshotInfo("not-a-uuid"), "NOT_FOUND", "a malformed id");
+});
+
+cases.add("createSnapshot() takes a directory for the difference storage", [], async (fx) => {
+  const content = randomBytes(SMALL, 61);
+  const device = await attachNew(fx, SMALL, content);
+  const directory = dirname(await fx.storagePath());
+  const created = await fx.driver.createSnapshot({
+    deviceIds: [device.id],
+    diffStorage: { path: directory, limitBytes: STORAGE_LIMIT },
+  });
+  const taken = await fx.driver.takeSnapshot(created.id);
+  assert.equal(taken.state, "taken");
+  const head = new Uint8Array(64 * KiB);
+  await fx.driver.readImage(created.id, device.id, 0, head);
+  assertSameBytes(head, content.subarray(0, head.length), "the image");
+  await fx.driver.destroySnapshot(created.id);
+  assert.ok((await Deno.stat(directory)).isDirectory, "the directory stays");
 });
 
 cases.add("createSnapshot() records writable and accepts devices later", [], async (fx) => {
