@@ -77,9 +77,17 @@ export interface ConformanceFixture {
   readDevice(device: DeviceInfo, offset: number, length: number): Promise<Uint8Array>;
   /**
    * A fresh absolute path for a difference storage: a regular file that does
-   * not exist yet, on a file system that holds none of the fixture's devices.
+   * not exist yet, in an existing directory that holds none of the fixture's
+   * device nodes (cases also use that directory itself as a directory
+   * storage, and as a path that is not a device).
    */
   storagePath(): Promise<string>;
-  /** Releases everything: closes the driver and writers, detaches, removes temp files. */
+  /**
+   * Releases everything the case left: writers, snapshots, attached devices
+   * (the kernel driver's close() leaves devices attached, so a kernel fixture
+   * detaches them first), the driver, device nodes and temp files. Called
+   * once per case, also after a failure; the case may have destroyed or
+   * detached some of it already.
+   */
   cleanup(): Promise<void>;
 }
