@@ -168,3 +168,34 @@ Deno.test("client.snapshots.watch() stops when its signal aborts", async () => {
     assert.equal((await fixture.client.snapshots.get(id)).state, "taken");
   });
 });
+
+Deno.test({
+  name: "an event stream or long poll whose client went away does not swallow the next event",
+  ignore: noNbdsh,
+  async fn() {
+    await withService({}, async (fixture) => {
+      const id = await smallSnapshot(fixture);
+      for (const path of [`events/stream`, `events?timeoutMs=60000`]) {
+        // A client of its own that goes away, as a process that ends does: its connection closes.
+        const leaving = Deno.createHttpClient({});
+        const controller = new AbortController();
+        const response = fetch(`${fixture.baseUrl}/v1/snapshots/${id}/${path}`, {
+          client: leaving,
+          signal: controller.signal,
+        });
+        if (path.includes("stream")) await response; // headers are back: the stream waits
+        await new Promise((resolve) => setTimeout(resolve, 100)); // the service waits for an event
+        controller.abort();
+        await response.then((r) => r.body?.cancel()).catch(() => {});
+        leaving.close();
+      }
+      await overflow(fixture);
+      const events: SnapshotEvent[] = [];
+      for (let event; (event = await fixture.client.snapshots.waitEvent(id, 5000));) {
+        events.push(event);
+        if (event.code === "corrupted") break;
+      }
+      assert.deepEqual(events.map((e) => e.code), ["no_space", "corrupted"]);
+    });
+  },
+});
