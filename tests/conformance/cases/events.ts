@@ -1,5 +1,6 @@
 /**
- * Conformance cases: waiting for events, and the overflow of a small difference storage.
+ * Conformance cases: waiting for events (timeouts, waits cut short by destroy), and the
+ * overflow of a small difference storage.
  *
  * @module
  */
