@@ -31,7 +31,8 @@ import { errnoName, ServiceError } from "../errors.ts";
 import { Engine } from "../engine/engine.ts";
 import type { EngineParams } from "../engine/params.ts";
 import type { SnapshotImage } from "../engine/image.ts";
-import type { Snapshot } from "../engine/snapshot.ts";
+import { type Snapshot, storageLivesOn } from "../engine/snapshot.ts";
+import type { StoreIdentity } from "../engine/block_store.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import { type NbdLogger, startNbdServer } from "../nbd/mod.ts";
 import type { NbdServer } from "../nbd/server.ts";
@@ -94,6 +95,8 @@ export class UserspaceDriver implements SnapshotDriver {
   readonly #devices = new Map<string, Attached>();
   /** Storage files this driver created, by snapshot id: removed again at destroy. */
   readonly #createdStorage = new Map<string, string>();
+  /** The identity of each snapshot's difference storage, by snapshot id. */
+  readonly #storageIdentities = new Map<string, StoreIdentity>();
   readonly #deviceList?: DeviceListFile;
   readonly #baseUri: (name: string) => string;
   #closed = false;
@@ -356,9 +359,17 @@ export class UserspaceDriver implements SnapshotDriver {
     const path = options.diffStorage.path;
     const existed = await Deno.lstat(path).then(() => true, () => false);
     let snapshot: Snapshot;
+    let storage: FileStore;
     try {
+      storage = await openStore(path, { create: true });
+      try {
+        this.#refuseStorageInUse(storage, options.deviceIds);
+      } catch (error) {
+        await storage.close();
+        throw error;
+      }
       snapshot = await this.#engine.createSnapshot({
-        storage: await openStore(path, { create: true }),
+        storage,
         storagePath: path,
         limitSectors,
         writable: options.writable ?? false,
@@ -369,7 +380,39 @@ export class UserspaceDriver implements SnapshotDriver {
       throw error;
     }
     if (!existed) this.#createdStorage.set(snapshot.id, path);
+    this.#storageIdentities.set(snapshot.id, storage.identity);
     return this.#snapshotInfo(snapshot);
+  }
+
+  /**
+   * CONFLICT when `storage` is (or lives on) an attached device that is not
+   * a member (copy-on-write data would overwrite it behind its tracker), or
+   * is another snapshot's storage (both would hand out the same space). The
+   * engine refuses a member's own device itself.
+   */
+  #refuseStorageInUse(storage: FileStore, memberIds: string[]): void {
+    for (const [name, attached] of this.#devices) {
+      if (memberIds.includes(name)) continue;
+      if (storageLivesOn(storage.identity, attached.store.identity)) {
+        throw new ServiceError(
+          "CONFLICT",
+          `Cannot use ${storage.name} as difference storage: it is (or lives on) the attached ` +
+            `device ${name}`,
+          { field: "diffStorage.path" },
+        );
+      }
+    }
+    const { kind, device, inode } = storage.identity;
+    for (const snapshot of this.#engine.snapshots()) {
+      const other = this.#storageIdentities.get(snapshot.id);
+      if (other && other.kind === kind && other.device === device && other.inode === inode) {
+        throw new ServiceError(
+          "CONFLICT",
+          `Cannot use ${storage.name} as difference storage: snapshot ${snapshot.id} uses it`,
+          { field: "diffStorage.path" },
+        );
+      }
+    }
   }
 
   /** Adds a device to a snapshot that is not taken yet. */
@@ -405,6 +448,7 @@ export class UserspaceDriver implements SnapshotDriver {
   /** Destroys the snapshot; its image exports go away. */
   async destroySnapshot(snapshotId: string): Promise<void> {
     await this.#snapshot(snapshotId).destroy();
+    this.#storageIdentities.delete(snapshotId);
     await this.#removeCreatedStorage(snapshotId);
   }
 

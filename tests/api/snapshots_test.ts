@@ -168,3 +168,49 @@ Deno.test("snapshots: a directory as storage gets an unnamed file; writable is r
     await client.snapshots.destroy(snapshot.id);
   });
 });
+
+Deno.test("snapshots: a storage that is an attached device or another snapshot's storage is refused", async () => {
+  await withService({}, async ({ client, makeDisk, allowed }) => {
+    const aPath = await makeDisk("a.img", MIB, 1);
+    const bPath = await makeDisk("b.img", MIB, 2);
+    const cPath = await makeDisk("c.img", MIB, 3);
+    await client.devices.attach({ path: aPath, name: "a" });
+    await client.devices.attach({ path: bPath, name: "b" });
+    await client.devices.attach({ path: cPath, name: "c" });
+    const bBefore = await Deno.readFile(bPath);
+    // The member's own file: the engine refuses it.
+    await rejectsWithProblem(
+      client.snapshots.create({ devices: ["a"], diffStorage: { path: aPath, limitBytes: MIB } }),
+      { status: 400, code: "INVALID_ARGUMENT" },
+    );
+    // Another attached device's file: copy-on-write data would overwrite that device.
+    await rejectsWithProblem(
+      client.snapshots.create({ devices: ["a"], diffStorage: { path: bPath, limitBytes: MIB } }),
+      { status: 409, code: "CONFLICT" },
+    );
+    assert.deepEqual(await Deno.readFile(bPath), bBefore, "the device's file is untouched");
+    // Another snapshot's storage file: both would hand out the same space.
+    const shared = join(allowed, "shared.diff");
+    const first = await client.snapshots.create({
+      devices: ["a"],
+      diffStorage: { path: shared, limitBytes: MIB },
+    });
+    await rejectsWithProblem(
+      client.snapshots.create({ devices: ["c"], diffStorage: { path: shared, limitBytes: MIB } }),
+      { status: 409, code: "CONFLICT" },
+    );
+    assert.deepEqual((await client.snapshots.list()).map((s) => s.id), [first.id]);
+    assert.equal((await client.devices.get("c")).snapshotId, undefined);
+    // A folder is fine twice: each snapshot gets its own unnamed file in it.
+    const folder = join(allowed, "diffs");
+    await Deno.mkdir(folder);
+    await client.snapshots.create({
+      devices: ["b"],
+      diffStorage: { path: folder, limitBytes: MIB },
+    });
+    await client.snapshots.create({
+      devices: ["c"],
+      diffStorage: { path: folder, limitBytes: MIB },
+    });
+  });
+});
