@@ -21,9 +21,13 @@ export const snapshotRoutes: RouteSpec[] = [
     responses: {
       201: { description: "Created", schema: snapshotInfo.jsonSchema() },
       ...commonErrors,
+      400: problemSpec("Invalid input (the problem names the field), or the storage is a member."),
       403: problemSpec("The storage path is outside the allowed prefixes."),
       404: problemSpec("A device is not attached, or the storage's folder does not exist."),
-      409: problemSpec("A device is already in a snapshot, or the storage is on a member device."),
+      409: problemSpec(
+        "A device is already in a snapshot, or the storage is another attached device or " +
+          "another snapshot's storage.",
+      ),
       507: problemSpec("The storage is already larger than the limit."),
     },
     async handle({ body, services }) {
