@@ -17,8 +17,8 @@ import {
   string,
 } from "./schema.ts";
 
-/** Device ids: names usable as NBD export names and in URLs. */
-export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** Device ids: names usable as NBD export names and in URLs, as both backends accept them. */
+export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 /** Snapshot ids: lower-case UUIDs. */
 export const SNAPSHOT_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -26,7 +26,8 @@ export const SNAPSHOT_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 export const deviceId: Schema<string> = string({
   pattern: DEVICE_ID_PATTERN,
   maxLength: 64,
-  description: "Device id (its name): letters, digits, '.', '_' and '-', at most 64 characters.",
+  description:
+    "Device id (its name): letters, digits, '.', '_', ':' and '-', at most 64 characters.",
 });
 /** A snapshot id. */
 export const snapshotId: Schema<string> = string({

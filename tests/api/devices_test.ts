@@ -125,3 +125,39 @@ Deno.test("devices: a directory is refused with 400 naming the path", async () =
     });
   });
 });
+
+Deno.test("devices: default ids come from the base name; ids with ':' work on every device route", async () => {
+  await withService({}, async ({ client, fetch, makeDisk, allowed }) => {
+    const spaced = await client.devices.attach({ path: await makeDisk("my disk (1).img", MIB) });
+    assert.equal(spaced.id, "my_disk__1_.img");
+    const coloned = await client.devices.attach({ path: await makeDisk("vm:1.img", MIB) });
+    assert.equal(coloned.id, "vm:1.img");
+    const named = await client.devices.attach({
+      path: await makeDisk("x.img", MIB),
+      name: "host:vdb",
+    });
+    assert.equal(named.id, "host:vdb");
+    for (const id of ["vm:1.img", "host:vdb"]) {
+      assert.equal((await client.devices.get(id)).id, id);
+      assert.equal((await client.cbt.info(id)).capacityBytes, MIB);
+      assert.equal((await client.cbt.map(id)).length, MIB / 65536);
+      await client.cbt.markDirty(id, [{ offset: 0, count: 1 }]);
+      const raw = await fetch(`/v1/devices/${id}`);
+      assert.equal(raw.status, 200, "a raw ':' in the path works too");
+      await raw.body?.cancel();
+    }
+    const snapshot = await client.snapshots.create({
+      devices: ["vm:1.img"],
+      diffStorage: { path: join(allowed, "diff"), limitBytes: 4 * MIB },
+    });
+    await client.snapshots.addDevice(snapshot.id, "host:vdb");
+    await client.snapshots.take(snapshot.id);
+    assert.equal((await client.images.locator(snapshot.id, "host:vdb")).sizeBytes, MIB);
+    assert.equal((await client.images.changes(snapshot.id, "vm:1.img")).extents.length, 1);
+    const image = await client.images.read(snapshot.id, "vm:1.img", { offset: 0, length: 10 });
+    assert.equal((await image.arrayBuffer()).byteLength, 10);
+    await client.snapshots.destroy(snapshot.id);
+    await client.devices.detach("vm:1.img");
+    await client.devices.detach("host:vdb");
+  });
+});

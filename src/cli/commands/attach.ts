@@ -21,7 +21,7 @@ export const attach: Command = {
 Attaches the block device (or, with the userspace backend, the regular file)
 at PATH: change tracking starts. The device's id is NAME, or PATH's base name.
 
-  --name NAME   the device's id (letters, digits, '.', '_', '-')
+  --name NAME   the device's id (letters, digits, '.', '_', ':', '-')
 ${CLIENT_FLAGS_HELP}`,
   async run(args, io) {
     const parsed = parseCommand(args, { name: { type: "string" } });
