@@ -58,6 +58,46 @@ export async function runCli(
   };
 }
 
+/** True when util-linux `script` (to run the CLI on a terminal) is installed. */
+export function terminalAvailable(): boolean {
+  try {
+    return Deno.statSync("/usr/bin/script").isFile;
+  } catch {
+    return false;
+  }
+}
+
+function shellQuote(text: string): string {
+  return `'${text.replaceAll("'", `'\\''`)}'`;
+}
+
+/**
+ * Runs `blksnap ARGS` on a pseudo-terminal (util-linux `script`), so that its
+ * standard output and error are terminals; returns what the terminal showed.
+ */
+export async function runCliOnTerminal(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<CliResult> {
+  const line = [Deno.execPath(), "run", "-A", MAIN, ...args].map(shellQuote).join(" ");
+  const output = await new Deno.Command("/usr/bin/script", {
+    args: ["-qefc", line, "/dev/null"],
+    cwd: REPO,
+    clearEnv: true,
+    env: environment(env),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stdoutBytes: output.stdout,
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
 /** A CLI process left running (serve, watch), its standard error read as it comes. */
 export class RunningCli implements AsyncDisposable {
   readonly #child: Deno.ChildProcess;

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type CliResult, runCli, RunningCli } from "../_helpers/api_cli.ts";
+import {
+  type CliResult,
+  runCli,
+  runCliOnTerminal,
+  RunningCli,
+  terminalAvailable,
+} from "../_helpers/api_cli.ts";
 import { nbdWrite } from "../_helpers/api_nbd.ts";
 import { pattern, toolsMissing } from "../_helpers/nbd_fixture.ts";
 import { API_BLOCK_BYTES, withService, writeDisk } from "../_helpers/service_fixture.ts";
@@ -109,9 +115,20 @@ Deno.test("CLI client commands against a running service, with --json", async (t
       const locator = json(await cli("image", "locate", snapshotId, "vda", "--json"));
       assert.deepEqual(locator, await client.images.locator(snapshotId, "vda"));
       const out = join(root, "image.bin");
-      const read = json(await cli("image", "read", snapshotId, "vda", "-o", out, "--json"));
-      assert.deepEqual(read, { bytes: SIZE, output: out });
+      const readResult = await cli("image", "read", snapshotId, "vda", "-o", out, "--json");
+      assert.deepEqual(json(readResult), { bytes: SIZE, output: out });
+      assert.equal(readResult.stderr, "", "no progress bar when stderr is not a terminal");
       assert.deepEqual(await Deno.readFile(out), content);
+      if (terminalAvailable()) {
+        await Deno.remove(out);
+        const shown = await runCliOnTerminal(["image", "read", snapshotId, "vda", "-o", out], env);
+        assert.equal(shown.code, 0, shown.stdout + shown.stderr);
+        assert.match(shown.stdout, /\r\[#{30}\] 100% 2\.0 MiB of 2\.0 MiB .*ETA 0s/);
+        assert.match(shown.stdout, new RegExp(`wrote ${SIZE} bytes to ${out}`));
+        assert.deepEqual(await Deno.readFile(out), content);
+      } else {
+        console.log("skipping the progress bar check: util-linux script is not installed");
+      }
       const toStdout = await cli(
         "image",
         "read",
