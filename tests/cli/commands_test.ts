@@ -25,7 +25,7 @@ function nonZero(map: Uint8Array): number[] {
 }
 
 Deno.test("CLI client commands against a running service, with --json", async (t) => {
-  await withService({}, async ({ baseUrl, client, allowed, root }) => {
+  await withService({}, async ({ baseUrl, client, allowed, root, makeDisk }) => {
     const env = { BLKSNAP_URL: baseUrl };
     const cli = (...args: string[]) => runCli(args, env);
     const path = join(allowed, "vda.img");
@@ -84,7 +84,8 @@ Deno.test("CLI client commands against a running service, with --json", async (t
       });
     });
 
-    await t.step("snapshot create, list, take, info", async () => {
+    await t.step("snapshot create, add, list, take, info", async () => {
+      await client.devices.attach({ path: await makeDisk("vdb.img", MIB), name: "vdb" });
       const created = json(
         await cli(
           "snapshot",
@@ -101,7 +102,11 @@ Deno.test("CLI client commands against a running service, with --json", async (t
       snapshotId = created.id;
       assert.equal(created.state, "created");
       assert.equal(created.storage.limitBytes, 4 * MIB);
-      assert.deepEqual(json(await cli("snapshot", "list", "--json")), [created]);
+      const added = json(await cli("snapshot", "add", snapshotId, "vdb", "--json")) as {
+        devices: Array<{ deviceId: string }>;
+      };
+      assert.deepEqual(added.devices.map((d) => d.deviceId), ["vda", "vdb"]);
+      assert.deepEqual(json(await cli("snapshot", "list", "--json")), [added]);
       const taken = json(await cli("snapshot", "take", snapshotId, "--json")) as { state: string };
       assert.equal(taken.state, "taken");
       assert.deepEqual(json(await cli("snapshot", "info", snapshotId, "--json")), taken);
@@ -166,6 +171,7 @@ Deno.test("CLI client commands against a running service, with --json", async (t
       assert.equal(gone.code, 3);
       assert.match(gone.stderr, /\(NOT_FOUND, ENOENT\)/);
       assert.deepEqual(json(await cli("detach", "vda", "--json")), { detached: "vda" });
+      await client.devices.detach("vdb");
       assert.deepEqual(await client.devices.list(), []);
     });
   });
