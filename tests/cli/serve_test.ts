@@ -213,3 +213,51 @@ Deno.test("SIGTERM ends serve while an event stream and a long poll are open", a
     assert.ok(polled === undefined || polled instanceof Error, String(polled));
   });
 });
+
+Deno.test("serve fails at start with a plain message when its ports are taken or a prefix is missing", async () => {
+  await withTempDir(async (root) => {
+    const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (busy.addr as Deno.NetAddr).port;
+    try {
+      const common = ["serve", "--backend", "userspace", "--state-dir", join(root, "state")];
+      const http = await runCli([
+        ...common,
+        "--listen",
+        `127.0.0.1:${port}`,
+        "--nbd-listen",
+        "127.0.0.1:0",
+      ]);
+      assert.equal(http.code, 1, http.stderr);
+      assert.match(
+        http.stderr,
+        new RegExp(`^blksnap: Cannot listen on 127\\.0\\.0\\.1:${port}: `, "m"),
+      );
+      assert.doesNotMatch(http.stderr, /\n\s+at /, "no stack trace");
+      const nbd = await runCli([
+        ...common,
+        "--listen",
+        "127.0.0.1:0",
+        "--nbd-listen",
+        `127.0.0.1:${port}`,
+      ]);
+      assert.equal(nbd.code, 1, nbd.stderr);
+      assert.match(
+        nbd.stderr,
+        new RegExp(`^blksnap: Cannot listen on 127\\.0\\.0\\.1:${port}: `, "m"),
+      );
+      const prefix = await runCli([
+        ...common,
+        "--listen",
+        "127.0.0.1:0",
+        "--nbd-listen",
+        "127.0.0.1:0",
+        "--allow-path",
+        join(root, "no-such-folder"),
+      ]);
+      assert.equal(prefix.code, 2, prefix.stderr);
+      assert.match(prefix.stderr, /Cannot allow paths under .*no-such-folder/);
+    } finally {
+      busy.close();
+    }
+  });
+});

@@ -13,6 +13,7 @@ import { resolve } from "node:path";
 import type { SnapshotDriver } from "../../driver.ts";
 import { createApp } from "../../api/app.ts";
 import { PathPolicy } from "../../api/path_policy.ts";
+import { ServiceError } from "../../errors.ts";
 import { SERVICE_VERSION } from "../../version.ts";
 import type { Command } from "../command.ts";
 import type { CliIo } from "../context.ts";
@@ -182,19 +183,30 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   const driver = await openDriver(settings, io);
   const app = createApp(driver, { paths, token: settings.token });
   const stopped = Promise.withResolvers<void>();
-  const server = Deno.serve({
-    hostname: settings.listen.hostname,
-    port: settings.listen.port,
-    onListen: ({ hostname, port }) => {
-      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-      io.err(
-        `HTTP API on http://${host}:${port}/v1 (bearer token ${
-          settings.token ? "required" : "not required"
-        })\n`,
-      );
-      io.err(`allowed paths: ${paths.prefixes.join(", ")}\n`);
-    },
-  }, app.fetch);
+  let server: Deno.HttpServer;
+  try {
+    server = Deno.serve({
+      hostname: settings.listen.hostname,
+      port: settings.listen.port,
+      onListen: ({ hostname, port }) => {
+        const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+        io.err(
+          `HTTP API on http://${host}:${port}/v1 (bearer token ${
+            settings.token ? "required" : "not required"
+          })\n`,
+        );
+        io.err(`allowed paths: ${paths.prefixes.join(", ")}\n`);
+      },
+    }, app.fetch);
+  } catch (error) {
+    await driver.close();
+    const { hostname, port } = settings.listen;
+    throw new ServiceError(
+      error instanceof Deno.errors.AddrInUse ? "CONFLICT" : "UNAVAILABLE",
+      `Cannot listen on ${hostname}:${port}: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
   const stop = () => stopped.resolve();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
