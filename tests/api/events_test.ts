@@ -199,3 +199,30 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "an event taken for a client that went away goes to a client already waiting, in order",
+  ignore: noNbdsh,
+  async fn() {
+    await withService({}, async (fixture) => {
+      const id = await smallSnapshot(fixture);
+      const leaving = Deno.createHttpClient({});
+      const controller = new AbortController();
+      const abandoned = fetch(`${fixture.baseUrl}/v1/snapshots/${id}/events?timeoutMs=60000`, {
+        client: leaving,
+        signal: controller.signal,
+      });
+      await new Promise((resolve) => setTimeout(resolve, 100)); // the service waits for an event
+      controller.abort();
+      await abandoned.catch(() => {});
+      leaving.close();
+      const waiting = fixture.client.snapshots.waitEvent(id, 20_000);
+      await new Promise((resolve) => setTimeout(resolve, 100)); // and now for this client too
+      await overflow(fixture);
+      const first = await waiting;
+      assert.equal(first?.code, "no_space", "the waiting client gets the first event");
+      const second = await fixture.client.snapshots.waitEvent(id, 5000);
+      assert.equal(second?.code, "corrupted");
+    });
+  },
+});

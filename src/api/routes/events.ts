@@ -6,8 +6,10 @@
  *
  * Design note: the driver cannot withdraw a waiter, so a long poll or a
  * stream whose client went away still takes the next event. Such an event
- * is kept here, per driver and snapshot, and handed to the next waiter
- * before the driver is asked again; it is dropped with its snapshot.
+ * is passed on here, per driver and snapshot: to the oldest request already
+ * waiting (whose own driver wait then passes on what it gets later), or
+ * kept for the next request, which takes it before asking the driver. Kept
+ * events are dropped with their snapshot.
  *
  * @module
  */
@@ -23,36 +25,89 @@ import { commonErrors, json, problemSpec } from "./common.ts";
 const DEFAULT_WAIT_MS = 30_000;
 const STREAM_POLL_MS = 15_000;
 
-/** Events taken for clients that went away, by driver and snapshot id. */
-const undelivered = new WeakMap<SnapshotDriver, Map<string, SnapshotEvent[]>>();
-
-/** Keeps `event`, taken for a client that went away, for the snapshot's next waiter. */
-function keepUndelivered(driver: SnapshotDriver, snapshotId: string, event: SnapshotEvent): void {
-  let bySnapshot = undelivered.get(driver);
-  if (!bySnapshot) undelivered.set(driver, bySnapshot = new Map());
-  const kept = bySnapshot.get(snapshotId) ?? [];
-  kept.push(event);
-  bySnapshot.set(snapshotId, kept);
+/** A snapshot's events taken for clients that went away, and the API's waiters for it. */
+interface Relay {
+  /** Events no waiter has taken yet, oldest first. */
+  kept: SnapshotEvent[];
+  /** Waiters of this process, oldest first; each returns false once it has its answer. */
+  waiting: Array<(event: SnapshotEvent) => boolean>;
 }
 
-/** The snapshot's next event: a kept one first, else the driver's (NOT_FOUND once destroyed). */
+const relays = new WeakMap<SnapshotDriver, Map<string, Relay>>();
+
+function relayOf(driver: SnapshotDriver, snapshotId: string): Relay {
+  let bySnapshot = relays.get(driver);
+  if (!bySnapshot) relays.set(driver, bySnapshot = new Map());
+  let relay = bySnapshot.get(snapshotId);
+  if (!relay) bySnapshot.set(snapshotId, relay = { kept: [], waiting: [] });
+  return relay;
+}
+
+function forgetIfIdle(driver: SnapshotDriver, snapshotId: string, relay: Relay): void {
+  if (relay.kept.length === 0 && relay.waiting.length === 0) {
+    relays.get(driver)?.delete(snapshotId);
+  }
+}
+
+/** Hands `event`, taken for a client that went away, to the oldest waiter, or keeps it. */
+function passOn(driver: SnapshotDriver, snapshotId: string, event: SnapshotEvent): void {
+  const relay = relayOf(driver, snapshotId);
+  for (let take; (take = relay.waiting.shift());) {
+    if (take(event)) return;
+  }
+  relay.kept.push(event);
+}
+
+/**
+ * The snapshot's next event: a kept one first, else the driver's or one
+ * passed on meanwhile, whichever comes first (NOT_FOUND once destroyed).
+ */
 async function nextEvent(
   driver: SnapshotDriver,
   snapshotId: string,
   timeoutMs: number,
 ): Promise<SnapshotEvent | undefined> {
-  const bySnapshot = undelivered.get(driver);
-  const kept = bySnapshot?.get(snapshotId);
-  if (!kept) return await driver.waitEvent(snapshotId, timeoutMs);
-  try {
-    await driver.snapshotInfo(snapshotId);
-  } catch (error) {
-    bySnapshot!.delete(snapshotId);
-    throw error;
+  const relay = relayOf(driver, snapshotId);
+  if (relay.kept.length > 0) {
+    try {
+      await driver.snapshotInfo(snapshotId);
+    } catch (error) {
+      relays.get(driver)?.delete(snapshotId);
+      throw error;
+    }
+    const event = relay.kept.shift();
+    forgetIfIdle(driver, snapshotId, relay);
+    if (event) return event;
   }
-  const event = kept.shift()!;
-  if (kept.length === 0) bySnapshot!.delete(snapshotId);
-  return event;
+  const answer = Promise.withResolvers<SnapshotEvent | undefined>();
+  let answered = false;
+  const take = (event: SnapshotEvent) => {
+    if (answered) return false;
+    answered = true;
+    answer.resolve(event);
+    return true;
+  };
+  relay.waiting.push(take);
+  driver.waitEvent(snapshotId, timeoutMs).then((event) => {
+    if (!answered) {
+      answered = true;
+      answer.resolve(event);
+    } else if (event) {
+      passOn(driver, snapshotId, event);
+    }
+  }, (error) => {
+    if (!answered) {
+      answered = true;
+      answer.reject(error);
+    }
+  });
+  try {
+    return await answer.promise;
+  } finally {
+    const index = relay.waiting.indexOf(take);
+    if (index >= 0) relay.waiting.splice(index, 1);
+    forgetIfIdle(driver, snapshotId, relay);
+  }
 }
 
 /** /v1/snapshots/{id}/events routes. */
@@ -81,7 +136,7 @@ export const eventRoutes: RouteSpec[] = [
       );
       if (!event) return new Response(null, { status: 204 });
       if (signal.aborted) {
-        keepUndelivered(services.driver, params.id, event);
+        passOn(services.driver, params.id, event);
         return new Response(null, { status: 204 });
       }
       services.metrics.recordEventDelivered();
@@ -112,7 +167,7 @@ export const eventRoutes: RouteSpec[] = [
           try {
             const event = await nextEvent(services.driver, params.id, STREAM_POLL_MS);
             if (stream.aborted || signal.aborted) {
-              if (event) keepUndelivered(services.driver, params.id, event);
+              if (event) passOn(services.driver, params.id, event);
               break;
             }
             if (event) {
