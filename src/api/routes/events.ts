@@ -67,18 +67,19 @@ async function nextEvent(
   snapshotId: string,
   timeoutMs: number,
 ): Promise<SnapshotEvent | undefined> {
-  const relay = relayOf(driver, snapshotId);
-  if (relay.kept.length > 0) {
+  const kept = relays.get(driver)?.get(snapshotId);
+  if (kept && kept.kept.length > 0) {
     try {
       await driver.snapshotInfo(snapshotId);
     } catch (error) {
       relays.get(driver)?.delete(snapshotId);
       throw error;
     }
-    const event = relay.kept.shift();
-    forgetIfIdle(driver, snapshotId, relay);
+    const event = kept.kept.shift();
+    forgetIfIdle(driver, snapshotId, kept);
     if (event) return event;
   }
+  const relay = relayOf(driver, snapshotId);
   const answer = Promise.withResolvers<SnapshotEvent | undefined>();
   let answered = false;
   const take = (event: SnapshotEvent) => {
