@@ -83,12 +83,30 @@ Deno.test({
         await assert.rejects(createClient({ baseUrl, retries: 0 }).version());
       }
       {
-        await using serve = new RunningCli(["serve"], env);
-        const client = createClient({ baseUrl: await apiUrl(serve, "not required") });
+        // The other variables: backend, token file, NBD on a Unix socket only.
+        const tokenFile = join(root, "token");
+        await Deno.writeTextFile(tokenFile, "env-token\n");
+        const socket = join(root, "nbd.sock");
+        await using serve = new RunningCli(["serve"], {
+          ...env,
+          BLKSNAP_BACKEND: "userspace",
+          BLKSNAP_TOKEN_FILE: tokenFile,
+          BLKSNAP_NBD_LISTEN: "off",
+          BLKSNAP_NBD_SOCKET: socket,
+        });
+        const baseUrl = await apiUrl(serve, "required");
+        const client = createClient({ baseUrl, token: "env-token" });
+        await serve.waitForStderr(/^backend: userspace \(--backend\)$/);
         await serve.waitForStderr(/re-attached vm \(.*vm\.img\) with a new CBT generation/);
         const [device] = await client.devices.list();
         assert.equal(device.id, "vm");
         assert.equal(device.path, disk);
+        assert.equal(device.locator, `nbd+unix:///vm?socket=${socket}`);
+        await rejectsWithProblem(createClient({ baseUrl }).version(), {
+          status: 401,
+          code: "UNAUTHORIZED",
+          errno: "EACCES",
+        });
         assert.notEqual((await client.cbt.info("vm")).generationId, generation);
         serve.kill("SIGINT");
         assert.equal((await serve.finishedWithin(10_000)).code, 0);
