@@ -85,7 +85,11 @@ function typeOf(value: unknown): string {
 }
 
 /** Where `value` breaks `schema`; empty when it conforms. */
-export function violations(schema: Schema, value: unknown, at = "$"): string[] {
+export function violations(schema: Schema, value: unknown): string[] {
+  return check(schema, value, "$");
+}
+
+function check(schema: Schema, value: unknown, at: string): string[] {
   const type = typeOf(value);
   if (schema.type !== undefined) {
     const fits = schema.type === type || (schema.type === "number" && type === "integer");
@@ -123,7 +127,7 @@ export function violations(schema: Schema, value: unknown, at = "$"): string[] {
     }
     if (schema.items) {
       value.forEach((item, i) =>
-        problems.push(...violations(schema.items as Schema, item, `${at}[${i}]`))
+        problems.push(...check(schema.items as Schema, item, `${at}[${i}]`))
       );
     }
   }
@@ -135,7 +139,7 @@ export function violations(schema: Schema, value: unknown, at = "$"): string[] {
     }
     for (const [name, property] of Object.entries(record)) {
       if (name in properties) {
-        problems.push(...violations(properties[name], property, `${at}.${name}`));
+        problems.push(...check(properties[name], property, `${at}.${name}`));
       } else if (schema.additionalProperties === false) problems.push(`${at}: unexpected ${name}`);
     }
   }

@@ -17,11 +17,18 @@ export interface NbdWrite {
   data: Uint8Array<ArrayBuffer>;
 }
 
-/**
- * Writes through the export at `uri` with one nbdsh connection, in order,
- * then flushes; the data goes through temp files in `scratchDir`.
- */
-export async function nbdWrite(uri: string, writes: NbdWrite[], scratchDir: string): Promise<void> {
+/** Where nbdsh's data goes on its way: temp files in `scratchDir`. */
+export interface NbdScratch {
+  /** A folder for temp files (removed again). */
+  scratchDir: string;
+}
+
+/** Writes through the export at `uri` with one nbdsh connection, in order, then flushes. */
+export async function nbdWrite(
+  uri: string,
+  writes: NbdWrite[],
+  { scratchDir }: NbdScratch,
+): Promise<void> {
   const dir = await Deno.makeTempDir({ dir: scratchDir, prefix: "nbd-writes-" });
   try {
     const steps: string[] = [];
@@ -36,12 +43,10 @@ export async function nbdWrite(uri: string, writes: NbdWrite[], scratchDir: stri
   }
 }
 
-/** Reads `length` bytes at `offset` from the export at `uri` with nbdsh. */
+/** Reads `length` bytes at byte `offset` from the export at `uri` with nbdsh. */
 export async function nbdRead(
   uri: string,
-  offset: number,
-  length: number,
-  scratchDir: string,
+  { offset, length, scratchDir }: NbdScratch & { offset: number; length: number },
 ): Promise<Uint8Array> {
   const file = await Deno.makeTempFile({ dir: scratchDir, prefix: "nbd-read-" });
   try {

@@ -70,11 +70,11 @@ export interface ServiceFixture {
   fetch(path: string, init?: RequestInit): Promise<Response>;
 }
 
-/** Creates a file at `path` of `sizeBytes` holding pattern(`seed`); returns the content. */
+/** Creates a file at `path` of `sizeBytes` holding pattern(`seed`, default 1); returns the content. */
 export async function writeDisk(
   path: string,
   sizeBytes: number,
-  seed = 1,
+  { seed = 1 }: { seed?: number } = {},
 ): Promise<Uint8Array<ArrayBuffer>> {
   const content = pattern(sizeBytes, seed);
   await Deno.writeFile(path, content);
@@ -124,7 +124,7 @@ export async function withService(
       stateDir,
       makeDisk: async (name, sizeBytes, seed = 1) => {
         const path = join(allowed, name);
-        await writeDisk(path, sizeBytes, seed);
+        await writeDisk(path, sizeBytes, { seed });
         return path;
       },
       fetch: (path, init) => fetch(`${baseUrl}${path}`, init),

@@ -107,7 +107,7 @@ Deno.test({
       await nbdWrite(device.locator, [
         { offset: 3 * API_BLOCK_BYTES + 100, data: pattern(10, 1) },
         { offset: 9 * API_BLOCK_BYTES - 1, data: pattern(2, 2) },
-      ], root);
+      ], { scratchDir: root });
       assert.deepEqual(nonZero(await client.cbt.map("vda")), [], "the read table moves at take");
       const snapshot = await client.snapshots.create({
         devices: ["vda"],

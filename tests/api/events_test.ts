@@ -33,7 +33,7 @@ async function overflow(fixture: ServiceFixture): Promise<void> {
     offset: chunk * API_BLOCK_BYTES,
     data: pattern(512, 100 + chunk),
   }));
-  await nbdWrite(device.locator, writes, fixture.root);
+  await nbdWrite(device.locator, writes, { scratchDir: fixture.root });
 }
 
 function checkOverflowEvents(events: SnapshotEvent[]): void {
@@ -104,7 +104,11 @@ Deno.test({
       const device = await client.devices.get("vda");
       for (const chunk of [0, 3]) {
         assert.deepEqual(
-          await nbdRead(device.locator, chunk * API_BLOCK_BYTES, 512, fixture.root),
+          await nbdRead(device.locator, {
+            offset: chunk * API_BLOCK_BYTES,
+            length: 512,
+            scratchDir: fixture.root,
+          }),
           pattern(512, 100 + chunk),
         );
       }

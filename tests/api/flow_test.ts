@@ -66,14 +66,14 @@ Deno.test({
   async fn(t) {
     await withService({}, async ({ client, allowed, root }) => {
       const path = join(allowed, "vm1.img");
-      const original = await writeDisk(path, SIZE, 42);
+      const original = await writeDisk(path, SIZE, { seed: 42 });
       let device = await client.devices.attach({ path, name: "vm1" });
       const atFirstTake = apply(original, beforeFirstTake);
       const atSecondTake = apply(atFirstTake, afterFirstTake);
       let first = "";
 
       await t.step("write through the device's NBD export, create and take", async () => {
-        await nbdWrite(device.locator, beforeFirstTake, root);
+        await nbdWrite(device.locator, beforeFirstTake, { scratchDir: root });
         const created = await client.snapshots.create({
           devices: ["vm1"],
           diffStorage: { path: join(allowed, "vm1.diff"), limitBytes: 8 * MIB },
@@ -83,7 +83,7 @@ Deno.test({
       });
 
       await t.step("keep writing: the image over HTTP reads as at take time", async () => {
-        await nbdWrite(device.locator, afterFirstTake, root);
+        await nbdWrite(device.locator, afterFirstTake, { scratchDir: root });
         const whole = await client.images.read(first, "vm1");
         assert.equal(whole.status, 200);
         assert.deepEqual(new Uint8Array(await whole.arrayBuffer()), atFirstTake);

@@ -19,7 +19,7 @@ const noNbdsh = toolsMissing("nbdsh");
 async function taken(fixture: ServiceFixture): Promise<{ content: Uint8Array; id: string }> {
   const { client, allowed } = fixture;
   const path = join(allowed, "disk.img");
-  const content = await writeDisk(path, SIZE, 11);
+  const content = await writeDisk(path, SIZE, { seed: 11 });
   await client.devices.attach({ path, name: "vda" });
   const snapshot = await client.snapshots.create({
     devices: ["vda"],
@@ -119,17 +119,21 @@ Deno.test({
       await nbdWrite(device.locator, [
         { offset: API_BLOCK_BYTES / 2, data: fresh },
         { offset: SIZE - 512, data: pattern(512, 98) },
-      ], fixture.root);
+      ], { scratchDir: fixture.root });
       const image = await fixture.client.images.read(id, "vda");
       assert.deepEqual(new Uint8Array(await image.arrayBuffer()), content);
       const locator = await fixture.client.images.locator(id, "vda");
       assert.deepEqual(
-        await nbdRead(locator.locator, 0, SIZE, fixture.root),
+        await nbdRead(locator.locator, { offset: 0, length: SIZE, scratchDir: fixture.root }),
         content,
         "the image's NBD export agrees",
       );
       assert.deepEqual(
-        await nbdRead(device.locator, API_BLOCK_BYTES / 2, fresh.length, fixture.root),
+        await nbdRead(device.locator, {
+          offset: API_BLOCK_BYTES / 2,
+          length: fresh.length,
+          scratchDir: fixture.root,
+        }),
         fresh,
       );
     });
@@ -143,12 +147,12 @@ Deno.test({
     await withService({}, async (fixture) => {
       const { client, allowed, root } = fixture;
       const path = join(allowed, "disk.img");
-      await writeDisk(path, SIZE, 3);
+      await writeDisk(path, SIZE, { seed: 3 });
       const device = await client.devices.attach({ path, name: "vda" });
       await nbdWrite(device.locator, [
         { offset: 2 * API_BLOCK_BYTES + 5, data: pattern(API_BLOCK_BYTES, 1) }, // blocks 2 and 3
         { offset: SIZE - 100, data: pattern(100, 2) }, // the short last block, 16
-      ], root);
+      ], { scratchDir: root });
       const snapshot = await client.snapshots.create({
         devices: ["vda"],
         diffStorage: { path: join(allowed, "diff"), limitBytes: 4 * MIB },
@@ -181,7 +185,7 @@ Deno.test("a client that stops reading an image, or a destroy during a read, lea
   await withService({}, async (fixture) => {
     const { client, allowed } = fixture;
     const path = join(allowed, "big.img");
-    const content = await writeDisk(path, 6 * MIB, 21);
+    const content = await writeDisk(path, 6 * MIB, { seed: 21 });
     await client.devices.attach({ path, name: "big" });
     const snapshot = await client.snapshots.create({
       devices: ["big"],

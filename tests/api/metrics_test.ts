@@ -124,7 +124,7 @@ Deno.test({
         { offset: 0, data: pattern(100, 1) },
         { offset: 5 * API_BLOCK_BYTES, data: pattern(100, 2) },
         { offset: 5 * API_BLOCK_BYTES + 200, data: pattern(100, 3) }, // same chunk: no copy
-      ], root);
+      ], { scratchDir: root });
       let samples = parseExposition(await client.metrics()).samples;
       assert.equal(valueOf(samples, "blksnap_cow_copies_total"), copies + 2);
       // The chunks reach the storage in the background (the store queue's worker).

@@ -29,7 +29,7 @@ Deno.test("CLI client commands against a running service, with --json", async (t
     const env = { BLKSNAP_URL: baseUrl };
     const cli = (...args: string[]) => runCli(args, env);
     const path = join(allowed, "vda.img");
-    const content = await writeDisk(path, SIZE, 5);
+    const content = await writeDisk(path, SIZE, { seed: 5 });
     let snapshotId = "";
 
     await t.step("version", async () => {
@@ -199,7 +199,7 @@ Deno.test({
           offset: chunk * API_BLOCK_BYTES,
           data: pattern(512, chunk),
         })),
-        root,
+        { scratchDir: root },
       );
       const first = json(await waiting) as { code: string };
       assert.equal(first.code, "no_space");

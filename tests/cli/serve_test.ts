@@ -49,7 +49,7 @@ Deno.test({
       await Deno.mkdir(disks);
       await Deno.mkdir(other);
       const disk = join(disks, "vm.img");
-      await writeDisk(disk, MIB, 3);
+      await writeDisk(disk, MIB, { seed: 3 });
       const env = {
         BLKSNAP_LISTEN: "127.0.0.1:0",
         BLKSNAP_STATE_DIR: stateDir,
