@@ -9,13 +9,14 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { SnapshotDriver } from "../driver.ts";
-import { ServiceError } from "../errors.ts";
+import { isServiceError, ServiceError } from "../errors.ts";
 import { bearerAuth } from "./auth.ts";
 import { Metrics } from "./metrics.ts";
 import { openApiDocument } from "./openapi.ts";
 import { PathPolicy } from "./path_policy.ts";
 import { problemResponse } from "./problem.ts";
 import type { ApiServices, RouteSpec } from "./route.ts";
+import type { Schema } from "./schema.ts";
 import { cbtRoutes } from "./routes/cbt.ts";
 import { deviceRoutes } from "./routes/devices.ts";
 import { eventRoutes } from "./routes/events.ts";
@@ -81,6 +82,16 @@ async function readJsonBody(request: Request): Promise<unknown> {
   }
 }
 
+/** Validates a request body; an error about the body as a whole names the field "body". */
+function parseBody<T>(schema: Schema<T>, value: unknown): T {
+  try {
+    return schema.parse(value, "");
+  } catch (error) {
+    if (!isServiceError(error) || error.field !== undefined) throw error;
+    throw new ServiceError(error.code, error.message, { field: "body", cause: error });
+  }
+}
+
 /** Builds the API application on `driver`. */
 export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
   const metrics = options.metrics ?? new Metrics();
@@ -128,7 +139,7 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
       try {
         const params = route.params ? route.params.parse(c.req.param(), "") : undefined;
         const query = route.query ? route.query.parse(c.req.query(), "") : undefined;
-        const body = route.body ? route.body.parse(await readJsonBody(c.req.raw), "") : undefined;
+        const body = route.body ? parseBody(route.body, await readJsonBody(c.req.raw)) : undefined;
         const response = await route.handle({ params, query, body, services, c });
         status = response.status;
         return response;

@@ -40,7 +40,11 @@ async function send(fixture: ServiceFixture, c: Case): Promise<ProblemDocument> 
     `${where}: ${text}`,
   );
   assert.equal(response.status, c.status, `${where}: ${text}`);
-  return assertProblem(JSON.parse(text), c);
+  const problem = assertProblem(JSON.parse(text), c);
+  if (c.code === "INVALID_ARGUMENT") {
+    assert.ok(problem.field, `${where}: a validation error names its field: ${text}`);
+  }
+  return problem;
 }
 
 /** A device "a" attached and snapshot ids: one created (with "a"), one taken (with "t"). */
@@ -160,9 +164,9 @@ Deno.test("every body route: malformed JSON, wrong or missing content type, non-
           code: "INVALID_ARGUMENT",
           field: "body",
         },
-        { json: [], status: 400, code: "INVALID_ARGUMENT" },
-        { json: null, status: 400, code: "INVALID_ARGUMENT" },
-        { json: "text", status: 400, code: "INVALID_ARGUMENT" },
+        { json: [], status: 400, code: "INVALID_ARGUMENT", field: "body" },
+        { json: null, status: 400, code: "INVALID_ARGUMENT", field: "body" },
+        { json: "text", status: 400, code: "INVALID_ARGUMENT", field: "body" },
         { json: {}, status: 400, code: "INVALID_ARGUMENT" },
         {
           json: { ...json, surprise: 1 },
