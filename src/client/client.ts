@@ -126,7 +126,10 @@ export interface BlksnapClient {
   /** Image routes. */
   images: {
     locator(snapshotId: string, deviceId: string): Promise<ImageLocator>;
-    /** The image's bytes (a range when `offset`/`length` are given) as a streaming Response. */
+    /**
+     * The image's bytes (a range when `offset`/`length` are given) as a
+     * streaming Response. RangeError for a negative offset or a length below 1.
+     */
     read(
       snapshotId: string,
       deviceId: string,
@@ -268,8 +271,15 @@ export function createClient(options: ClientOptions): BlksnapClient {
     images: {
       locator: (snapshotId, deviceId) =>
         getJson(`v1/snapshots/${segment(snapshotId)}/images/${segment(deviceId)}`),
-      read: (snapshotId, deviceId, range = {}) =>
-        call(() => {
+      read: (snapshotId, deviceId, range = {}) => {
+        const { offset, length } = range;
+        if (offset !== undefined && !(Number.isSafeInteger(offset) && offset >= 0)) {
+          return Promise.reject(new RangeError(`offset must be an integer >= 0, got ${offset}`));
+        }
+        if (length !== undefined && !(Number.isSafeInteger(length) && length >= 1)) {
+          return Promise.reject(new RangeError(`length must be an integer >= 1, got ${length}`));
+        }
+        return call(() => {
           const headers: Record<string, string> = {};
           if (range.offset !== undefined || range.length !== undefined) {
             const first = range.offset ?? 0;
@@ -282,7 +292,8 @@ export function createClient(options: ClientOptions): BlksnapClient {
             timeout: false,
             signal: range.signal,
           });
-        }),
+        });
+      },
       changes: (snapshotId, deviceId, changeOptions = {}) =>
         getJson(
           `v1/snapshots/${segment(snapshotId)}/images/${segment(deviceId)}/changes`,

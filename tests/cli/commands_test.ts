@@ -314,6 +314,7 @@ Deno.test("CLI exit codes: 2 for usage errors, 4 when the service is unreachable
     ["snapshot", "create", "--device", "a", "--storage", "/tmp/x", "--limit", "lots"],
     ["snapshot", "take"],
     ["image", "read", "s"],
+    ["image", "read", "s", "d", "--length", "0"],
     ["image", "explode", "s", "d"],
     ["version", "--url", "not a url"],
     ["serve", "--listen", "nowhere"],

@@ -202,3 +202,13 @@ Deno.test("watch() throws the problem of an `end` event other than NOT_FOUND", a
     assert.deepEqual(events, [{ code: "no_space", timeMs: 1, requestedSectors: 8 }]);
   });
 });
+
+Deno.test("images.read() refuses an empty range instead of asking for the whole image", async () => {
+  await withHttpServer(() => Response.json({}), async (baseUrl) => {
+    const client = createClient({ baseUrl });
+    for (const length of [0, -1, 1.5]) {
+      await assert.rejects(client.images.read("s", "d", { offset: 10, length }), RangeError);
+    }
+    await assert.rejects(client.images.read("s", "d", { offset: -1 }), RangeError);
+  });
+});

@@ -43,6 +43,7 @@ async function read(
 ): Promise<{ bytes: number; output: string }> {
   const offset = values.offset ? integerArgument(values.offset as string, "--offset") : undefined;
   const length = values.length ? integerArgument(values.length as string, "--length") : undefined;
+  if (length === 0) throw new UsageError("--length must be at least 1");
   const output = values.output as string | undefined;
   const response = await client.images.read(snapshotId, deviceId, { offset, length });
   const total = Number(response.headers.get("content-length") ?? 0);
