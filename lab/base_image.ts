@@ -12,6 +12,7 @@ import { headersPackage } from "./args.ts";
 import { readHostSources, renderDeb822, selectSources } from "./apt_sources.ts";
 import { type CacheInputs, cacheKey, digestTree, sha256Hex } from "./cache_key.ts";
 import { capture, runLogged } from "./process.ts";
+import { pruneBuilds } from "./prune.ts";
 import type { Reporter } from "./reporter.ts";
 
 /** A built base disk. */
@@ -170,6 +171,8 @@ export async function ensureBaseImage(options: EnsureBaseOptions): Promise<BaseI
     );
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await Deno.rename(work, dir);
+    const name = dir.slice(dir.lastIndexOf("/") + 1);
+    await pruneBuilds(`${options.cacheRoot}/base`, recipe.kernelPackage, name);
     return (await readBase(dir, key))!;
   });
 }

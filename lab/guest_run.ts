@@ -7,7 +7,7 @@
  */
 
 import { ServiceError } from "../src/errors.ts";
-import { LineSplitter, parseProgressLine, type ProgressEvent } from "./progress.ts";
+import { LineSplitter, type ProgressEvent, ProgressParser } from "./progress.ts";
 import { runLogged } from "./process.ts";
 import { type Accelerator, qemuArgs } from "./qemu_args.ts";
 import type { LabImage } from "./lab_image.ts";
@@ -143,7 +143,7 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
     daemonize: options.keep,
     ...(sshPort !== undefined ? { sshPort, sshPublicKey } : {}),
   });
-  const qemuLog = await Deno.open(files.qemuLog, { create: true, write: true, truncate: true });
+  await Deno.writeTextFile(files.qemuLog, `qemu-system-x86_64 ${args.join(" ")}\n`);
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command("qemu-system-x86_64", {
@@ -153,15 +153,15 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
       stderr: "piped",
     }).spawn();
   } catch (error) {
-    qemuLog.close();
     throw new ServiceError("UNAVAILABLE", "Cannot start qemu-system-x86_64: it is not installed", {
       cause: error,
     });
   }
-  const copied = Promise.all([
-    child.stdout.pipeTo(qemuLog.writable, { preventClose: true }),
-    child.stderr.pipeTo(qemuLog.writable, { preventClose: true }),
-  ]).finally(() => qemuLog.close());
+  // One appending handle per stream: a writable stream takes one pipe at a time.
+  const copied = Promise.all([child.stdout, child.stderr].map(async (stream) => {
+    const log = await Deno.open(files.qemuLog, { append: true });
+    await stream.pipeTo(log.writable);
+  }));
   const exited = child.status.then(async (status) => {
     await copied;
     return status.code;
@@ -211,6 +211,7 @@ export async function* followProgress(
   let hasExited = false;
   options.exited.then(() => hasExited = true);
   const splitter = new LineSplitter();
+  const parser = new ProgressParser();
   let offset = 0;
   const buffer = new Uint8Array(64 * 1024);
   while (true) {
@@ -229,7 +230,7 @@ export async function* followProgress(
           if (count === null || count === 0) break;
           offset += count;
           for (const line of splitter.push(buffer.subarray(0, count))) {
-            const event = parseProgressLine(line);
+            const event = parser.parse(line);
             yield event;
             if (event.kind === "done") return;
           }
@@ -239,7 +240,7 @@ export async function* followProgress(
       }
     }
     if (finalRound) {
-      for (const line of splitter.flush()) yield parseProgressLine(line);
+      for (const line of splitter.flush()) yield parser.parse(line);
       return;
     }
     if (Date.now() > options.deadline) return;

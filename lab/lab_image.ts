@@ -13,6 +13,7 @@
 import type { BaseImage } from "./base_image.ts";
 import { type CacheInputs, cacheKey, digestTree, sha256Hex } from "./cache_key.ts";
 import { capture, runLogged } from "./process.ts";
+import { pruneBuilds } from "./prune.ts";
 import type { Accelerator } from "./qemu_args.ts";
 import type { Reporter } from "./reporter.ts";
 
@@ -166,6 +167,8 @@ export async function ensureLabImage(options: EnsureLabImageOptions): Promise<La
     );
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await Deno.rename(work, dir);
+    const name = dir.slice(dir.lastIndexOf("/") + 1);
+    await pruneBuilds(`${options.cacheRoot}/image`, options.kernelPackage, name);
     return (await readImage(dir, key))!;
   });
 }

@@ -14,6 +14,7 @@ import { chooseAccelerator } from "./kvm_probe.ts";
 import { ensureLabImage } from "./lab_image.ts";
 import { bootGuest, followProgress, runFiles } from "./guest_run.ts";
 import { cacheRoot, e2eDir, packerDir, runnerScript, serviceEntry } from "./paths.ts";
+import { pruneRuns } from "./prune.ts";
 import { createReporter, formatDuration, type Reporter } from "./reporter.ts";
 import { judgeResults, type RunVerdict, unpackResults } from "./results.ts";
 import { listTestFiles, prepareRunInput, selectTests } from "./run_input.ts";
@@ -83,6 +84,7 @@ async function runLab(options: LabOptions, reporter: Reporter): Promise<RunVerdi
     rebuild: options.rebuild,
   });
 
+  await pruneRuns(`${root}/runs`, 20);
   const runDir = `${root}/runs/${runStamp()}`;
   const files = runFiles(runDir);
   await Deno.mkdir(runDir, { recursive: true });
@@ -134,7 +136,9 @@ async function runLab(options: LabOptions, reporter: Reporter): Promise<RunVerdi
       for (let next = await events.next(); !next.done; next = await events.next()) {
         const event = next.value;
         if (event.kind === "case") reporter.line(describeCase(event));
-        else if (event.kind === "file") reporter.line(`  ${event.file} (${event.count} cases)`);
+        else if (event.kind === "start") {
+          reporter.status(event.slowFor ? `${event.name} (over ${event.slowFor})` : event.name);
+        } else if (event.kind === "file") reporter.line(`  ${event.file} (${event.count} cases)`);
         else if (event.kind === "agent") reporter.status(event.message);
         else if (event.kind === "done") {
           agentExitCode = event.exitCode;

@@ -1,7 +1,7 @@
 /**
  * The guest's progress stream (its second serial port), line by line: the agent's own lines
  * ("lab-agent: booted ...", "lab-agent: done rc=0") and the output of `deno test` with its
- * default reporter and NO_COLOR, from which each case's result and time are taken as they
+ * default reporter and NO_COLOR, from which each case's start, result and time are taken as they
  * happen. The final verdict comes from the JUnit file, not from here.
  *
  * @module
@@ -13,6 +13,13 @@ export type ProgressEvent =
   | { readonly kind: "done"; readonly exitCode: number }
   | { readonly kind: "file"; readonly file: string; readonly count: number }
   | {
+    readonly kind: "start";
+    readonly name: string;
+    readonly depth: number;
+    /** Set when deno reports the case as still running after this long ("1m0s"). */
+    readonly slowFor?: string;
+  }
+  | {
     readonly kind: "case";
     readonly name: string;
     /** 0 for a test, 1 for its steps, and so on. */
@@ -23,9 +30,17 @@ export type ProgressEvent =
   }
   | { readonly kind: "output"; readonly text: string };
 
-const casePattern = /^( *)(.+) \.\.\. (ok|FAILED|ignored)(?: \(due to [^)]*\))? \((\d[^)]*)\)$/;
+const result = String.raw` (ok|FAILED|ignored)(?: \(due to [^)]*\))? \((\d[^)]*)\)$`;
+const casePattern = new RegExp(String.raw`^( *)(.+) \.\.\.` + result);
+const startPattern = /^( *)(.+) \.\.\.(?:'.*' has been running for over \(([^)]*)\))?$/;
+const slowPattern = /^'(.+)' has been running for over \(([^)]*)\)$/;
+const lateResultPattern = new RegExp(String.raw`^ *` + result);
 
-/** Interprets one line of the progress stream (without its line end). */
+function statusOf(word: string): "ok" | "failed" | "ignored" {
+  return word === "ok" ? "ok" : word === "FAILED" ? "failed" : "ignored";
+}
+
+/** Interprets one line of the progress stream on its own (without its line end). */
 export function parseProgressLine(line: string): ProgressEvent {
   const text = line.replace(/\r$/, "");
   const agent = /^lab-agent: (.*)$/.exec(text);
@@ -37,18 +52,46 @@ export function parseProgressLine(line: string): ProgressEvent {
   }
   const file = /^running (\d+) tests? from (.+)$/.exec(text);
   if (file) return { kind: "file", file: file[2], count: Number(file[1]) };
-  const result = casePattern.exec(text);
-  if (result) {
-    const [, indent, name, status, duration] = result;
-    return {
-      kind: "case",
-      name,
-      depth: indent.length / 2,
-      status: status === "ok" ? "ok" : status === "FAILED" ? "failed" : "ignored",
-      duration,
-    };
+  const finished = casePattern.exec(text);
+  if (finished) {
+    const [, indent, name, word, duration] = finished;
+    return { kind: "case", name, depth: indent.length / 2, status: statusOf(word), duration };
+  }
+  const start = startPattern.exec(text);
+  if (start) {
+    const [, indent, name, slowFor] = start;
+    return { kind: "start", name, depth: indent.length / 2, ...(slowFor ? { slowFor } : {}) };
   }
   return { kind: "output", text };
+}
+
+/**
+ * Interprets the progress stream line by line, keeping what one line cannot tell: when a case
+ * runs for over a minute, deno appends "'name' has been running for over (1m0s)" to its start
+ * line and later prints the result on a line of its own (" ok (1m20s)"), which belongs to the
+ * case that started last.
+ */
+export class ProgressParser {
+  #started: { name: string; depth: number }[] = [];
+
+  /** Interprets one line. */
+  parse(line: string): ProgressEvent {
+    const text = line.replace(/\r$/, "");
+    const current = this.#started.at(-1);
+    const slow = slowPattern.exec(text);
+    if (slow && current) return { kind: "start", ...current, slowFor: slow[2] };
+    const late = lateResultPattern.exec(text);
+    if (late && current) {
+      this.#started.pop();
+      return { kind: "case", ...current, status: statusOf(late[1]), duration: late[2] };
+    }
+    const event = parseProgressLine(text);
+    if (event.kind === "start" || event.kind === "case") {
+      this.#started = this.#started.filter((started) => started.depth < event.depth);
+      if (event.kind === "start") this.#started.push({ name: event.name, depth: event.depth });
+    }
+    return event;
+  }
 }
 
 /**

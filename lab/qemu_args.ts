@@ -89,8 +89,12 @@ export function qemuArgs(spec: QemuRunSpec): string[] {
     spec.initrd,
     "-append",
     kernelCommandLine(spec),
+    // Devices are placed on the PCI bus in command-line order: the root disk comes first, so
+    // it is the guest's /dev/vda.
     "-drive",
-    `file=${spec.rootDisk},if=virtio,format=qcow2,cache=unsafe`,
+    `file=${spec.rootDisk},if=none,id=root,format=qcow2,cache=unsafe`,
+    "-device",
+    "virtio-blk-pci,drive=root",
     ...disk(spec.inputDisk, "lab-in", ",readonly=on"),
     ...disk(spec.outputDisk, "lab-out", ""),
     ...disk(spec.scratchDisk, "lab-scratch", ",cache=unsafe"),

@@ -147,11 +147,9 @@ export async function prepareRunInput(
   if (options.selection.filter !== undefined) settings.LAB_FILTER = options.selection.filter;
   await Deno.writeTextFile(`${inDir}/lab.env`, renderEnv(settings));
   const entries = options.selection.files.map((file) => `${options.e2eDir}/${file}`);
-  const result = await bundle(entries, {
-    outDir: `${inDir}/tests`,
-    outBase: options.e2eDir,
-    sourcemap: true,
-  });
+  // No source map: deno would then name each case after the helper that declared it
+  // (labTest) rather than its test file; the bundle is readable code with file markers.
+  const result = await bundle(entries, { outDir: `${inDir}/tests`, outBase: options.e2eDir });
   if (options.moduleSrc !== undefined) {
     await copyModuleSource(options.moduleSrc, `${inDir}/module-src`);
   }

@@ -1,12 +1,13 @@
 /**
  * The blksnap module on the lab guest's kernel: its headers are there, the module builds
- * against them, loads (bdevfilter then veeamblksnap), shows its control devices and unloads.
+ * against them, loads (bdevfilter then veeamblksnap), shows its control devices and unloads;
+ * the kernel backend (KernelDriver, bundled like every e2e case) reads its VERSION.
  */
 
 import assert from "node:assert/strict";
+import { createKernelDriver } from "../../src/kernel/mod.ts";
 import { labTest } from "./_helpers/guest.ts";
 import {
-  buildModule,
   controlDevices,
   headersDir,
   isLoaded,
@@ -18,7 +19,6 @@ import {
   unloadModules,
 } from "./_helpers/module.ts";
 import { exists, run } from "./_helpers/sh.ts";
-import { labEnv } from "./_helpers/guest.ts";
 
 labTest({
   name: "the running kernel's headers are installed for kbuild",
@@ -33,17 +33,13 @@ labTest({
   name: "the module builds against the guest's headers with the standard kbuild call",
   requires: ["module-src"],
   async fn() {
-    const target = await Deno.makeTempDir({ prefix: "blksnap-module-" });
-    try {
-      const output = await buildModule(labEnv().moduleSrc!, target);
-      const release = await kernelRelease();
-      for (const file of moduleFiles) {
-        assert.ok(exists(`${target}/${file}`), `${file} was not built:\n${output}`);
-        const vermagic = (await run("modinfo", ["-F", "vermagic", `${target}/${file}`])).stdout;
-        assert.equal(vermagic.split(" ")[0], release, `${file} was built for another kernel`);
-      }
-    } finally {
-      await Deno.remove(target, { recursive: true });
+    // The one build of this guest run (other module cases reuse it).
+    const dir = await moduleDir();
+    const release = await kernelRelease();
+    for (const file of moduleFiles) {
+      assert.ok(exists(`${dir}/${file}`), `${file} was not built`);
+      const vermagic = (await run("modinfo", ["-F", "vermagic", `${dir}/${file}`])).stdout;
+      assert.equal(vermagic.split(" ")[0], release, `${file} was built for another kernel`);
     }
   },
 });
@@ -69,6 +65,29 @@ labTest({
         for (const device of controlDevices) assert.ok(!exists(device), `${device} remains`);
       });
     } finally {
+      await unloadModules();
+    }
+  },
+});
+
+labTest({
+  name: "KernelDriver reads the module's VERSION (out-of-tree profile)",
+  requires: ["module"],
+  async fn() {
+    await loadModules(await moduleDir());
+    const stateDir = await Deno.makeTempDir({ prefix: "blksnap-state-" });
+    try {
+      const driver = await createKernelDriver({ stateDir });
+      try {
+        const version = await driver.version();
+        assert.equal(version.backend, "kernel");
+        assert.equal(version.profile, "outoftree");
+        assert.match(version.moduleVersion ?? "", /^7\.\d+\.\d+\.\d+$/);
+      } finally {
+        await driver.close();
+      }
+    } finally {
+      await Deno.remove(stateDir, { recursive: true });
       await unloadModules();
     }
   },

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { LineSplitter, parseProgressLine } from "../../lab/progress.ts";
+import { LineSplitter, parseProgressLine, ProgressParser } from "../../lab/progress.ts";
 
 Deno.test("parseProgressLine reads the agent's lines and its final status", () => {
   assert.deepEqual(parseProgressLine("lab-agent: booted 6.1.0-56-amd64 in 31.2 s"), {
@@ -37,12 +37,16 @@ Deno.test("parseProgressLine reads deno test's plain report: files, cases, steps
     duration: "1m 2s",
   });
   assert.equal(parseProgressLine("needs a module ... ignored (0ms)").kind, "case");
+  assert.deepEqual(parseProgressLine("  with steps ..."), {
+    kind: "start",
+    name: "with steps",
+    depth: 1,
+  });
 });
 
 Deno.test("parseProgressLine leaves other lines as output", () => {
   for (
     const line of [
-      "with steps ...",
       "with steps ... inner b => ./c_test.js:4:83",
       "SKIP x: runs only inside the lab guest",
       "FAILED | 2 passed (1 step) | 1 failed (1 step) | 1 ignored (1s)",
@@ -62,4 +66,57 @@ Deno.test("LineSplitter joins lines split across chunks, including split UTF-8",
   assert.deepEqual(splitter.flush(), []);
   splitter.push(new TextEncoder().encode("tail"));
   assert.deepEqual(splitter.flush(), ["tail"]);
+});
+
+Deno.test("ProgressParser gives a slow case its late result line", () => {
+  const parser = new ProgressParser();
+  const lines = [
+    "running 2 tests from ./tests/module_test.js",
+    "the module builds ...'the module builds' has been running for over (1m0s)",
+    " ok (1m16s)",
+    "loads and unloads ...",
+    "  load ... ok (1s)",
+    "  unload ...",
+    "------- output -------",
+    "rmmod said something",
+    "----- output end -----",
+    "  unload ... FAILED (763ms)",
+    "loads and unloads ... FAILED (due to 1 failed step) (2s)",
+  ];
+  const events = lines.map((line) => parser.parse(line));
+  assert.deepEqual(events[1], {
+    kind: "start",
+    name: "the module builds",
+    depth: 0,
+    slowFor: "1m0s",
+  });
+  assert.deepEqual(events[2], {
+    kind: "case",
+    name: "the module builds",
+    depth: 0,
+    status: "ok",
+    duration: "1m16s",
+  });
+  assert.deepEqual(
+    events.flatMap((e) => e.kind === "case" ? [[e.name, e.depth, e.status]] : []),
+    [
+      ["the module builds", 0, "ok"],
+      ["load", 1, "ok"],
+      ["unload", 1, "failed"],
+      ["loads and unloads", 0, "failed"],
+    ],
+  );
+  assert.equal(events[7].kind, "output");
+});
+
+Deno.test("ProgressParser reads a second slow notice as the same case still running", () => {
+  const parser = new ProgressParser();
+  parser.parse("builds ...'builds' has been running for over (1m0s)");
+  assert.deepEqual(parser.parse("'builds' has been running for over (2m0s)"), {
+    kind: "start",
+    name: "builds",
+    depth: 0,
+    slowFor: "2m0s",
+  });
+  assert.equal(parser.parse(" ok (2m5s)").kind, "case");
 });

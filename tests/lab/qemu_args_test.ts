@@ -30,12 +30,13 @@ Deno.test("qemuArgs boots the image's kernel directly on TCG with the run's disk
   assert.deepEqual(valuesOf(args, "-kernel"), ["/c/vmlinuz"]);
   assert.deepEqual(valuesOf(args, "-initrd"), ["/c/initrd.img"]);
   assert.deepEqual(valuesOf(args, "-device").filter((d) => d.startsWith("virtio-blk")), [
+    "virtio-blk-pci,drive=root",
     "virtio-blk-pci,drive=lab-in,serial=lab-in",
     "virtio-blk-pci,drive=lab-out,serial=lab-out",
     "virtio-blk-pci,drive=lab-scratch,serial=lab-scratch",
   ]);
   const drives = valuesOf(args, "-drive");
-  assert.equal(drives[0], "file=/r/root.qcow2,if=virtio,format=qcow2,cache=unsafe");
+  assert.equal(drives[0], "file=/r/root.qcow2,if=none,id=root,format=qcow2,cache=unsafe");
   assert.ok(drives.includes("file=/r/in.tar,if=none,id=lab-in,format=raw,readonly=on"));
   assert.deepEqual(valuesOf(args, "-serial"), ["file:/r/serial.log", "file:/r/progress.log"]);
   assert.ok(!args.includes("-daemonize"));

@@ -52,9 +52,12 @@ export async function buildModule(source: string, target: string): Promise<strin
   return result.stdout + result.stderr;
 }
 
+let built: Promise<string> | undefined;
+
 /**
  * The folder holding the module files: the prebuilt folder (--module-ko), or the build of the
- * source folder (--module-src), made once per guest run.
+ * source folder (--module-src), made once per guest run (its output goes to
+ * $LAB_OUT/module-build.log).
  *
  * @throws {Error} when no module was given or the build fails.
  */
@@ -62,10 +65,16 @@ export async function moduleDir(): Promise<string> {
   const lab = labEnv();
   if (lab.moduleKo !== undefined) return lab.moduleKo;
   if (lab.moduleSrc === undefined) throw new Error("No blksnap module was given to the lab");
-  if (!moduleFiles.every((file) => exists(`${buildDir}/${file}`))) {
-    await buildModule(lab.moduleSrc, buildDir);
-  }
-  return buildDir;
+  if (moduleFiles.every((file) => exists(`${buildDir}/${file}`))) return buildDir;
+  built ??= (async () => {
+    const output = await buildModule(lab.moduleSrc!, buildDir).catch(async (error) => {
+      if (lab.outDir) await Deno.writeTextFile(`${lab.outDir}/module-build.log`, String(error));
+      throw error;
+    });
+    if (lab.outDir) await Deno.writeTextFile(`${lab.outDir}/module-build.log`, output);
+    return buildDir;
+  })();
+  return await built;
 }
 
 /** True when the kernel has module `name` loaded. */
