@@ -72,6 +72,14 @@ export const CONTENDERS: Contender[] = [
     command: ours("file-sync"),
   },
   {
+    key: "ours-file-ffi",
+    label: "blksnap (file, FFI I/O)",
+    suite: true,
+    firstWrite: false,
+    ours: true,
+    command: ours("file-ffi"),
+  },
+  {
     key: "ours-memory",
     label: "blksnap (memory)",
     suite: true,

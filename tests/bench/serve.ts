@@ -2,13 +2,14 @@
  * Our NBD server as a separate process for the benchmarks (so that it can
  * be profiled alone, like nbdkit and qemu-nbd run alone):
  *
- *   deno run -A tests/bench/serve.ts --mode memory|file|file-sync|tracker|snapshot --path disk.img --port N
+ *   deno run -A tests/bench/serve.ts --mode memory|file|file-sync|file-ffi|tracker|snapshot --path disk.img --port N
  *     [--storage dir]
  *
  * - memory: the file's contents loaded into a MemoryExport (the protocol
  *   layer's ceiling: no file I/O behind it).
  * - file: the plain file export (tests/_helpers FileExport, node:fs/promises
- *   positioned I/O); file-sync: the same with synchronous positioned I/O.
+ *   positioned I/O); file-sync: the same with synchronous positioned I/O;
+ *   file-ffi: libc pread/pwrite through nonblocking FFI (ffi_file_export.ts).
  * - tracker: the file attached to the engine; writes go through Tracker.
  * - snapshot: as tracker, after a snapshot is taken, so that first writes
  *   copy the original chunks into a difference storage in `--storage`
@@ -27,6 +28,7 @@ import type { NbdExport } from "../../src/nbd/export.ts";
 import { MemoryStore } from "../../src/store/memory_store.ts";
 import { openStore } from "../../src/store/open_store.ts";
 import { FileExport, MemoryExport } from "../_helpers/nbd_exports.ts";
+import { ffiFileExport } from "./ffi_file_export.ts";
 import { trackerExport } from "./tracker_export.ts";
 
 const { values } = parseArgs({
@@ -46,6 +48,10 @@ if (values.mode === "memory") {
   const memory = new MemoryExport({ name: "", sizeBytes: (await Deno.stat(values.path)).size });
   memory.fill(0, await Deno.readFile(values.path));
   exp = memory;
+} else if (values.mode === "file-ffi") {
+  const file = await ffiFileExport(values.path, "");
+  closers.push(() => Promise.resolve(file.close()));
+  exp = file;
 } else if (values.mode === "file" || values.mode === "file-sync") {
   const io = values.mode === "file" ? "async" : "sync";
   const file = await FileExport.open(values.path, { name: "", io });
