@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { labTest } from "./_helpers/guest.ts";
 import { exists, run, sha256File, waitFor } from "./_helpers/sh.ts";
 
-const port = "10809";
+const port = "10899"; // not the service's default NBD port (10809)
 const exportName = "lab";
 const device = "/dev/nbd0";
 
