@@ -116,6 +116,23 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
       c.req.path,
     )
   );
+  const operations = new Map<string, string>([
+    ["GET /v1/openapi.json", "getOpenApi"],
+    ...apiRoutes.map((
+      r,
+    ): [string, string] => [`${r.method.toUpperCase()} ${honoPath(r.path)}`, r.operationId]),
+  ]);
+  app.use("*", async (c, next) => {
+    const started = performance.now();
+    await next();
+    const operation = operations.get(`${c.req.method} ${c.req.routePath}`) ?? "unmatched";
+    metrics.recordRequest(
+      operation,
+      c.req.method.toLowerCase(),
+      c.res.status,
+      (performance.now() - started) / 1000,
+    );
+  });
   if (options.token) app.use("*", bearerAuth(options.token));
   app.use(
     "*",
@@ -136,26 +153,10 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
   app.get("/v1/openapi.json", (c) => c.json(document));
   for (const route of apiRoutes) {
     app.on(route.method.toUpperCase(), honoPath(route.path), async (c) => {
-      const started = performance.now();
-      let status = 500;
-      try {
-        const params = route.params ? route.params.parse(c.req.param(), "") : undefined;
-        const query = route.query ? route.query.parse(c.req.query(), "") : undefined;
-        const body = route.body ? parseBody(route.body, await readJsonBody(c.req.raw)) : undefined;
-        const response = await route.handle({ params, query, body, services, c });
-        status = response.status;
-        return response;
-      } catch (error) {
-        status = error instanceof ServiceError ? error.mapping.status : 500;
-        throw error;
-      } finally {
-        metrics.recordRequest(
-          route.operationId,
-          route.method,
-          status,
-          (performance.now() - started) / 1000,
-        );
-      }
+      const params = route.params ? route.params.parse(c.req.param(), "") : undefined;
+      const query = route.query ? route.query.parse(c.req.query(), "") : undefined;
+      const body = route.body ? parseBody(route.body, await readJsonBody(c.req.raw)) : undefined;
+      return await route.handle({ params, query, body, services, c });
     });
   }
   return app;
