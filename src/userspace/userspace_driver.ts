@@ -327,12 +327,12 @@ export class UserspaceDriver implements SnapshotDriver {
     });
   }
 
-  /** Marks sector ranges dirty in both tables. OUT_OF_RANGE past the device's capacity. */
+  /** Marks sector ranges dirty in both tables. OUT_OF_RANGE past the device's last (possibly partial) sector. */
   markDirty(deviceId: string, ranges: SectorRange[]): Promise<void> {
     return Promise.resolve().then(() => {
       const { cbt } = this.#device(deviceId).tracker;
       const what = `Cannot mark ranges of device ${deviceId} dirty`;
-      checkDirtyRanges(ranges, Math.floor(cbt.capacityBytes / SECTOR_BYTES), what);
+      checkDirtyRanges(ranges, Math.ceil(cbt.capacityBytes / SECTOR_BYTES), what);
       cbt.markDirtySectors(ranges);
     });
   }
