@@ -113,6 +113,9 @@ console.log(formatTables(results, CONTENDERS));
 console.log(`results: ${dir}/results.json`);
 
 async function withContender(contender: Contender, body: (uri: string) => Promise<void>) {
+  // Write back the previous contender's dirty pages first, so that nobody
+  // pays for someone else's writeback.
+  await runTool("sync", []);
   const running = await startContender(contender, {
     disk,
     storageDir,
