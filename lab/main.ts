@@ -12,7 +12,7 @@ import { type LabOptions, labUsage, parseLabArgs } from "./args.ts";
 import { baseRecipe, ensureBaseImage } from "./base_image.ts";
 import { chooseAccelerator } from "./kvm_probe.ts";
 import { ensureLabImage } from "./lab_image.ts";
-import { bootGuest, followProgress, runFiles } from "./guest_run.ts";
+import { bootGuest, followProgress, type Guest, type RunFiles, runFiles } from "./guest_run.ts";
 import { cacheRoot, e2eDir, packerDir, runnerScript, serviceEntry } from "./paths.ts";
 import { pruneRuns } from "./prune.ts";
 import { createReporter, formatDuration, type Reporter } from "./reporter.ts";
@@ -111,65 +111,10 @@ async function runLab(options: LabOptions, reporter: Reporter): Promise<RunVerdi
   }
 
   const guest = await bootGuest({ image, runDir, accel: decision.accel, keep: options.keep });
-  const deadline = Date.now() + options.timeoutMinutes * 60_000;
-  const events = followProgress(files.progressLog, { exited: guest.exited, deadline });
-  let agentExitCode: number | undefined;
-  const interrupt = () => guest.kill();
-  Deno.addSignalListener("SIGINT", interrupt);
-  try {
-    await reporter.step(`boot the guest (${decision.accel})`, async () => {
-      // Read by hand: a for-await loop would close the stream when the step returns.
-      for (let next = await events.next(); !next.done; next = await events.next()) {
-        const event = next.value;
-        if (event.kind === "agent" && event.message.startsWith("booted")) {
-          reporter.line(`  guest: ${event.message}`);
-          return;
-        }
-        if (options.verbose && event.kind === "output") reporter.line(`  | ${event.text}`);
-      }
-      throw new ServiceError(
-        "TIMEOUT",
-        `The guest's agent never started (see ${files.serialLog} and ${files.qemuLog})`,
-      );
-    });
-    await reporter.step("run the e2e suite in the guest", async () => {
-      for (let next = await events.next(); !next.done; next = await events.next()) {
-        const event = next.value;
-        if (event.kind === "case") reporter.line(describeCase(event));
-        else if (event.kind === "start") {
-          reporter.status(event.slowFor ? `${event.name} (over ${event.slowFor})` : event.name);
-        } else if (event.kind === "file") reporter.line(`  ${event.file} (${event.count} cases)`);
-        else if (event.kind === "agent") reporter.status(event.message);
-        else if (event.kind === "done") {
-          agentExitCode = event.exitCode;
-          return;
-        } else if (options.verbose) reporter.line(`  | ${event.text}`);
-        else reporter.status(event.text);
-      }
-      throw new ServiceError(
-        "TIMEOUT",
-        Date.now() > deadline
-          ? `The suite did not finish within ${options.timeoutMinutes} min`
-          : `The guest stopped before the suite finished (see ${files.serialLog})`,
-      );
-    }).catch((error) => reporter.line(`  ${(error as Error).message}`));
-    if (!options.keep) {
-      const stopped = await Promise.race([
-        guest.exited.then(() => true),
-        new Promise<false>((resolve) => setTimeout(() => resolve(false), 120_000)),
-      ]);
-      if (!stopped) {
-        guest.kill();
-        await guest.exited;
-      }
-    }
-  } finally {
-    Deno.removeSignalListener("SIGINT", interrupt);
-    if (agentExitCode === undefined && !options.keep) {
-      guest.kill();
-      await guest.exited;
-    }
+  if (options.keep) {
+    reporter.line(`VM started (--keep); stop it with: kill $(cat ${files.pidFile})`);
   }
+  const agentExitCode = await watchGuest(guest, files, options, reporter);
 
   const unpacked = await unpackResults(files.outputDisk, files.resultsDir);
   const verdict = await judgeResults(files.resultsDir, `${runDir}/junit.xml`, agentExitCode);
@@ -200,6 +145,89 @@ async function runLab(options: LabOptions, reporter: Reporter): Promise<RunVerdi
   reporter.line(`${passed} passed, ${failed} failed, ${skipped} skipped; results in ${runDir}`);
   for (const problem of verdict.problems) reporter.line(`problem: ${problem}`);
   return verdict;
+}
+
+/**
+ * Follows the guest from boot to the end of the suite, printing cases as they finish; returns
+ * the exit status the agent reported (undefined when it never did). Without --keep, the guest is
+ * stopped by the time this returns.
+ */
+async function watchGuest(
+  guest: Guest,
+  files: RunFiles,
+  options: LabOptions,
+  reporter: Reporter,
+): Promise<number | undefined> {
+  const deadline = Date.now() + options.timeoutMinutes * 60_000;
+  const events = followProgress(files.progressLog, { exited: guest.exited, deadline });
+  let agentExitCode: number | undefined;
+  let interrupted = false;
+  const interrupt = () => {
+    interrupted = true;
+    guest.kill();
+  };
+  Deno.addSignalListener("SIGINT", interrupt);
+  try {
+    await reporter.step(`boot the guest`, async () => {
+      // Read by hand: a for-await loop would close the stream when the step returns.
+      for (let next = await events.next(); !next.done; next = await events.next()) {
+        const event = next.value;
+        if (event.kind === "agent" && event.message.startsWith("booted")) {
+          reporter.line(`  guest: ${event.message}`);
+          return;
+        }
+        if (options.verbose && event.kind === "output") reporter.line(`  | ${event.text}`);
+      }
+      throw new ServiceError(
+        "TIMEOUT",
+        interrupted
+          ? "Interrupted"
+          : `The guest's agent did not start ${
+            Date.now() > deadline ? `within ${options.timeoutMinutes} min` : "(the guest stopped)"
+          }; see ${files.serialLog} and ${files.qemuLog}`,
+      );
+    });
+    await reporter.step("run the e2e suite in the guest", async () => {
+      for (let next = await events.next(); !next.done; next = await events.next()) {
+        const event = next.value;
+        if (event.kind === "case") reporter.line(describeCase(event));
+        else if (event.kind === "start") {
+          reporter.status(event.slowFor ? `${event.name} (over ${event.slowFor})` : event.name);
+        } else if (event.kind === "file") reporter.line(`  ${event.file} (${event.count} cases)`);
+        else if (event.kind === "agent") reporter.status(event.message);
+        else if (event.kind === "done") {
+          agentExitCode = event.exitCode;
+          return;
+        } else if (options.verbose) reporter.line(`  | ${event.text}`);
+        else reporter.status(event.text);
+      }
+      throw new ServiceError(
+        "TIMEOUT",
+        interrupted
+          ? "Interrupted"
+          : Date.now() > deadline
+          ? `The suite did not finish within ${options.timeoutMinutes} min`
+          : `The guest stopped before the suite finished (see ${files.serialLog})`,
+      );
+    }).catch((error) => reporter.line(`  ${(error as Error).message}`));
+    if (!options.keep) {
+      // The agent powers the guest off; give it two minutes.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stopped = await Promise.race([
+        guest.exited.then(() => true),
+        new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), 120_000)),
+      ]);
+      clearTimeout(timer);
+      if (!stopped) guest.kill();
+    }
+  } finally {
+    Deno.removeSignalListener("SIGINT", interrupt);
+    if (!options.keep) {
+      guest.kill();
+      await guest.exited;
+    }
+  }
+  return agentExitCode;
 }
 
 function indent(text: string): string {
