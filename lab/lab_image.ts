@@ -144,6 +144,7 @@ export async function ensureLabImage(options: EnsureLabImageOptions): Promise<La
         `-var=output_dir=${work}/image`,
         `-var=serial_log=${work}/serial.log`,
         `-var=accelerator=${options.accel}`,
+        `-var=kernel_package=${options.kernelPackage}`,
         `${options.packerDir}/blksnap-lab.pkr.hcl`,
       ], {
         cwd: work,

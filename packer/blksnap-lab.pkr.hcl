@@ -7,6 +7,7 @@
 #   CHECKPOINT_DISABLE=1 packer build -var base_image=$PWD/base.qcow2 \
 #     -var base_checksum=sha256:$(sha256sum base.qcow2 | cut -d' ' -f1) \
 #     -var kernel=$PWD/vmlinuz -var initrd=$PWD/initrd.img -var payload_dir=$PWD/payload \
+#     -var kernel_package=linux-image-amd64 \
 #     -var ssh_private_key_file=$PWD/build_key -var ssh_public_key_b64=$(base64 -w0 build_key.pub) \
 #     -var output_dir=$PWD/image -var serial_log=$PWD/serial.log /path/to/packer/
 #
@@ -32,6 +33,17 @@ variable "kernel" {
 variable "initrd" {
   type        = string
   description = "The base disk's initrd."
+}
+
+variable "kernel_package" {
+  type        = string
+  default     = "linux-image-amd64"
+  description = <<-EOT
+    Kernel package of the image: linux-image-amd64 (Debian's 6.1, generic), linux-image-cloud-amd64,
+    linux-image-rt-amd64, or a versioned linux-image-6.1.0-NN-amd64. base/make-base.sh installs it
+    (and the matching linux-headers package) into the base disk, since the guest has no network;
+    provision.sh checks that the image boots it and has its headers.
+  EOT
 }
 
 variable "payload_dir" {
@@ -126,6 +138,7 @@ build {
   }
 
   provisioner "shell" {
-    script = "${path.root}/provision.sh"
+    script           = "${path.root}/provision.sh"
+    environment_vars = ["KERNEL_PACKAGE=${var.kernel_package}"]
   }
 }

@@ -14,9 +14,26 @@ fi
 install -D -m 0644 "$payload/manifest.json" /etc/blksnap-lab/manifest.json
 systemctl enable blksnap-lab-agent.service
 
-# The image must be able to do what the e2e cases need.
-deno --version
+# The image must be able to do what the e2e cases need: the chosen kernel (and its headers) is the
+# one running, deno runs, the tools are there.
+kernel_package="${KERNEL_PACKAGE:-linux-image-amd64}"
+headers_package="$(printf '%s' "$kernel_package" | sed 's/^linux-image-/linux-headers-/')"
+for package in "$kernel_package" "$headers_package"; do
+  if [ "$(dpkg-query -W -f '${db:Status-Status}' "$package" 2>/dev/null)" != installed ]; then
+    echo "provision.sh: $package is not installed in the base disk" >&2
+    exit 1
+  fi
+done
+running_package="$(dpkg-query -S "/boot/vmlinuz-$(uname -r)" | cut -d: -f1)"
+depends="$(dpkg-query -W -f '${Depends}' "$kernel_package" | sed 's/ *([^)]*)//g; s/ *[,|] */\n/g')"
+if [ "$running_package" != "$kernel_package" ] &&
+  ! printf '%s\n' "$depends" | grep -qxF "$running_package"; then
+  echo "provision.sh: the running kernel comes from $running_package, not $kernel_package" >&2
+  exit 1
+fi
+echo "kernel $(uname -r) from $running_package (chosen: $kernel_package)"
 test -f "/lib/modules/$(uname -r)/build/Makefile"
+deno --version
 for tool in make gcc modprobe insmod nbd-client qemu-nbd mkfs.ext4 debugfs mount; do
   command -v "$tool" >/dev/null
 done
