@@ -10,7 +10,14 @@
 import { ServiceError } from "../src/errors.ts";
 import { headersPackage } from "./args.ts";
 import { readHostSources, renderDeb822, selectSources } from "./apt_sources.ts";
-import { type CacheInputs, cacheKey, digestTree, sha256Hex } from "./cache_key.ts";
+import {
+  type CacheInputs,
+  cacheKey,
+  changedInputs,
+  digestTree,
+  previousInputs,
+  sha256Hex,
+} from "./cache_key.ts";
 import { capture, runLogged } from "./process.ts";
 import { pruneBuilds } from "./prune.ts";
 import type { Reporter } from "./reporter.ts";
@@ -130,6 +137,10 @@ export async function ensureBaseImage(options: EnsureBaseOptions): Promise<BaseI
   if (cached !== undefined) {
     reporter.line(`base disk: cached (${recipe.kernelPackage}, kernel ${cached.kernelRelease})`);
     return cached;
+  }
+  const previous = await previousInputs(`${options.cacheRoot}/base`, recipe.kernelPackage);
+  if (previous !== undefined) {
+    reporter.line(`base disk: inputs changed: ${changedInputs(previous, inputs).join(", ")}`);
   }
   if (Deno.uid() !== 0) {
     throw new ServiceError(

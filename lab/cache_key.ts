@@ -56,3 +56,32 @@ export function changedInputs(previous: CacheInputs, next: CacheInputs): string[
   const names = new Set([...Object.keys(previous), ...Object.keys(next)]);
   return [...names].filter((name) => previous[name] !== next[name]).sort();
 }
+
+/**
+ * The inputs recorded by the newest finished build under `dir` for `kernelPackage` (entries
+ * named `<kernelPackage>-<16 hex digits>` holding a manifest.json), to tell what changed since.
+ */
+export async function previousInputs(
+  dir: string,
+  kernelPackage: string,
+): Promise<CacheInputs | undefined> {
+  const pattern = new RegExp(`^${kernelPackage.replace(/[.+]/g, "\\$&")}-[0-9a-f]{16}$`);
+  let newest: { mtime: number; inputs: CacheInputs } | undefined;
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(dir));
+  } catch {
+    return undefined;
+  }
+  for (const entry of entries.filter((entry) => pattern.test(entry.name))) {
+    try {
+      const path = `${dir}/${entry.name}/manifest.json`;
+      const mtime = (await Deno.stat(path)).mtime?.getTime() ?? 0;
+      const manifest = JSON.parse(await Deno.readTextFile(path));
+      if (newest === undefined || mtime > newest.mtime) newest = { mtime, inputs: manifest.inputs };
+    } catch {
+      // an unfinished build: no manifest yet
+    }
+  }
+  return newest?.inputs;
+}

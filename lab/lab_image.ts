@@ -11,7 +11,14 @@
  */
 
 import type { BaseImage } from "./base_image.ts";
-import { type CacheInputs, cacheKey, digestTree, sha256Hex } from "./cache_key.ts";
+import {
+  type CacheInputs,
+  cacheKey,
+  changedInputs,
+  digestTree,
+  previousInputs,
+  sha256Hex,
+} from "./cache_key.ts";
 import { capture, runLogged } from "./process.ts";
 import { pruneBuilds } from "./prune.ts";
 import type { Accelerator } from "./qemu_args.ts";
@@ -93,6 +100,10 @@ export async function ensureLabImage(options: EnsureLabImageOptions): Promise<La
   if (cached !== undefined) {
     reporter.line(`lab image: cached (${cached.qcow2})`);
     return cached;
+  }
+  const previous = await previousInputs(`${options.cacheRoot}/image`, options.kernelPackage);
+  if (previous !== undefined) {
+    reporter.line(`lab image: inputs changed: ${changedInputs(previous, inputs).join(", ")}`);
   }
   return await reporter.step(`build the lab image with Packer (${options.accel})`, async () => {
     const work = `${dir}.partial-${Deno.pid}`;

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { cacheKey, changedInputs, digestTree, sha256Hex } from "../../lab/cache_key.ts";
+import {
+  cacheKey,
+  changedInputs,
+  digestTree,
+  previousInputs,
+  sha256Hex,
+} from "../../lab/cache_key.ts";
 
 Deno.test("sha256Hex matches the published digest of 'abc'", async () => {
   assert.equal(
@@ -50,4 +56,25 @@ Deno.test("changedInputs lists added, removed and changed names", () => {
     "c",
     "d",
   ]);
+});
+
+Deno.test("previousInputs reads the newest finished build of the same kernel package", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const write = async (name: string, inputs: Record<string, string>, mtime: Date) => {
+      await Deno.mkdir(`${dir}/${name}`);
+      await Deno.writeTextFile(`${dir}/${name}/manifest.json`, JSON.stringify({ inputs }));
+      await Deno.utime(`${dir}/${name}/manifest.json`, mtime, mtime);
+    };
+    assert.equal(await previousInputs(dir, "linux-image-amd64"), undefined);
+    await write("linux-image-amd64-0000000000000001", { v: "old" }, new Date(1000));
+    await write("linux-image-amd64-0000000000000002", { v: "new" }, new Date(2000));
+    await write("linux-image-cloud-amd64-0000000000000003", { v: "cloud" }, new Date(3000));
+    await Deno.mkdir(`${dir}/linux-image-amd64-0000000000000004.partial-1`);
+    assert.deepEqual(await previousInputs(dir, "linux-image-amd64"), { v: "new" });
+    assert.deepEqual(await previousInputs(dir, "linux-image-cloud-amd64"), { v: "cloud" });
+    assert.equal(await previousInputs(`${dir}/missing`, "linux-image-amd64"), undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
