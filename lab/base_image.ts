@@ -140,7 +140,10 @@ export async function ensureBaseImage(options: EnsureBaseOptions): Promise<BaseI
   }
   const previous = await previousInputs(`${options.cacheRoot}/base`, recipe.kernelPackage);
   if (previous !== undefined) {
-    reporter.line(`base disk: inputs changed: ${changedInputs(previous, inputs).join(", ")}`);
+    const changed = changedInputs(previous, inputs);
+    reporter.line(
+      `base disk: ${changed.length ? `inputs changed: ${changed.join(", ")}` : "rebuild"}`,
+    );
   }
   if (Deno.uid() !== 0) {
     throw new ServiceError(

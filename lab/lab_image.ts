@@ -103,7 +103,10 @@ export async function ensureLabImage(options: EnsureLabImageOptions): Promise<La
   }
   const previous = await previousInputs(`${options.cacheRoot}/image`, options.kernelPackage);
   if (previous !== undefined) {
-    reporter.line(`lab image: inputs changed: ${changedInputs(previous, inputs).join(", ")}`);
+    const changed = changedInputs(previous, inputs);
+    reporter.line(
+      `lab image: ${changed.length ? `inputs changed: ${changed.join(", ")}` : "rebuild"}`,
+    );
   }
   return await reporter.step(`build the lab image with Packer (${options.accel})`, async () => {
     const work = `${dir}.partial-${Deno.pid}`;
