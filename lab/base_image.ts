@@ -186,7 +186,10 @@ export async function ensureBaseImage(options: EnsureBaseOptions): Promise<BaseI
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await Deno.rename(work, dir);
     const name = dir.slice(dir.lastIndexOf("/") + 1);
-    await pruneBuilds(`${options.cacheRoot}/base`, recipe.kernelPackage, name);
+    await pruneBuilds(`${options.cacheRoot}/base`, {
+      kernelPackage: recipe.kernelPackage,
+      keep: name,
+    });
     return (await readBase(dir, key))!;
   });
 }

@@ -183,7 +183,10 @@ export async function ensureLabImage(options: EnsureLabImageOptions): Promise<La
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await Deno.rename(work, dir);
     const name = dir.slice(dir.lastIndexOf("/") + 1);
-    await pruneBuilds(`${options.cacheRoot}/image`, options.kernelPackage, name);
+    await pruneBuilds(`${options.cacheRoot}/image`, {
+      kernelPackage: options.kernelPackage,
+      keep: name,
+    });
     return (await readImage(dir, key))!;
   });
 }

@@ -117,7 +117,10 @@ async function runLab(options: LabOptions, reporter: Reporter): Promise<RunVerdi
   const agentExitCode = await watchGuest(guest, files, options, reporter);
 
   const unpacked = await unpackResults(files.outputDisk, files.resultsDir);
-  const verdict = await judgeResults(files.resultsDir, `${runDir}/junit.xml`, agentExitCode);
+  const verdict = await judgeResults(files.resultsDir, {
+    junitOut: `${runDir}/junit.xml`,
+    agentExitCode,
+  });
   if (!unpacked) reporter.line("  the guest wrote no results");
   if (!options.keep) {
     for (const disk of [files.rootDisk, files.scratchDisk, files.outputDisk, files.inputTar]) {

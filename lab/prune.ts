@@ -17,14 +17,14 @@ function processAlive(pid: number): boolean {
 
 /**
  * Removes the entries of `dir` built for `kernelPackage` (named `<kernelPackage>-<key>`, or
- * `<kernelPackage>-<key>.partial-<pid>` while building) other than `keep`, except builds still
- * running in another process. Returns the names removed.
+ * `<kernelPackage>-<key>.partial-<pid>` while building) other than the one named `keep`, except
+ * builds still running in another process. Returns the names removed.
  */
 export async function pruneBuilds(
   dir: string,
-  kernelPackage: string,
-  keep: string,
+  options: { kernelPackage: string; keep: string },
 ): Promise<string[]> {
+  const { kernelPackage, keep } = options;
   const removed: string[] = [];
   const pattern = new RegExp(
     `^${kernelPackage.replace(/[.+]/g, "\\$&")}-[0-9a-f]{16}(?:\\.partial-(\\d+))?$`,

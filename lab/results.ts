@@ -58,9 +58,9 @@ export async function unpackResults(outputDisk: string, resultsDir: string): Pro
  */
 export async function judgeResults(
   resultsDir: string,
-  junitOut: string,
-  agentExitCode: number | undefined,
+  options: { junitOut: string; agentExitCode?: number },
 ): Promise<RunVerdict> {
+  const { junitOut, agentExitCode } = options;
   const problems: string[] = [];
   const xml = await readOptional(`${resultsDir}/junit.xml`);
   const reasons = parseSkipRecords(await readOptional(`${resultsDir}/skips.jsonl`) ?? "");

@@ -23,7 +23,7 @@ Deno.test("pruneBuilds drops older builds of the same kernel and dead partial bu
       "unrelated",
     ];
     for (const name of names) await Deno.mkdir(`${dir}/${name}`);
-    const removed = await pruneBuilds(dir, "linux-image-amd64", names[1]);
+    const removed = await pruneBuilds(dir, { kernelPackage: "linux-image-amd64", keep: names[1] });
     assert.deepEqual(removed, [names[0], names[2]]);
     const left = (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
     assert.deepEqual(left, [names[3], names[1], names[4], "unrelated"].sort());
@@ -34,7 +34,10 @@ Deno.test("pruneBuilds treats the package name literally", async () => {
   await withDir(async (dir) => {
     await Deno.mkdir(`${dir}/linux-image-6.1.0-56-amd64-0123456789abcdef`);
     await Deno.mkdir(`${dir}/linux-image-6x1x0-56-amd64-0123456789abcdef`);
-    const removed = await pruneBuilds(dir, "linux-image-6.1.0-56-amd64", "none");
+    const removed = await pruneBuilds(dir, {
+      kernelPackage: "linux-image-6.1.0-56-amd64",
+      keep: "none",
+    });
     assert.deepEqual(removed, ["linux-image-6.1.0-56-amd64-0123456789abcdef"]);
   });
 });

@@ -49,7 +49,7 @@ Deno.test("judgeResults: passes, skips with reasons, and writes the annotated JU
       ),
     );
     await Deno.writeTextFile(`${dir}/skips.jsonl`, '{"name":"b","reason":"no module given"}\n');
-    const verdict = await judgeResults(dir, `${dir}/annotated.xml`, 0);
+    const verdict = await judgeResults(dir, { junitOut: `${dir}/annotated.xml`, agentExitCode: 0 });
     assert.equal(verdict.ok, true);
     assert.deepEqual(verdict.summary, { passed: 1, failed: 0, skipped: 1 });
     assert.equal(verdict.cases[1].message, "no module given");
@@ -65,7 +65,7 @@ Deno.test("judgeResults fails on a failed case, a bad exit, no report, or nothin
     const failing =
       `<testcase name="a" classname="f" time="0.1"><failure message="x">boom</failure></testcase>`;
     await Deno.writeTextFile(`${dir}/junit.xml`, junit(failing));
-    const failed = await judgeResults(dir, `${dir}/a.xml`, 1);
+    const failed = await judgeResults(dir, { junitOut: `${dir}/a.xml`, agentExitCode: 1 });
     assert.equal(failed.ok, false);
     assert.deepEqual(failed.problems, ["the e2e suite exited with status 1", "1 case(s) failed"]);
 
@@ -73,11 +73,11 @@ Deno.test("judgeResults fails on a failed case, a bad exit, no report, or nothin
       `${dir}/junit.xml`,
       junit(`<testcase name="s" classname="f" time="0"><skipped/></testcase>`),
     );
-    const nothing = await judgeResults(dir, `${dir}/a.xml`, 0);
+    const nothing = await judgeResults(dir, { junitOut: `${dir}/a.xml`, agentExitCode: 0 });
     assert.deepEqual(nothing.problems, ["no case passed (nothing ran?)"]);
 
     await Deno.remove(`${dir}/junit.xml`);
-    const silent = await judgeResults(dir, `${dir}/a.xml`, undefined);
+    const silent = await judgeResults(dir, { junitOut: `${dir}/a.xml` });
     assert.equal(silent.ok, false);
     assert.equal(silent.problems.length, 2);
   });

@@ -58,12 +58,17 @@ export async function run(
   return result;
 }
 
-/** Polls `condition` every 100 ms until it holds; throws with `what` after `timeoutMs`. */
+/**
+ * Polls `condition` every 100 ms until it holds.
+ *
+ * @throws {Error} naming `what` after `timeoutMs` (default 10 s).
+ */
 export async function waitFor(
   what: string,
   condition: () => boolean | Promise<boolean>,
-  timeoutMs = 10_000,
+  options: { timeoutMs?: number } = {},
 ): Promise<void> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
     if (Date.now() > deadline) {
