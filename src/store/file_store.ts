@@ -1,12 +1,17 @@
 /**
  * A BlockStore on a regular file or a block device.
  *
- * Design note: I/O goes through node:fs/promises FileHandle with an explicit
- * position (`handle.read(buf, off, len, position)` / `handle.write(...)`),
- * which Deno carries out with pread64/pwrite64: there is no shared file
- * cursor, so any number of reads and writes may be in flight at once. Short
- * reads and writes are continued until done; a read that hits end of file
- * early is an error. Capacity: the file size, or for a block device the size
+ * Design note: I/O is positioned (pread64/pwrite64): there is no shared file
+ * cursor, so any number of reads and writes may be in flight at once. Reads
+ * first take what the page cache holds without blocking (cached_read.ts:
+ * preadv2 with RWF_NOWAIT, about ten times cheaper than a round trip through
+ * Deno's thread pool) and read the rest, which needs the disk, through
+ * node:fs/promises FileHandle, so a cold disk never stalls the event loop.
+ * Writes are buffered pwrite64 calls made synchronously (node:fs writeSync
+ * with a position): they copy into the page cache, which Deno's asynchronous
+ * FileHandle.write does on the calling thread too, at several times the
+ * cost. Short reads and writes are continued until done; a read that hits
+ * end of file early is an error. Capacity: the file size, or for a block device the size
  * in sectors from /sys/dev/block/MAJOR:MINOR/size (seeking to the end when
  * sysfs is missing). Minimum I/O size: queue/minimum_io_size of the device
  * (or of its parent, for a partition), 512 for files. Growing a file sets its
@@ -18,8 +23,10 @@
  * @module
  */
 
+import { writeSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import type { BlockStore, StoreIdentity } from "../engine/block_store.ts";
+import { acquireCachedReads, readCached, releaseCachedReads } from "./cached_read.ts";
 import { splitDeviceNumber } from "./dev_numbers.ts";
 
 const SECTOR_BYTES = 512;
@@ -45,6 +52,18 @@ async function readSysfsNumber(path: string): Promise<number | undefined> {
   }
 }
 
+/** A block device's size in bytes: from sysfs, else by seeking to its end. */
+async function blockDeviceCapacity(sysfs: string, path: string): Promise<number> {
+  const sectors = await readSysfsNumber(`${sysfs}/size`);
+  if (sectors !== undefined) return sectors * SECTOR_BYTES;
+  const file = await Deno.open(path, { read: true });
+  try {
+    return await file.seek(0, Deno.SeekMode.End);
+  } finally {
+    file.close();
+  }
+}
+
 /** A regular file or block device with positioned, concurrent I/O. */
 export class FileStore implements BlockStore {
   /** Name for messages (the path). */
@@ -56,6 +75,8 @@ export class FileStore implements BlockStore {
   /** Whether writes and growth are refused. */
   readonly readOnly: boolean;
   #handle: FileHandle;
+  #fd: number;
+  #readFromCache = true;
   #sysfs: string | undefined;
   #capacity: number;
   #closed = false;
@@ -71,6 +92,8 @@ export class FileStore implements BlockStore {
   ) {
     this.name = init.name;
     this.#handle = init.handle;
+    this.#fd = init.handle.fd;
+    acquireCachedReads();
     this.readOnly = init.readOnly;
     this.identity = identity;
     this.#capacity = capacity;
@@ -94,9 +117,8 @@ export class FileStore implements BlockStore {
     const minIo = (await readSysfsNumber(`${sysfs}/queue/minimum_io_size`)) ??
       (await readSysfsNumber(`${sysfs}/../queue/minimum_io_size`)) ?? SECTOR_BYTES;
     const identity: StoreIdentity = { kind: "block", device: stat.rdev, inode: 0 };
-    const store = new FileStore(init, identity, 0, Math.max(minIo, SECTOR_BYTES), sysfs);
-    store.#capacity = await store.#readCapacity();
-    return store;
+    const capacity = await blockDeviceCapacity(sysfs, init.name);
+    return new FileStore(init, identity, capacity, Math.max(minIo, SECTOR_BYTES), sysfs);
   }
 
   /** Current capacity in bytes (as last read). */
@@ -106,14 +128,7 @@ export class FileStore implements BlockStore {
 
   async #readCapacity(): Promise<number> {
     if (this.identity.kind === "file") return (await this.#handle.stat()).size;
-    const sectors = await readSysfsNumber(`${this.#sysfs}/size`);
-    if (sectors !== undefined) return sectors * SECTOR_BYTES;
-    const file = await Deno.open(this.name, { read: true });
-    try {
-      return await file.seek(0, Deno.SeekMode.End);
-    } finally {
-      file.close();
-    }
+    return await blockDeviceCapacity(this.#sysfs!, this.name);
   }
 
   #check(action: string, offset: number, length: number, writing: boolean): void {
@@ -138,11 +153,25 @@ export class FileStore implements BlockStore {
     }
   }
 
+  /** Copies what the page cache holds from `offset` into `into`; returns the bytes copied. */
+  #copyCached(offset: number, into: Uint8Array): number {
+    let done = 0;
+    while (done < into.length) {
+      const result = readCached(this.#fd, offset + done, done ? into.subarray(done) : into);
+      if (result === "unsupported") this.#readFromCache = false;
+      if (typeof result !== "number" || result === 0) break;
+      done += result;
+    }
+    return done;
+  }
+
   /** Reads `into.length` bytes from `offset`. RangeError past the capacity; I/O errors as thrown. */
   async read(offset: number, into: Uint8Array): Promise<void> {
     this.#check("read", offset, into.length, false);
+    const cached = this.#readFromCache ? this.#copyCached(offset, into) : 0;
+    if (cached === into.length) return;
     await this.#tracked(async () => {
-      for (let done = 0; done < into.length;) {
+      for (let done = cached; done < into.length;) {
         const { bytesRead } = await this.#handle.read(
           into,
           done,
@@ -160,19 +189,12 @@ export class FileStore implements BlockStore {
   }
 
   /** Writes `data` at `offset`. RangeError past the capacity; I/O errors as thrown. */
+  // deno-lint-ignore require-await
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.#check("write", offset, data.length, true);
-    await this.#tracked(async () => {
-      for (let done = 0; done < data.length;) {
-        const { bytesWritten } = await this.#handle.write(
-          data,
-          done,
-          data.length - done,
-          offset + done,
-        );
-        done += bytesWritten;
-      }
-    });
+    for (let done = 0; done < data.length;) {
+      done += writeSync(this.#fd, data, done, data.length - done, offset + done);
+    }
   }
 
   /** Makes completed writes durable (fdatasync). */
@@ -207,6 +229,7 @@ export class FileStore implements BlockStore {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#inFlight > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
+    releaseCachedReads();
     await this.#handle.close();
   }
 }
