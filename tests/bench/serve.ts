@@ -29,7 +29,7 @@ import { MemoryStore } from "../../src/store/memory_store.ts";
 import { openStore } from "../../src/store/open_store.ts";
 import { FileExport, MemoryExport } from "../_helpers/nbd_exports.ts";
 import { ffiFileExport } from "./ffi_file_export.ts";
-import { trackerExport } from "./tracker_export.ts";
+import { deviceExport } from "../../src/userspace/device_export.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -62,7 +62,7 @@ if (values.mode === "memory") {
   const store = await openStore(values.path);
   closers.push(() => store.close(), () => engine.close());
   const tracker = await engine.attach("disk", store);
-  exp = trackerExport(tracker, "");
+  exp = deviceExport(tracker);
   if (values.mode === "snapshot") {
     const storagePath = values.storage;
     const storage = storagePath === undefined
