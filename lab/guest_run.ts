@@ -107,7 +107,7 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
     files.rootDisk,
   ]);
   await sparseFile(files.outputDisk, options.outputBytes ?? 512 * 1024 * 1024);
-  await sparseFile(files.scratchDisk, options.scratchBytes ?? 1024 * 1024 * 1024);
+  await sparseFile(files.scratchDisk, options.scratchBytes ?? 2 * 1024 * 1024 * 1024);
   let sshPort: number | undefined;
   let sshPublicKey: string | undefined;
   if (options.keep) {

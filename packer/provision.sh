@@ -34,7 +34,8 @@ fi
 echo "kernel $(uname -r) from $running_package (chosen: $kernel_package)"
 test -f "/lib/modules/$(uname -r)/build/Makefile"
 deno --version
-for tool in make gcc modprobe insmod nbd-client qemu-nbd mkfs.ext4 debugfs mount; do
+for tool in make gcc modprobe insmod nbd-client qemu-nbd nbdinfo mkfs.ext4 debugfs dumpe2fs \
+  e2fsck filefrag fsfreeze mount losetup sfdisk blockdev; do
   command -v "$tool" >/dev/null
 done
 

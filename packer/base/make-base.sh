@@ -44,6 +44,8 @@ trap 'rm -rf "$rootfs" "$out/disk.raw"' EXIT
 
 packages="$kernel,$headers,systemd-sysv,udev,dbus,openssh-server,iproute2,kmod,procps"
 packages="$packages,e2fsprogs,nbd-client,qemu-utils,build-essential"
+# The e2e cases: losetup (mount), sfdisk (fdisk), nbdinfo --map (libnbd-bin).
+packages="$packages,mount,fdisk,libnbd-bin"
 
 BLKSNAP_LAB_DENO="$(readlink -f "$deno")" mmdebstrap --mode=root --variant=minbase \
   --include="$packages" \

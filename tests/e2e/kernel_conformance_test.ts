@@ -1,0 +1,34 @@
+/**
+ * The SnapshotDriver conformance suite (tests/conformance) on the real blksnap module: the
+ * KernelDriver through FFI ioctls on the out-of-tree modules, devices on loop devices, every
+ * feature enabled (data, overflow into a real storage, sparse devices past 128 GiB, destroy while
+ * reading). The same cases run on the host against the userspace backend and the fake kernel.
+ * After the suite both modules must unload: nothing the cases did may keep them busy.
+ */
+
+import assert from "node:assert/strict";
+import { registerDriverConformance } from "../conformance/driver_conformance.ts";
+import { labTest, recordSkip, unmetRequirement } from "./_helpers/guest.ts";
+import { loopFixture } from "./_helpers/loop_fixture.ts";
+import { isLoaded, moduleNames, unloadModules } from "./_helpers/module.ts";
+
+registerDriverConformance({
+  name: "kernel (module)",
+  backend: "kernel",
+  ignore: unmetRequirement(["module"]),
+  onSkip: recordSkip,
+  // The driver keeps a worker pool and cached image handles between calls of one case; the
+  // fixture's cleanup closes them.
+  sanitizeOps: false,
+  sanitizeResources: false,
+  setup: loopFixture,
+});
+
+labTest({
+  name: "kernel (module): both modules unload after the conformance suite",
+  requires: ["module"],
+  async fn() {
+    await unloadModules();
+    for (const name of moduleNames) assert.ok(!isLoaded(name), `${name} is still loaded`);
+  },
+});
