@@ -13,6 +13,15 @@
  * wait that ends without an event (ENOENT, or EINTR from a signal) is started
  * again while callers still wait.
  *
+ * Each kernel wait asks for at most {@link EventWaiterOptions.sliceMs}: the
+ * module holds a reference to the snapshot for as long as a wait sleeps, so a
+ * destroyed snapshot (its image device, its open difference storage) is only
+ * released when the wait in flight returns. Long waits would keep a storage
+ * busy (a tmpfs that cannot be unmounted, modules that cannot be unloaded) for
+ * up to the caller's whole timeout, four times over on a 250 Hz kernel; short
+ * slices bound that to about a second. Events are never lost between slices:
+ * the module queues them until the next wait takes them.
+ *
  * @module
  */
 
@@ -35,6 +44,8 @@ export interface RawEvent {
 export interface EventWaiterOptions {
   /** Milliseconds added to each caller's timeout for the trip through the worker (default 50). */
   graceMs?: number;
+  /** The longest `timeout_ms` of one kernel wait (default 250); longer waits take several. */
+  sliceMs?: number;
 }
 
 interface Waiter {
@@ -61,6 +72,7 @@ export class EventWaiter {
   #blocking: BlockingIoctl;
   #controlFd: number;
   #graceMs: number;
+  #sliceMs: number;
   #channels = new Map<string, Channel>();
   #closed = false;
 
@@ -68,6 +80,7 @@ export class EventWaiter {
     this.#blocking = blocking;
     this.#controlFd = controlFd;
     this.#graceMs = options.graceMs ?? 50;
+    this.#sliceMs = Math.max(1, options.sliceMs ?? 250);
   }
 
   /**
@@ -114,7 +127,7 @@ export class EventWaiter {
     const latest = Math.max(...channel.waiters.map((w) => w.deadline));
     const remaining = latest - Date.now();
     if (restart && remaining <= 0) return;
-    const timeoutMs = Math.min(MAX_TIMEOUT_MS, Math.max(0, remaining));
+    const timeoutMs = Math.min(this.#sliceMs, MAX_TIMEOUT_MS, Math.max(0, remaining));
     const arg = BlksnapSnapshotEvent.encode({
       id: { b: channel.uuid },
       timeout_ms: timeoutMs,
