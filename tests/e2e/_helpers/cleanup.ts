@@ -46,10 +46,7 @@ export async function withCleanup<T>(fn: (stack: AsyncDisposableStack) => Promis
     await stack.disposeAsync();
   } catch (cleanupError) {
     const errors = flattenErrors(cleanupError);
-    throw new AggregateError(
-      errors,
-      `Cleanup failed:\n${errors.map(describe).join("\n")}`,
-    );
+    throw new AggregateError(errors, `Cleanup failed in ${errors.length} step(s)`);
   }
   return result;
 }
