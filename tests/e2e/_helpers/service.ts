@@ -61,6 +61,7 @@ export async function startService(options: ServiceOptions = {}): Promise<Runnin
   const args = [
     "run",
     "--allow-all",
+    "--unstable-no-legacy-abort",
     lab.serviceBundle,
     "serve",
     "--listen",
