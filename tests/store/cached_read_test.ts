@@ -21,7 +21,9 @@ function dropCache(fd: number): void {
   }
 }
 
-async function withFile(run: (path: string, data: Uint8Array) => Promise<void>): Promise<void> {
+async function withFile(
+  run: (path: string, data: Uint8Array) => void | Promise<void>,
+): Promise<void> {
   const dir = await Deno.makeTempDir();
   const path = `${dir}/disk.img`;
   const data = pattern(64 * PAGE);
@@ -34,7 +36,7 @@ async function withFile(run: (path: string, data: Uint8Array) => Promise<void>):
 }
 
 Deno.test("readCached() copies cached pages at once and says when the disk is needed", async () => {
-  await withFile(async (path, data) => {
+  await withFile((path, data) => {
     const fd = openSync(path, "r+");
     acquireCachedReads();
     try {
@@ -53,7 +55,7 @@ Deno.test("readCached() copies cached pages at once and says when the disk is ne
 });
 
 Deno.test("readCached() without a reference held reports the fast path unsupported", async () => {
-  await withFile(async (path) => {
+  await withFile((path) => {
     const fd = openSync(path, "r");
     try {
       assert.equal(readCached(fd, 0, new Uint8Array(PAGE)), "unsupported");
