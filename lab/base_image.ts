@@ -28,8 +28,11 @@ export interface BaseImage {
   readonly dir: string;
   /** Cache key (hex SHA-256 of the inputs). */
   readonly key: string;
+  /** The disk image (qcow2). */
   readonly qcow2: string;
+  /** The guest kernel, for direct kernel boot. */
   readonly kernel: string;
+  /** The guest initrd, for direct kernel boot. */
   readonly initrd: string;
   /** uname -r of the guest kernel. */
   readonly kernelRelease: string;

@@ -9,6 +9,7 @@
 import { ServiceError } from "../src/errors.ts";
 import { LineSplitter, type ProgressEvent, ProgressParser } from "./progress.ts";
 import { runLogged } from "./process.ts";
+import { makeSshKey } from "./ssh_key.ts";
 import { type Accelerator, qemuArgs } from "./qemu_args.ts";
 import type { LabImage } from "./lab_image.ts";
 
@@ -111,18 +112,7 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
   let sshPort: number | undefined;
   let sshPublicKey: string | undefined;
   if (options.keep) {
-    await runLogged("ssh-keygen", [
-      "-q",
-      "-t",
-      "ed25519",
-      "-N",
-      "",
-      "-C",
-      "blksnap-lab-run",
-      "-f",
-      files.sshKey,
-    ]);
-    sshPublicKey = await Deno.readTextFile(`${files.sshKey}.pub`);
+    sshPublicKey = await makeSshKey(files.sshKey, "blksnap-lab-run");
     sshPort = freeLoopbackPort();
   }
   const args = qemuArgs({

@@ -21,17 +21,12 @@ import {
 } from "./cache_key.ts";
 import { capture, runLogged } from "./process.ts";
 import { pruneBuilds } from "./prune.ts";
+import { makeSshKey } from "./ssh_key.ts";
 import type { Accelerator } from "./qemu_args.ts";
 import type { Reporter } from "./reporter.ts";
 
-/** A built lab image. */
-export interface LabImage {
-  readonly dir: string;
-  readonly key: string;
-  readonly qcow2: string;
-  readonly kernel: string;
-  readonly initrd: string;
-  readonly kernelRelease: string;
+/** A built lab image: the same kind of record as its base disk, plus what Packer installed. */
+export interface LabImage extends BaseImage {
   /** True when /opt/blksnap/blksnap.js is in the image. */
   readonly hasService: boolean;
 }
@@ -132,18 +127,7 @@ export async function ensureLabImage(options: EnsureLabImageOptions): Promise<La
     await Deno.writeTextFile(`${work}/payload/manifest.json`, JSON.stringify(manifest, null, 2));
     const sshKey = `${work}/build_key`;
     try {
-      await runLogged("ssh-keygen", [
-        "-q",
-        "-t",
-        "ed25519",
-        "-N",
-        "",
-        "-C",
-        "blksnap-lab-build",
-        "-f",
-        sshKey,
-      ]);
-      const publicKey = await Deno.readTextFile(`${sshKey}.pub`);
+      const publicKey = await makeSshKey(sshKey, "blksnap-lab-build");
       const log = `${work}/packer.log`;
       await runLogged("packer", [
         "build",
