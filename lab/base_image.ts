@@ -19,7 +19,7 @@ import {
   sha256Hex,
 } from "./cache_key.ts";
 import { capture, runLogged } from "./process.ts";
-import { pruneBuilds } from "./prune.ts";
+import { publishBuild } from "./publish_build.ts";
 import type { Reporter } from "./reporter.ts";
 
 /** A built base disk. */
@@ -178,20 +178,11 @@ export async function ensureBaseImage(options: EnsureBaseOptions): Promise<BaseI
       recipe.diskSize,
     ], { logFile: `${work}/build.log`, onLine: (line) => reporter.status(line) });
     const kernelRelease = (await Deno.readTextFile(`${work}/kernel-release`)).trim();
-    await Deno.writeTextFile(
-      `${work}/manifest.json`,
-      JSON.stringify(
-        { key, inputs, kernelRelease, builtSeconds: (Date.now() - started) / 1000 },
-        null,
-        2,
-      ),
-    );
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-    await Deno.rename(work, dir);
-    const name = dir.slice(dir.lastIndexOf("/") + 1);
-    await pruneBuilds(`${options.cacheRoot}/base`, {
+    await publishBuild(work, dir, {
+      manifest: { key, inputs, kernelRelease },
+      startedMs: started,
+      cacheDir: `${options.cacheRoot}/base`,
       kernelPackage: recipe.kernelPackage,
-      keep: name,
     });
     return (await readBase(dir, key))!;
   });

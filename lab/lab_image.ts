@@ -20,7 +20,7 @@ import {
   sha256Hex,
 } from "./cache_key.ts";
 import { capture, runLogged } from "./process.ts";
-import { pruneBuilds } from "./prune.ts";
+import { publishBuild } from "./publish_build.ts";
 import { makeSshKey } from "./ssh_key.ts";
 import type { Accelerator } from "./qemu_args.ts";
 import type { Reporter } from "./reporter.ts";
@@ -160,16 +160,11 @@ export async function ensureLabImage(options: EnsureLabImageOptions): Promise<La
     await Deno.remove(`${work}/payload`, { recursive: true });
     await Deno.copyFile(base.kernel, `${work}/vmlinuz`);
     await Deno.copyFile(base.initrd, `${work}/initrd.img`);
-    await Deno.writeTextFile(
-      `${work}/manifest.json`,
-      JSON.stringify({ ...manifest, builtSeconds: (Date.now() - started) / 1000 }, null, 2),
-    );
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-    await Deno.rename(work, dir);
-    const name = dir.slice(dir.lastIndexOf("/") + 1);
-    await pruneBuilds(`${options.cacheRoot}/image`, {
+    await publishBuild(work, dir, {
+      manifest,
+      startedMs: started,
+      cacheDir: `${options.cacheRoot}/image`,
       kernelPackage: options.kernelPackage,
-      keep: name,
     });
     return (await readImage(dir, key))!;
   });
