@@ -25,6 +25,8 @@ export const SNAPSHOT_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 /** A device id. */
 export const deviceId: Schema<string> = string({
   pattern: DEVICE_ID_PATTERN,
+  patternMeaning: "a device id (letters, digits, '.', '_', ':' and '-', starting with a letter " +
+    "or digit)",
   maxLength: 64,
   description:
     "Device id (its name): letters, digits, '.', '_', ':' and '-', at most 64 characters.",
@@ -32,6 +34,7 @@ export const deviceId: Schema<string> = string({
 /** A snapshot id. */
 export const snapshotId: Schema<string> = string({
   pattern: SNAPSHOT_ID_PATTERN,
+  patternMeaning: "a snapshot id (a lower-case UUID such as 0f8fad5b-d9cb-469f-a165-70867728950e)",
   maxLength: 36,
   description: "Snapshot id (UUID).",
 });

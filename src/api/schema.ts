@@ -53,6 +53,12 @@ export interface StringOptions {
   maxLength?: number;
   /** A regular expression the whole string must match. */
   pattern?: RegExp;
+  /**
+   * What a string matching `pattern` is, for messages ("a snapshot id (a
+   * UUID)"): a value that does not match is refused with "must be <this>",
+   * not with the regular expression.
+   */
+  patternMeaning?: string;
   /** Human description for the OpenAPI document. */
   description?: string;
 }
@@ -68,7 +74,12 @@ export function string(options: StringOptions = {}): Schema<string> {
     }
     if (value.length > maxLength) throw invalid(field, `must have at most ${maxLength} characters`);
     if (options.pattern && !options.pattern.test(value)) {
-      throw invalid(field, `must match ${options.pattern.source}`);
+      throw invalid(
+        field,
+        options.patternMeaning
+          ? `must be ${options.patternMeaning}, got ${JSON.stringify(value)}`
+          : `must match ${options.pattern.source}`,
+      );
     }
     return value;
   }, {

@@ -7,8 +7,9 @@
  */
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { resolve } from "node:path";
 import { type BlksnapClient, createClient } from "../client/client.ts";
-import { UsageError } from "./exit_codes.ts";
+import { CliFailure, UsageError } from "./exit_codes.ts";
 
 /** Default address of the service. */
 export const DEFAULT_URL = "http://127.0.0.1:8037";
@@ -42,8 +43,13 @@ export const clientFlags: FlagSpec = {
 };
 
 /** Shared help text of the client flags. */
-export const CLIENT_FLAGS_HELP = `Common options:
-  --url URL          service address (env BLKSNAP_URL, default ${DEFAULT_URL})
+export const CLIENT_FLAGS_HELP =
+  `A DEVICE is a device id or the path it was attached from (/dev/sdb,
+./disk0.img); a SNAPSHOT is a snapshot id (a UUID).
+
+Common options (anywhere on the line):
+  --url URL          service address (env BLKSNAP_URL, default ${DEFAULT_URL});
+                     a trailing /v1 is fine
   --token-file FILE  bearer token file (env BLKSNAP_TOKEN_FILE, or the token in BLKSNAP_TOKEN)
   --json             print machine-readable JSON
   -h, --help         show this help
@@ -85,15 +91,63 @@ export async function readToken(parsed: Parsed, io: CliIo): Promise<string | und
   return io.env("BLKSNAP_TOKEN") || undefined;
 }
 
+/**
+ * The service's base URL from `text`: an http(s) URL, with or without the
+ * API's `/v1` (README's examples give `http://127.0.0.1:8037/v1`) and
+ * trailing slashes. UsageError for anything else.
+ */
+export function serviceBaseUrl(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`--url must be a URL like ${DEFAULT_URL}, got "${text}"`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new UsageError(`--url must be an http:// or https:// URL, got "${text}"`);
+  }
+  if (url.search || url.hash) {
+    throw new UsageError(`--url must not carry a query or fragment, got "${text}"`);
+  }
+  const path = url.pathname.replace(/\/+$/, "").replace(/\/v1$/, "");
+  return `${url.origin}${path}`;
+}
+
 /** The typed client for the service named by --url / BLKSNAP_URL. */
 export async function clientFor(parsed: Parsed, io: CliIo): Promise<BlksnapClient> {
-  const baseUrl = (parsed.values.url as string | undefined) ?? io.env("BLKSNAP_URL") ?? DEFAULT_URL;
-  try {
-    new URL(baseUrl);
-  } catch {
-    throw new UsageError(`--url ${baseUrl} is not a URL`);
-  }
+  const baseUrl = serviceBaseUrl(
+    (parsed.values.url as string | undefined) ?? io.env("BLKSNAP_URL") ?? DEFAULT_URL,
+  );
   return createClient({ baseUrl, token: await readToken(parsed, io) });
+}
+
+/** `path` made absolute against the working directory (the service has another one). */
+export function absolutePath(path: string): string {
+  return resolve(path);
+}
+
+/** A one-line reason from a Deno file error ("No such file or directory"). */
+export function reasonOf(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.replace(/\s*\(os error \d+\).*$/s, "").split("\n")[0];
+}
+
+/** Writes `data` to the local file `path`; CliFailure naming the file and the reason. */
+export async function writeLocalFile(path: string, data: Uint8Array): Promise<void> {
+  try {
+    await Deno.writeFile(path, data);
+  } catch (error) {
+    throw new CliFailure(`Cannot write ${path}: ${reasonOf(error)}`, { cause: error });
+  }
+}
+
+/** Opens the local file `path` for writing; CliFailure naming the file and the reason. */
+export async function createLocalFile(path: string): Promise<Deno.FsFile> {
+  try {
+    return await Deno.open(path, { write: true, create: true, truncate: true });
+  } catch (error) {
+    throw new CliFailure(`Cannot write ${path}: ${reasonOf(error)}`, { cause: error });
+  }
 }
 
 /** Prints `value` as JSON when --json was given, else the human text `human()` makes. */

@@ -30,6 +30,17 @@ export class UsageError extends Error {
   }
 }
 
+/**
+ * The command failed for a reason of its own, outside the service (a local
+ * file it cannot write, an image stream that broke off): exit status 1.
+ */
+export class CliFailure extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "CliFailure";
+  }
+}
+
 /** The exit status for `error`. */
 export function exitCodeFor(error: unknown): number {
   if (error instanceof UsageError) return ExitCode.USAGE;

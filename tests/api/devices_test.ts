@@ -50,11 +50,33 @@ Deno.test("devices: the id defaults to the base name; list, get, detach (204)", 
   });
 });
 
-Deno.test("devices: attaching twice is 409 CONFLICT, by name and by file", async () => {
+Deno.test("devices: attaching the same path under the same name again is 200 with the device", async () => {
+  await withService({}, async ({ client, fetch, makeDisk }) => {
+    const path = await makeDisk("disk.img", MIB);
+    const first = await client.devices.attach({ path, name: "vda" });
+    const attach = (body: Record<string, string>) =>
+      fetch("/v1/devices", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const again = await attach({ path, name: "vda" });
+    assert.equal(again.status, 200);
+    assert.equal(again.headers.get("location"), "/v1/devices/vda");
+    assert.deepEqual(await again.json(), first);
+    const unnamed = await client.devices.attach({ path: await makeDisk("b.img", MIB) });
+    const unnamedAgain = await attach({ path: unnamed.path });
+    assert.equal(unnamedAgain.status, 200, "the default name is the same on a retry");
+    assert.deepEqual(await unnamedAgain.json(), unnamed);
+    assert.equal((await client.devices.list()).length, 2);
+  });
+});
+
+Deno.test("devices: attaching an attached path under another name, or a name twice, is 409", async () => {
   await withService({}, async ({ client, makeDisk, allowed }) => {
     const path = await makeDisk("disk.img", MIB);
     await client.devices.attach({ path, name: "vda" });
-    await rejectsWithProblem(client.devices.attach({ path, name: "vda" }), {
+    await rejectsWithProblem(client.devices.attach({ path }), {
       status: 409,
       code: "CONFLICT",
     });

@@ -248,7 +248,7 @@ Deno.test("serve fails at start with a plain message when its ports are taken or
       assert.equal(http.code, 1, http.stderr);
       assert.match(
         http.stderr,
-        new RegExp(`^blksnap: Cannot listen on 127\\.0\\.0\\.1:${port}: `, "m"),
+        new RegExp(`^blksnapctl: Cannot listen on 127\\.0\\.0\\.1:${port}: `, "m"),
       );
       assert.doesNotMatch(http.stderr, /\n\s+at /, "no stack trace");
       const nbd = await runCli([
@@ -261,7 +261,7 @@ Deno.test("serve fails at start with a plain message when its ports are taken or
       assert.equal(nbd.code, 1, nbd.stderr);
       assert.match(
         nbd.stderr,
-        new RegExp(`^blksnap: Cannot listen on 127\\.0\\.0\\.1:${port}: `, "m"),
+        new RegExp(`^blksnapctl: Cannot listen on 127\\.0\\.0\\.1:${port}: `, "m"),
       );
       const prefix = await runCli([
         ...common,

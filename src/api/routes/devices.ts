@@ -4,6 +4,7 @@
  * @module
  */
 
+import { basename } from "node:path";
 import { attachBody, deviceInfo, deviceParams } from "../models.ts";
 import { defineRoute, type RouteSpec } from "../route.ts";
 import { array } from "../schema.ts";
@@ -19,6 +20,10 @@ export const deviceRoutes: RouteSpec[] = [
     tag: "devices",
     body: attachBody,
     responses: {
+      200: {
+        description: "Attached already under this name and path (a retry): the device as it is.",
+        schema: deviceInfo.jsonSchema(),
+      },
       201: { description: "Attached", schema: deviceInfo.jsonSchema() },
       ...commonErrors,
       403: problemSpec("The path is outside the allowed prefixes."),
@@ -31,6 +36,10 @@ export const deviceRoutes: RouteSpec[] = [
         purpose: "attach",
         mustExist: true,
       });
+      const attached = (await services.driver.listDevices()).find((device) =>
+        device.path === path && (body.name ?? basename(path)) === device.id
+      );
+      if (attached) return json(attached, 200, { location: `/v1/devices/${attached.id}` });
       const device = await services.driver.attach(path, { name: body.name });
       return json(device, 201, { location: `/v1/devices/${device.id}` });
     },

@@ -1,5 +1,5 @@
 /**
- * `blksnap attach`, `detach` and `devices`: start and stop tracking devices,
+ * `blksnapctl attach`, `detach` and `devices`: start and stop tracking devices,
  * and list them.
  *
  * @module
@@ -7,7 +7,16 @@
 
 import type { DeviceInfo } from "../../driver.ts";
 import type { Command } from "../command.ts";
-import { CLIENT_FLAGS_HELP, clientFor, parseCommand, positional, print } from "../context.ts";
+import {
+  absolutePath,
+  CLIENT_FLAGS_HELP,
+  clientFor,
+  parseCommand,
+  positional,
+  print,
+} from "../context.ts";
+import { deviceArgument } from "../ids.ts";
+import { PROGRAM } from "../program.ts";
 
 function describeDevice(device: DeviceInfo): string {
   const snapshot = device.snapshotId ? `  snapshot ${device.snapshotId}` : "";
@@ -16,17 +25,20 @@ function describeDevice(device: DeviceInfo): string {
 
 /** The attach command. */
 export const attach: Command = {
-  help: `Usage: blksnap attach [--name NAME] PATH [options]
+  help: `Usage: ${PROGRAM} attach [--name NAME] PATH [options]
 
 Attaches the block device (or, with the userspace backend, the regular file)
-at PATH: change tracking starts. The device's id is NAME, or PATH's base name.
+at PATH (relative paths are resolved against the working directory): change
+tracking starts. The device's id is NAME, or PATH's base name. Attaching the
+same PATH under the same NAME again answers with the attached device (exit 0),
+so a retry after a timeout is safe.
 
   --name NAME   the device's id (letters, digits, '.', '_', ':', '-')
 ${CLIENT_FLAGS_HELP}`,
   async run(args, io) {
     const parsed = parseCommand(args, { name: { type: "string" } });
     if (parsed.values.help) return io.out(attach.help), 0;
-    const path = positional(parsed, 0, "PATH (the device to attach)");
+    const path = absolutePath(positional(parsed, 0, "PATH (the device to attach)"));
     const client = await clientFor(parsed, io);
     const device = await client.devices.attach({
       path,
@@ -39,16 +51,18 @@ ${CLIENT_FLAGS_HELP}`,
 
 /** The detach command. */
 export const detach: Command = {
-  help: `Usage: blksnap detach DEVICE [options]
+  help: `Usage: ${PROGRAM} detach DEVICE [options]
 
-Detaches DEVICE: change tracking stops and its CBT map is dropped.
+Detaches DEVICE (its id, or its path): change tracking stops and its CBT map
+is dropped.
 
 ${CLIENT_FLAGS_HELP}`,
   async run(args, io) {
     const parsed = parseCommand(args, {});
     if (parsed.values.help) return io.out(detach.help), 0;
-    const id = positional(parsed, 0, "DEVICE (the device's id)");
-    await (await clientFor(parsed, io)).devices.detach(id);
+    const client = await clientFor(parsed, io);
+    const id = await deviceArgument(client, positional(parsed, 0, "DEVICE (the device's id)"));
+    await client.devices.detach(id);
     print(parsed, io, { detached: id }, () => `detached ${id}\n`);
     return 0;
   },
@@ -56,7 +70,7 @@ ${CLIENT_FLAGS_HELP}`,
 
 /** The devices command. */
 export const devices: Command = {
-  help: `Usage: blksnap devices [options]
+  help: `Usage: ${PROGRAM} devices [options]
 
 Lists the attached devices: id, path, capacity, where to do tracked I/O.
 

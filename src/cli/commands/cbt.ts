@@ -1,5 +1,5 @@
 /**
- * `blksnap cbtinfo`, `readcbtmap` and `markdirty`: a device's change block
+ * `blksnapctl cbtinfo`, `readcbtmap` and `markdirty`: a device's change block
  * tracking.
  *
  * @module
@@ -13,12 +13,15 @@ import {
   parseCommand,
   positional,
   print,
+  writeLocalFile,
 } from "../context.ts";
 import { UsageError } from "../exit_codes.ts";
+import { deviceArgument } from "../ids.ts";
+import { PROGRAM } from "../program.ts";
 
 /** The cbtinfo command. */
 export const cbtinfo: Command = {
-  help: `Usage: blksnap cbtinfo DEVICE [options]
+  help: `Usage: ${PROGRAM} cbtinfo DEVICE [options]
 
 Shows DEVICE's CBT: capacity, tracking block size and count, generation id and
 the changes number of the latest snapshot.
@@ -27,8 +30,9 @@ ${CLIENT_FLAGS_HELP}`,
   async run(args, io) {
     const parsed = parseCommand(args, {});
     if (parsed.values.help) return io.out(cbtinfo.help), 0;
-    const id = positional(parsed, 0, "DEVICE");
-    const info = await (await clientFor(parsed, io)).cbt.info(id);
+    const client = await clientFor(parsed, io);
+    const id = await deviceArgument(client, positional(parsed, 0, "DEVICE"));
+    const info = await client.cbt.info(id);
     print(parsed, io, info, () =>
       [
         `capacity       ${info.capacityBytes} bytes`,
@@ -43,7 +47,8 @@ ${CLIENT_FLAGS_HELP}`,
 
 /** The readcbtmap command. */
 export const readcbtmap: Command = {
-  help: `Usage: blksnap readcbtmap DEVICE --file FILE [--offset BLOCK] [--length BLOCKS] [options]
+  help:
+    `Usage: ${PROGRAM} readcbtmap DEVICE --file FILE [--offset BLOCK] [--length BLOCKS] [options]
 
 Writes DEVICE's CBT read map (one byte per tracking block: the change number
 that last touched it) to FILE.
@@ -59,7 +64,6 @@ ${CLIENT_FLAGS_HELP}`,
       length: { type: "string" },
     });
     if (parsed.values.help) return io.out(readcbtmap.help), 0;
-    const id = positional(parsed, 0, "DEVICE");
     const file = parsed.values.file as string | undefined;
     if (!file) throw new UsageError("missing --file FILE (where to write the map)");
     const range = {
@@ -70,8 +74,10 @@ ${CLIENT_FLAGS_HELP}`,
         ? { length: integerArgument(parsed.values.length as string, "--length") }
         : {}),
     };
-    const map = await (await clientFor(parsed, io)).cbt.map(id, range);
-    await Deno.writeFile(file, map);
+    const client = await clientFor(parsed, io);
+    const id = await deviceArgument(client, positional(parsed, 0, "DEVICE"));
+    const map = await client.cbt.map(id, range);
+    await writeLocalFile(file, map);
     const changed = map.reduce((count, value) => count + (value ? 1 : 0), 0);
     print(
       parsed,
@@ -85,7 +91,7 @@ ${CLIENT_FLAGS_HELP}`,
 
 /** The markdirty command. */
 export const markdirty: Command = {
-  help: `Usage: blksnap markdirty DEVICE --range SECTOR:COUNT [--range ...] [options]
+  help: `Usage: ${PROGRAM} markdirty DEVICE --range SECTOR:COUNT [--range ...] [options]
 
 Marks sector ranges of DEVICE dirty in both CBT tables (for example after
 writing to it behind the tracker's back).
@@ -95,7 +101,6 @@ ${CLIENT_FLAGS_HELP}`,
   async run(args, io) {
     const parsed = parseCommand(args, { range: { type: "string", multiple: true } });
     if (parsed.values.help) return io.out(markdirty.help), 0;
-    const id = positional(parsed, 0, "DEVICE");
     const texts = (parsed.values.range as string[] | undefined) ?? [];
     if (texts.length === 0) throw new UsageError("missing --range SECTOR:COUNT");
     const ranges = texts.map((text) => {
@@ -108,7 +113,9 @@ ${CLIENT_FLAGS_HELP}`,
         count: integerArgument(count, "--range COUNT"),
       };
     });
-    await (await clientFor(parsed, io)).cbt.markDirty(id, ranges);
+    const client = await clientFor(parsed, io);
+    const id = await deviceArgument(client, positional(parsed, 0, "DEVICE"));
+    await client.cbt.markDirty(id, ranges);
     print(
       parsed,
       io,

@@ -1,5 +1,5 @@
 /**
- * `blksnap image <verb>`: read an image's bytes (to a file or stdout),
+ * `blksnapctl image <verb>`: read an image's bytes (to a file or stdout),
  * list its changed extents, or show where it is.
  *
  * @module
@@ -10,15 +10,27 @@ import {
   CLIENT_FLAGS_HELP,
   clientFor,
   type CliIo,
+  createLocalFile,
   integerArgument,
   parseCommand,
   positional,
   print,
+  reasonOf,
 } from "../context.ts";
-import { UsageError } from "../exit_codes.ts";
-import { Progress } from "../progress.ts";
+import { CliFailure, UsageError } from "../exit_codes.ts";
+import { deviceArgument, snapshotArgument } from "../ids.ts";
 
-const HELP = `Usage: blksnap image VERB SNAPSHOT DEVICE [options]
+function closeQuietly(file: Deno.FsFile): void {
+  try {
+    file.close();
+  } catch {
+    // closed already by its writable stream
+  }
+}
+import { Progress } from "../progress.ts";
+import { PROGRAM } from "../program.ts";
+
+const HELP = `Usage: ${PROGRAM} image VERB SNAPSHOT DEVICE [options]
 
 Verbs:
   read      write the image's bytes to --output FILE, or to standard output
@@ -45,12 +57,11 @@ async function read(
   const length = values.length ? integerArgument(values.length as string, "--length") : undefined;
   if (length === 0) throw new UsageError("--length must be at least 1");
   const output = values.output as string | undefined;
+  const target = output ? await createLocalFile(output) : undefined;
+  using _closed = { [Symbol.dispose]: () => target && closeQuietly(target) };
   const response = await client.images.read(snapshotId, deviceId, { offset, length });
   const total = Number(response.headers.get("content-length") ?? 0);
   const progress = Progress.onStderr(total);
-  const target = output
-    ? await Deno.open(output, { write: true, create: true, truncate: true })
-    : undefined;
   let bytes = 0;
   try {
     const writer = target ? target.writable.getWriter() : Deno.stdout.writable.getWriter();
@@ -61,11 +72,17 @@ async function read(
     }
     if (target) await writer.close();
     else writer.releaseLock();
+  } catch (error) {
+    throw new CliFailure(
+      `The image stream of ${deviceId}@${snapshotId} broke off after ${bytes} of ${total} bytes ` +
+        `(was the snapshot destroyed?): ${reasonOf(error)}`,
+      { cause: error },
+    );
   } finally {
     progress.finish();
   }
   if (bytes !== total) {
-    throw new Error(`The image stream ended after ${bytes} of ${total} bytes`);
+    throw new CliFailure(`The image stream ended after ${bytes} of ${total} bytes`);
   }
   if (!output) io.err(`read ${bytes} bytes of ${deviceId}@${snapshotId}\n`);
   return { bytes, output: output ?? "-" };
@@ -88,9 +105,10 @@ export const command: Command = {
       length: { type: "string" },
       since: { type: "string" },
     });
-    const snapshotId = positional(parsed, 0, "SNAPSHOT");
-    const deviceId = positional(parsed, 1, "DEVICE");
+    const snapshotId = snapshotArgument(positional(parsed, 0, "SNAPSHOT"));
+    const deviceText = positional(parsed, 1, "DEVICE");
     const client = await clientFor(parsed, io);
+    const deviceId = await deviceArgument(client, deviceText);
     switch (name) {
       case "read": {
         const result = await read(snapshotId, deviceId, parsed.values, io, client);
@@ -121,7 +139,7 @@ export const command: Command = {
         return 0;
       }
       default:
-        throw new UsageError(`unknown image verb "${name}"; see blksnap image --help`);
+        throw new UsageError(`unknown image verb "${name}"; see ${PROGRAM} image --help`);
     }
   },
 };

@@ -1,5 +1,5 @@
 /**
- * `blksnap serve`: runs the service. Chooses the backend (auto: the kernel
+ * `blksnapctl serve`: runs the service. Chooses the backend (auto: the kernel
  * module when its control device exists, else userspace), starts the HTTP
  * API (and, for the userspace backend, the NBD server), logs where it
  * listens, and shuts down cleanly on SIGINT/SIGTERM. Every option can also
@@ -18,8 +18,9 @@ import { SERVICE_VERSION } from "../../version.ts";
 import type { Command } from "../command.ts";
 import type { CliIo } from "../context.ts";
 import { UsageError } from "../exit_codes.ts";
+import { PROGRAM } from "../program.ts";
 
-const HELP = `Usage: blksnap serve [options]
+const HELP = `Usage: ${PROGRAM} serve [options]
 
 Runs the service: the HTTP API, and NBD exports of devices and images for the
 userspace backend.
@@ -179,7 +180,7 @@ async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotD
 async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   await Deno.mkdir(settings.stateDir, { recursive: true });
   const paths = await PathPolicy.create(settings.allowPaths);
-  io.err(`blksnap service ${SERVICE_VERSION}, state in ${settings.stateDir}\n`);
+  io.err(`blksnapctl service ${SERVICE_VERSION}, state in ${settings.stateDir}\n`);
   const driver = await openDriver(settings, io);
   const app = createApp(driver, { paths, token: settings.token });
   const stopped = Promise.withResolvers<void>();

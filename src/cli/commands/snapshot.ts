@@ -1,5 +1,5 @@
 /**
- * `blksnap snapshot <verb>`: create, add, take, info, list, destroy,
+ * `blksnapctl snapshot <verb>`: create, add, take, info, list, destroy,
  * waitevent and watch.
  *
  * @module
@@ -8,6 +8,7 @@
 import type { SnapshotEvent, SnapshotInfo } from "../../driver.ts";
 import type { Command } from "../command.ts";
 import {
+  absolutePath,
   CLIENT_FLAGS_HELP,
   clientFor,
   type CliIo,
@@ -19,12 +20,18 @@ import {
   sizeArgument,
 } from "../context.ts";
 import { UsageError } from "../exit_codes.ts";
+import { deviceArgument, snapshotArgument } from "../ids.ts";
 
-const HELP = `Usage: blksnap snapshot VERB [arguments] [options]
+/** The storage limit of `snapshot create` without --limit: one 1 GiB growth step of the storage. */
+export const DEFAULT_LIMIT = "1G";
+import { PROGRAM } from "../program.ts";
+
+const HELP = `Usage: ${PROGRAM} snapshot VERB [arguments] [options]
 
 Verbs:
-  create --device ID [--device ID ...] --storage PATH --limit SIZE [--writable]
+  create --device DEVICE [--device DEVICE ...] --storage PATH [--limit SIZE] [--writable]
                         create a snapshot of attached devices; SIZE like 1073741824, 512M, 2G
+                        (default ${DEFAULT_LIMIT}: one growth step of the difference storage)
   add SNAPSHOT DEVICE   add an attached device to a snapshot not yet taken
   take SNAPSHOT         take it, atomically across its devices
   info SNAPSHOT         state, images, errors, storage usage
@@ -78,14 +85,17 @@ async function verb(name: string, args: string[], io: CliIo): Promise<number> {
   const client = await clientFor(parsed, io);
   switch (name) {
     case "create": {
-      const devices = (parsed.values.device as string[] | undefined) ?? [];
       const storage = parsed.values.storage as string | undefined;
-      const limit = parsed.values.limit as string | undefined;
+      const limit = (parsed.values.limit as string | undefined) ?? DEFAULT_LIMIT;
       if (!storage) throw new UsageError("missing --storage PATH (the difference storage)");
-      if (!limit) throw new UsageError("missing --limit SIZE (the most the storage may grow to)");
+      const limitBytes = sizeArgument(limit, "--limit");
+      const devices = [];
+      for (const device of (parsed.values.device as string[] | undefined) ?? []) {
+        devices.push(await deviceArgument(client, device, "--device"));
+      }
       const snapshot = await client.snapshots.create({
         devices,
-        diffStorage: { path: storage, limitBytes: sizeArgument(limit, "--limit") },
+        diffStorage: { path: absolutePath(storage), limitBytes },
         writable: parsed.values.writable as boolean,
       });
       print(parsed, io, snapshot, () => describeSnapshot(snapshot));
@@ -93,19 +103,23 @@ async function verb(name: string, args: string[], io: CliIo): Promise<number> {
     }
     case "add": {
       const snapshot = await client.snapshots.addDevice(
-        positional(parsed, 0, "SNAPSHOT"),
-        positional(parsed, 1, "DEVICE"),
+        snapshotArgument(positional(parsed, 0, "SNAPSHOT")),
+        await deviceArgument(client, positional(parsed, 1, "DEVICE")),
       );
       print(parsed, io, snapshot, () => describeSnapshot(snapshot));
       return 0;
     }
     case "take": {
-      const snapshot = await client.snapshots.take(positional(parsed, 0, "SNAPSHOT"));
+      const snapshot = await client.snapshots.take(
+        snapshotArgument(positional(parsed, 0, "SNAPSHOT")),
+      );
       print(parsed, io, snapshot, () => describeSnapshot(snapshot));
       return 0;
     }
     case "info": {
-      const snapshot = await client.snapshots.get(positional(parsed, 0, "SNAPSHOT"));
+      const snapshot = await client.snapshots.get(
+        snapshotArgument(positional(parsed, 0, "SNAPSHOT")),
+      );
       print(parsed, io, snapshot, () => describeSnapshot(snapshot));
       return 0;
     }
@@ -120,13 +134,13 @@ async function verb(name: string, args: string[], io: CliIo): Promise<number> {
       return 0;
     }
     case "destroy": {
-      const id = positional(parsed, 0, "SNAPSHOT");
+      const id = snapshotArgument(positional(parsed, 0, "SNAPSHOT"));
       await client.snapshots.destroy(id);
       print(parsed, io, { destroyed: id }, () => `destroyed ${id}\n`);
       return 0;
     }
     case "waitevent": {
-      const id = positional(parsed, 0, "SNAPSHOT");
+      const id = snapshotArgument(positional(parsed, 0, "SNAPSHOT"));
       const timeout = parsed.values.timeout
         ? integerArgument(parsed.values.timeout as string, "--timeout")
         : 30_000;
@@ -140,7 +154,7 @@ async function verb(name: string, args: string[], io: CliIo): Promise<number> {
       return 0;
     }
     case "watch": {
-      const id = positional(parsed, 0, "SNAPSHOT");
+      const id = snapshotArgument(positional(parsed, 0, "SNAPSHOT"));
       for await (const event of client.snapshots.watch(id)) {
         if (parsed.values.json) io.out(JSON.stringify(event) + "\n");
         else io.out(describeEvent(event));
@@ -148,7 +162,7 @@ async function verb(name: string, args: string[], io: CliIo): Promise<number> {
       return 0;
     }
     default:
-      throw new UsageError(`unknown snapshot verb "${name}"; see blksnap snapshot --help`);
+      throw new UsageError(`unknown snapshot verb "${name}"; see ${PROGRAM} snapshot --help`);
   }
 }
 
