@@ -126,9 +126,8 @@ export async function main(args: string[], io: CliIo = processIo): Promise<numbe
     const status = exitCodeFor(error);
     if (error instanceof UsageError) {
       io.err(
-        `${PROGRAM}: ${error.message}\nRun "${PROGRAM} ${
-          entry ? `${name} ` : ""
-        }--help" for usage.\n`,
+        `${PROGRAM}: ${error.message.split("\n")[0]}\n` +
+          `Run "${PROGRAM} ${entry ? `${name} ` : ""}--help" for usage.\n`,
       );
     } else {
       io.err(`${PROGRAM}: ${describeError(error)}\n`);

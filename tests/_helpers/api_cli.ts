@@ -31,24 +31,32 @@ function environment(env: Record<string, string>): Record<string, string> {
   return { ...kept, ...env };
 }
 
-function command(args: string[], env: Record<string, string>, stdin: "null" | "piped") {
+function command(
+  args: string[],
+  env: Record<string, string>,
+  options: { stdin: "null" | "piped"; cwd?: string },
+) {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, ...args],
-    cwd: REPO,
+    cwd: options.cwd ?? REPO,
     clearEnv: true,
     env: environment(env),
-    stdin,
+    stdin: options.stdin,
     stdout: "piped",
     stderr: "piped",
   });
 }
 
-/** Runs `blksnap ARGS` to completion with `env` added to a clean environment. */
+/**
+ * Runs `blksnapctl ARGS` to completion with `env` added to a clean environment, in `cwd`
+ * (default the repository).
+ */
 export async function runCli(
   args: string[],
   env: Record<string, string> = {},
+  options: { cwd?: string } = {},
 ): Promise<CliResult> {
-  const output = await command(args, env, "null").output();
+  const output = await command(args, env, { stdin: "null", cwd: options.cwd }).output();
   const decoder = new TextDecoder();
   return {
     code: output.code,
@@ -108,7 +116,7 @@ export class RunningCli implements AsyncDisposable {
 
   /** Starts `blksnap ARGS` with `env` added to a clean environment. */
   constructor(args: string[], env: Record<string, string> = {}) {
-    this.#child = command(args, env, "null").spawn();
+    this.#child = command(args, env, { stdin: "null" }).spawn();
     this.#stdout = new Response(this.#child.stdout).text();
     this.#stderrDone = this.#follow();
   }
