@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { SnapshotDriver } from "../driver.ts";
 import { isServiceError, ServiceError } from "../errors.ts";
@@ -25,6 +25,9 @@ import { imageRoutes } from "./routes/images.ts";
 import { snapshotRoutes } from "./routes/snapshots.ts";
 import { systemRoutes } from "./routes/system.ts";
 import { SERVICE_VERSION } from "../version.ts";
+import { Logger } from "../log/logger.ts";
+import { accessLog, rememberError } from "../log/access_log.ts";
+import { healthRoutes } from "./routes/health.ts";
 
 /**
  * Default request body limit: 4 MiB, so that a mark-dirty request with the
@@ -43,6 +46,8 @@ export interface AppOptions {
   bodyLimitBytes?: number;
   /** Metrics registry (a new one when omitted). */
   metrics?: Metrics;
+  /** The access log and internal errors go here (default: warnings and errors on stderr). */
+  logger?: Logger;
 }
 
 /** Every route of the API, in documentation order. */
@@ -54,6 +59,9 @@ export const apiRoutes: RouteSpec[] = [
   ...eventRoutes,
   ...imageRoutes,
 ];
+
+/** Every route the OpenAPI document describes: the public probes, then the API. */
+export const documentedRoutes: RouteSpec[] = [...healthRoutes, ...apiRoutes];
 
 function honoPath(path: string): string {
   return path.replaceAll(/\{(\w+)\}/g, ":$1");
@@ -104,10 +112,10 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
     serviceVersion: SERVICE_VERSION,
   };
   const app = new Hono();
-  const document = openApiDocument(apiRoutes, SERVICE_VERSION);
+  const document = openApiDocument(documentedRoutes, SERVICE_VERSION);
 
   app.onError((error, c) => {
-    if (!(error instanceof ServiceError)) console.error(`${c.req.method} ${c.req.path}:`, error);
+    rememberError(c, error);
     return problemResponse(error, c.req.path);
   });
   app.notFound((c) =>
@@ -117,15 +125,21 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
     )
   );
   const operations = new Map<string, string>([
+    ...healthRoutes.map((r): [string, string] => [`GET ${r.path}`, r.operationId]),
     ["GET /v1/openapi.json", "getOpenApi"],
     ...apiRoutes.map((
       r,
     ): [string, string] => [`${r.method.toUpperCase()} ${honoPath(r.path)}`, r.operationId]),
   ]);
+  // HEAD is served by the GET route of the same path, and counted as it.
+  const routeOf = (c: Context) =>
+    operations.get(`${c.req.method === "HEAD" ? "GET" : c.req.method} ${c.req.routePath}`) ??
+      "unmatched";
+  app.use("*", accessLog(options.logger ?? new Logger({ level: "warn" }), routeOf));
   app.use("*", async (c, next) => {
     const started = performance.now();
     await next();
-    const operation = operations.get(`${c.req.method} ${c.req.routePath}`) ?? "unmatched";
+    const operation = routeOf(c);
     metrics.recordRequest(
       operation,
       c.req.method.toLowerCase(),
@@ -133,6 +147,9 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
       (performance.now() - started) / 1000,
     );
   });
+  for (const route of healthRoutes) {
+    app.get(route.path, (c) => route.handle({ params: {}, query: {}, body: {}, services, c }));
+  }
   if (options.token) app.use("*", bearerAuth(options.token));
   app.use(
     "*",

@@ -64,6 +64,8 @@ export interface RouteSpec<P = unknown, Q = unknown, B = unknown> {
   summary: string;
   /** OpenAPI tag. */
   tag: string;
+  /** Answered without a token (probes); documented with no security requirement. */
+  public?: boolean;
   /** Schema of the path parameters. */
   params?: Schema<P>;
   /** Schema of the query parameters. */

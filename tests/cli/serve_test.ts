@@ -29,10 +29,18 @@ async function withTempDir(body: (root: string) => Promise<void>): Promise<void>
   }
 }
 
+/** The start of a text log line: timestamp and level. */
+const LOG_PREFIX = "^\\S+Z (?:debug|info|warn|error) +";
+
+/** `pattern` for the message of a text log line (its leading ^ after the timestamp and level). */
+function logLine(pattern: RegExp): RegExp {
+  return new RegExp(pattern.source.replace(/^\^/, LOG_PREFIX), pattern.flags);
+}
+
 /** Waits for the HTTP API line of a starting `serve` and returns its URL (on 127.0.0.1). */
 async function apiUrl(serve: RunningCli, token: "required" | "not required"): Promise<string> {
   const [, port] = await serve.waitForStderr(
-    new RegExp(`^HTTP API on http://[^ ]+:(\\d+)/v1 \\(bearer token ${token}\\)$`),
+    logLine(new RegExp(`^HTTP API on http://[^ ]+:(\\d+)/v1 \\(bearer token ${token}\\)$`)),
   );
   return `http://127.0.0.1:${port}`;
 }
@@ -60,11 +68,13 @@ Deno.test({
       {
         await using serve = new RunningCli(["serve"], env);
         const baseUrl = await apiUrl(serve, "not required");
-        await serve.waitForStderr(new RegExp(`^allowed paths: ${disks}, ${other}$`));
-        await serve.waitForStderr(new RegExp(`^blksnap service \\S+, state in ${stateDir}$`));
-        await serve.waitForStderr(/^backend: userspace \(auto: no \/dev\/veeamblksnap/);
+        await serve.waitForStderr(logLine(new RegExp(`^allowed paths: ${disks}, ${other}$`)));
+        await serve.waitForStderr(
+          logLine(new RegExp(`^blksnapctl service \\S+, state in ${stateDir} version=`)),
+        );
+        await serve.waitForStderr(logLine(/^backend: userspace \(auto: no \/dev\/veeamblksnap/));
         const [, nbdPort] = await serve.waitForStderr(
-          /^NBD exports on nbd:\/\/127\.0\.0\.1:(\d+)\/<device>$/,
+          logLine(/^NBD exports on nbd:\/\/127\.0\.0\.1:(\d+)\/<device>$/),
         );
         const client = createClient({ baseUrl });
         assert.equal((await client.version()).backend, "userspace");
@@ -79,7 +89,7 @@ Deno.test({
         serve.kill("SIGTERM");
         const stopped = await serve.finishedWithin(10_000);
         assert.equal(stopped.code, 0, stopped.stderr);
-        assert.match(stopped.stderr, /^shutting down$/m);
+        assert.match(stopped.stderr, logLine(/^shutting down$/m));
         await assert.rejects(createClient({ baseUrl, retries: 0 }).version());
       }
       {
@@ -96,7 +106,7 @@ Deno.test({
         });
         const baseUrl = await apiUrl(serve, "required");
         const client = createClient({ baseUrl, token: "env-token" });
-        await serve.waitForStderr(/^backend: userspace \(--backend\)$/);
+        await serve.waitForStderr(logLine(/^backend: userspace \(--backend\) backend=userspace$/));
         await serve.waitForStderr(/re-attached vm \(.*vm\.img\) with a new CBT generation/);
         const [device] = await client.devices.list();
         assert.equal(device.id, "vm");
@@ -132,7 +142,7 @@ Deno.test({
         "off",
       ]);
       assert.notEqual(result.code, 0);
-      assert.match(result.stderr, /^backend: kernel \(--backend\)$/m);
+      assert.match(result.stderr, logLine(/^backend: kernel \(--backend\) backend=kernel$/m));
       assert.match(
         result.stderr,
         /\/dev\/veeamblksnap and \/dev\/blksnap-control are absent: load .*veeamblksnap.*blksnap module/,
@@ -181,7 +191,7 @@ Deno.test("serve refuses to listen beyond loopback without a token, and requires
     ]);
     const baseUrl = await apiUrl(serve, "required");
     await serve.waitForStderr(
-      new RegExp(`^NBD exports on nbd\\+unix:///<device>\\?socket=${socket}$`),
+      logLine(new RegExp(`^NBD exports on nbd\\+unix:///<device>\\?socket=${socket}$`)),
     );
     const anonymous = await fetch(`${baseUrl}/v1/version`);
     assert.equal(anonymous.status, 401);

@@ -13,8 +13,16 @@ import { resolve } from "node:path";
 import type { SnapshotDriver } from "../../driver.ts";
 import { createApp } from "../../api/app.ts";
 import { PathPolicy } from "../../api/path_policy.ts";
-import { ServiceError } from "../../errors.ts";
 import { SERVICE_VERSION } from "../../version.ts";
+import { Logger } from "../../log/logger.ts";
+import { logAdoption, withStateLog } from "../../log/logged_driver.ts";
+import { clearStaleSocket, startApiServer } from "../api_server.ts";
+import {
+  OPERATOR_FLAGS_HELP,
+  operatorFlags,
+  type OperatorSettings,
+  operatorSettings,
+} from "../serve_operator.ts";
 import type { Command } from "../command.ts";
 import type { CliIo } from "../context.ts";
 import { UsageError } from "../exit_codes.ts";
@@ -36,13 +44,14 @@ userspace backend.
   --token-file FILE       bearer token required from clients (env BLKSNAP_TOKEN_FILE,
                           or the token itself in BLKSNAP_TOKEN)
   --nbd-listen HOST:PORT  NBD server address, userspace backend (env BLKSNAP_NBD_LISTEN,
-                          default 127.0.0.1:10809; "off" for none)
+                          default 127.0.0.1:10809; "off" for no TCP listener: the userspace
+                          backend then serves NBD on --nbd-socket, default STATE_DIR/nbd.sock)
   --nbd-socket PATH       NBD server Unix socket, userspace backend (env BLKSNAP_NBD_SOCKET)
-  -h, --help              show this help
+${OPERATOR_FLAGS_HELP}  -h, --help              show this help
 `;
 
 /** The serve settings after flags and environment are merged. */
-export interface ServeSettings {
+export interface ServeSettings extends OperatorSettings {
   /** HTTP listen address. */
   listen: { hostname: string; port: number };
   /** Requested backend. */
@@ -97,6 +106,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
         "token-file": { type: "string" },
         "nbd-listen": { type: "string" },
         "nbd-socket": { type: "string" },
+        ...operatorFlags,
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -105,10 +115,11 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
     throw new UsageError((error as Error).message);
   }
   if (values.help) return "help";
-  const listen = parseHostPort(
-    values.listen ?? io.env("BLKSNAP_LISTEN") ?? "127.0.0.1:8037",
-    "--listen",
-  );
+  const listenText = values.listen ?? io.env("BLKSNAP_LISTEN") ?? "127.0.0.1:8037";
+  const operator = operatorSettings(values, listenText, io);
+  const listen = operator.listenUnix
+    ? { hostname: "127.0.0.1", port: 0 }
+    : parseHostPort(listenText, "--listen");
   const backend = values.backend ?? io.env("BLKSNAP_BACKEND") ?? "auto";
   if (backend !== "auto" && backend !== "kernel" && backend !== "userspace") {
     throw new UsageError(`--backend must be auto, kernel or userspace, got "${backend}"`);
@@ -118,7 +129,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   const allowPaths = (values["allow-path"] ?? allowFromEnv ?? [stateDir]).map((p) => resolve(p));
   const tokenFile = values["token-file"] ?? io.env("BLKSNAP_TOKEN_FILE");
   const token = tokenFile ? await readTokenFile(tokenFile) : io.env("BLKSNAP_TOKEN") || undefined;
-  if (!isLoopback(listen.hostname) && !token) {
+  if (!operator.listenUnix && !isLoopback(listen.hostname) && !token) {
     throw new UsageError(
       `Listening on ${listen.hostname} (not loopback) requires a bearer token: ` +
         "give --token-file FILE or set BLKSNAP_TOKEN",
@@ -126,35 +137,34 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   }
   const nbdText = values["nbd-listen"] ?? io.env("BLKSNAP_NBD_LISTEN") ?? "127.0.0.1:10809";
   const nbdListen = nbdText === "off" ? undefined : parseHostPort(nbdText, "--nbd-listen");
-  const nbdSocket = values["nbd-socket"] ?? io.env("BLKSNAP_NBD_SOCKET");
-  if (!nbdListen && !nbdSocket && backend === "userspace") {
-    throw new UsageError("The userspace backend needs --nbd-listen or --nbd-socket");
-  }
-  return { listen, backend, stateDir, allowPaths, token, nbdListen, nbdSocket };
+  const nbdSocket = values["nbd-socket"] ?? io.env("BLKSNAP_NBD_SOCKET") ??
+    (nbdListen ? undefined : resolve(stateDir, "nbd.sock"));
+  return { ...operator, listen, backend, stateDir, allowPaths, token, nbdListen, nbdSocket };
 }
 
-async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotDriver> {
-  const log = (level: string, message: string) => {
-    if (level !== "debug") io.err(`${message}\n`);
-  };
+async function openDriver(settings: ServeSettings, logger: Logger): Promise<SnapshotDriver> {
+  const log = (level: "debug" | "info" | "warn" | "error", message: string) =>
+    logger.log(level, message);
   let backend = settings.backend;
   if (backend === "auto") {
     const { probeProfile } = await import("../../kernel/profiles.ts");
     const profile = await probeProfile();
     backend = profile ? "kernel" : "userspace";
-    io.err(
+    logger.info(
       profile
-        ? `backend: kernel (auto: found the ${profile} module's control device)\n`
-        : "backend: userspace (auto: no /dev/veeamblksnap or /dev/blksnap-control)\n",
+        ? `backend: kernel (auto: found the ${profile} module's control device)`
+        : "backend: userspace (auto: no /dev/veeamblksnap or /dev/blksnap-control)",
+      { backend },
     );
   } else {
-    io.err(`backend: ${backend} (--backend)\n`);
+    logger.info(`backend: ${backend} (--backend)`, { backend });
   }
   if (backend === "kernel") {
     const { createKernelDriver } = await import("../../kernel/kernel_driver.ts");
     return await createKernelDriver({ stateDir: settings.stateDir });
   }
   const { UserspaceDriver } = await import("../../userspace/userspace_driver.ts");
+  if (settings.nbdSocket) await clearStaleSocket(settings.nbdSocket);
   const driver = await UserspaceDriver.start({
     stateDir: settings.stateDir,
     nbd: {
@@ -165,56 +175,58 @@ async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotD
   });
   const server = driver.nbdServer;
   if (server.tcpPort !== undefined) {
-    io.err(`NBD exports on nbd://${settings.nbdListen!.hostname}:${server.tcpPort}/<device>\n`);
+    logger.info(`NBD exports on nbd://${settings.nbdListen!.hostname}:${server.tcpPort}/<device>`);
     if (!isLoopback(settings.nbdListen!.hostname)) {
-      io.err(
-        "warning: NBD has no authentication; anyone who reaches this address can read and write devices\n",
+      logger.warn(
+        "NBD has no authentication; anyone who reaches this address can read and write devices",
       );
     }
   }
-  if (server.unixPath) io.err(`NBD exports on nbd+unix:///<device>?socket=${server.unixPath}\n`);
+  if (server.unixPath) logger.info(`NBD exports on nbd+unix:///<device>?socket=${server.unixPath}`);
   return driver;
 }
 
 /** Runs the service until SIGINT or SIGTERM. */
 async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
+  const logger = new Logger({
+    level: settings.log.level,
+    format: settings.log.format,
+    write: (line) => io.err(line),
+  });
   await Deno.mkdir(settings.stateDir, { recursive: true });
   const paths = await PathPolicy.create(settings.allowPaths);
-  io.err(`blksnapctl service ${SERVICE_VERSION}, state in ${settings.stateDir}\n`);
-  const driver = await openDriver(settings, io);
-  const app = createApp(driver, { paths, token: settings.token });
+  logger.info(`${PROGRAM} service ${SERVICE_VERSION}, state in ${settings.stateDir}`, {
+    version: SERVICE_VERSION,
+  });
+  const driver = withStateLog(await openDriver(settings, logger), logger);
+  await logAdoption(driver, logger);
+  const app = createApp(driver, { paths, token: settings.token, logger });
   const stopped = Promise.withResolvers<void>();
-  let server: Deno.HttpServer;
+  let server;
   try {
-    server = Deno.serve({
-      hostname: settings.listen.hostname,
-      port: settings.listen.port,
-      onListen: ({ hostname, port }) => {
-        const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-        io.err(
-          `HTTP API on http://${host}:${port}/v1 (bearer token ${
-            settings.token ? "required" : "not required"
-          })\n`,
-        );
-        io.err(`allowed paths: ${paths.prefixes.join(", ")}\n`);
-      },
-    }, app.fetch);
+    server = await startApiServer(
+      settings.listenUnix
+        ? { transport: "unix", path: settings.listenUnix }
+        : { transport: "tcp", ...settings.listen, tls: settings.tls },
+      app.fetch,
+      { logger },
+    );
   } catch (error) {
     await driver.close();
-    const { hostname, port } = settings.listen;
-    throw new ServiceError(
-      error instanceof Deno.errors.AddrInUse ? "CONFLICT" : "UNAVAILABLE",
-      `Cannot listen on ${hostname}:${port}: ${(error as Error).message}`,
-      { cause: error },
-    );
+    throw error;
   }
+  const api = server.url.startsWith("unix:")
+    ? `${server.url} (http://localhost/v1 over the socket)`
+    : `${server.url}/v1`;
+  logger.info(`HTTP API on ${api} (bearer token ${settings.token ? "required" : "not required"})`);
+  logger.info(`allowed paths: ${paths.prefixes.join(", ")}`);
   const stop = () => stopped.resolve();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   await stopped.promise;
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
-  io.err("shutting down\n");
+  logger.info("shutting down");
   // Stop accepting first, then close the driver: that ends event streams and
   // long polls, which the server's graceful shutdown would otherwise wait for.
   const drained = server.shutdown();

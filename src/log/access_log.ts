@@ -1,0 +1,84 @@
+/**
+ * The API's access log: one line per request with its id, method, path,
+ * route, status and duration, and for an error response its problem code.
+ * The request id is the caller's `X-Request-Id` when it is a sane token,
+ * else a new UUID, and goes back in the response's `X-Request-Id`, so a
+ * client's report and the log line can be matched.
+ *
+ * An error is logged once, on this line, with its problem code: refusals
+ * (4xx) at info, the service's own conditions (507 storage exhausted, 503
+ * unavailable) at warn, internal failures at error with the message and the
+ * stack of the error the app handed over with {@link rememberError}. Probes and
+ * scrapes (/healthz, /readyz, /metrics) log at debug.
+ *
+ * @module
+ */
+
+import type { Context, MiddlewareHandler } from "hono";
+import { PROBLEM_CONTENT_TYPE } from "../api/problem.ts";
+import type { Logger } from "./logger.ts";
+
+/** The request id header, both ways. */
+export const REQUEST_ID_HEADER = "x-request-id";
+
+const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const QUIET_PATHS = new Set(["/healthz", "/readyz", "/metrics"]);
+const errors = new WeakMap<Request, unknown>();
+
+/** Hands the error behind a request's error response to the access log. */
+export function rememberError(c: Context, error: unknown): void {
+  errors.set(c.req.raw, error);
+}
+
+/** The request id of `c` (set by the access log middleware). */
+export function requestIdOf(c: Context): string | undefined {
+  return c.res.headers.get(REQUEST_ID_HEADER) ?? c.req.header(REQUEST_ID_HEADER);
+}
+
+async function problemCode(response: Response): Promise<string | undefined> {
+  if (!response.headers.get("content-type")?.startsWith(PROBLEM_CONTENT_TYPE)) return undefined;
+  try {
+    const code = (await response.clone().json()).code;
+    return typeof code === "string" ? code : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The middleware; `routeOf` names the matched route (the metrics label). */
+export function accessLog(logger: Logger, routeOf: (c: Context) => string): MiddlewareHandler {
+  return async (c, next) => {
+    const started = performance.now();
+    const given = c.req.header(REQUEST_ID_HEADER);
+    const requestId = given && SANE_REQUEST_ID.test(given) ? given : crypto.randomUUID();
+    await next();
+    try {
+      c.res.headers.set(REQUEST_ID_HEADER, requestId);
+    } catch {
+      c.res = new Response(c.res.body, c.res);
+      c.res.headers.set(REQUEST_ID_HEADER, requestId);
+    }
+    const status = c.res.status;
+    const error = errors.get(c.req.raw);
+    const code = status >= 400 ? await problemCode(c.res) : undefined;
+    const internal = status >= 500 && (code === undefined || code === "INTERNAL");
+    const level = internal
+      ? "error"
+      : status >= 500
+      ? "warn"
+      : QUIET_PATHS.has(c.req.path)
+      ? "debug"
+      : "info";
+    if (!logger.enabled(level)) return;
+    logger.log(level, `${c.req.method} ${c.req.path} ${status}`, {
+      requestId,
+      route: routeOf(c),
+      durationMs: Math.round((performance.now() - started) * 10) / 10,
+      code,
+      error: internal && error instanceof Error ? error.message : undefined,
+      stack: internal && error instanceof Error && error.name !== "ServiceError"
+        ? error.stack
+        : undefined,
+    });
+  };
+}
