@@ -2,11 +2,13 @@
  * Where `serve` answers HTTP: a TCP address (plain, or TLS with a
  * certificate and key that SIGHUP reloads) or a Unix socket.
  *
- * Design note: Deno.serve fixes its certificate at start. A reload starts a
- * second server on the same address (both bind with SO_REUSEPORT), so new
- * connections get the new certificate at once, then shuts the old one down
- * gracefully: requests in flight finish, nothing is refused in between. A
- * certificate that does not read or parse is logged and the old one kept.
+ * Design note: Deno.serve fixes its certificate at start, and binding a
+ * second TLS server beside it (SO_REUSEPORT) is an unstable API. So a reload
+ * reads and checks the new files first (a file that does not read or is not
+ * PEM is logged and the old certificate kept), then closes the listener (the
+ * old server's connections and requests in flight finish on it), and binds
+ * the same port again with the new certificate, retrying while the port is
+ * still held: connections in that window of milliseconds are refused.
  *
  * The Unix socket is created with mode 0660: its owner and group may
  * connect, nobody else; file permissions are its access control (a token is
@@ -17,7 +19,7 @@
  */
 
 import { ServiceError } from "../errors.ts";
-import { readTlsFiles, type TlsFiles } from "../api/tls.ts";
+import { readTlsFiles, type TlsFiles, type TlsMaterial } from "../api/tls.ts";
 import type { Logger } from "../log/logger.ts";
 
 /** Mode of the API's Unix socket. */
@@ -92,43 +94,71 @@ async function serveTcp(
   logger: Logger,
 ): Promise<ApiServer> {
   const where = `${address.hostname}:${address.port}`;
-  const start = async (port: number) => {
-    const tls = address.tls ? await readTlsFiles(address.tls) : undefined;
+  const start = async (port: number, tls: TlsMaterial | undefined) => {
     const bound = Promise.withResolvers<number>();
-    try {
-      const server = Deno.serve({
-        hostname: address.hostname,
-        port,
-        reusePort: address.tls !== undefined,
-        ...(tls ?? {}),
-        onListen: (addr) => bound.resolve(addr.port),
-      }, handler);
-      return { server, port: await bound.promise };
-    } catch (error) {
-      throw listenError(where, error);
-    }
+    const server = Deno.serve({
+      hostname: address.hostname,
+      port,
+      ...(tls ?? {}),
+      onListen: (addr) => bound.resolve(addr.port),
+    }, handler);
+    return { server, port: await bound.promise };
   };
-  let current = await start(address.port);
+  let current: { server: Deno.HttpServer; port: number };
+  try {
+    current = await start(address.port, address.tls && await readTlsFiles(address.tls));
+  } catch (error) {
+    if (error instanceof ServiceError) throw error;
+    throw listenError(where, error);
+  }
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
-  const reload = async () => {
-    try {
-      const next = await start(current.port);
-      const old = current;
-      current = next;
-      await old.server.shutdown();
-      logger.info("TLS certificate reloaded", { event: "tls_reload", cert: address.tls!.certFile });
-    } catch (error) {
-      logger.error("TLS reload failed; the previous certificate stays in use", {
-        event: "tls_reload",
-        error: (error as Error).message,
-      });
+  const rebind = async (tls: TlsMaterial) => {
+    const old = current;
+    const drained = old.server.shutdown();
+    for (let attempt = 1;; attempt++) {
+      try {
+        current = await start(old.port, tls);
+        break;
+      } catch (error) {
+        if (!(error instanceof Deno.errors.AddrInUse) || attempt >= 100) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
     }
+    await drained;
+  };
+  let reloading = Promise.resolve();
+  const reload = () => {
+    reloading = reloading.then(async () => {
+      let tls: TlsMaterial;
+      try {
+        tls = await readTlsFiles(address.tls!);
+      } catch (error) {
+        logger.error("TLS reload failed; the previous certificate stays in use", {
+          event: "tls_reload",
+          error: (error as Error).message,
+        });
+        return;
+      }
+      try {
+        await rebind(tls);
+        logger.info("TLS certificate reloaded", {
+          event: "tls_reload",
+          cert: address.tls!.certFile,
+        });
+      } catch (error) {
+        logger.error("TLS reload could not listen again", {
+          event: "tls_reload",
+          error: (error as Error).message,
+        });
+      }
+    });
   };
   if (address.tls) Deno.addSignalListener("SIGHUP", reload);
   return {
     url: `${address.tls ? "https" : "http"}://${host}:${current.port}`,
     async shutdown() {
       if (address.tls) Deno.removeSignalListener("SIGHUP", reload);
+      await reloading;
       await current.server.shutdown();
     },
   };

@@ -16,6 +16,9 @@ import { PathPolicy } from "../../src/api/path_policy.ts";
 import { type BlksnapClient, type ClientOptions, createClient } from "../../src/client/client.ts";
 import type { EngineParams } from "../../src/engine/params.ts";
 import { UserspaceDriver } from "../../src/userspace/userspace_driver.ts";
+import type { SnapshotDriver } from "../../src/driver.ts";
+import type { Logger } from "../../src/log/logger.ts";
+import { withStateLog } from "../../src/log/logged_driver.ts";
 import { pattern } from "./nbd_fixture.ts";
 
 /**
@@ -38,6 +41,11 @@ export const API_BLOCK_BYTES = 65536;
 export interface ServiceFixtureOptions {
   /** Bearer token the service requires (none by default). */
   token?: string;
+  /**
+   * The service log: the app's access log, and the driver wrapped to log its state changes
+   * (the corruption watch every 50 ms). None by default.
+   */
+  logger?: Logger;
   /** Engine parameters (default {@link API_ENGINE_PARAMS}). */
   engineParams?: Partial<EngineParams>;
   /** Request body limit in bytes (the app's default when omitted). */
@@ -102,9 +110,14 @@ export async function withService(
     logger: () => {},
   });
   const metrics = new Metrics();
+  let served: SnapshotDriver | undefined;
   let server: Deno.HttpServer<Deno.NetAddr> | undefined;
   try {
-    const app = createApp(driver, {
+    served = options.logger
+      ? withStateLog(driver, options.logger, { watchIntervalMs: 50 })
+      : driver;
+    const app = createApp(served, {
+      logger: options.logger,
       paths: await PathPolicy.create([allowed]),
       token: options.token,
       bodyLimitBytes: options.bodyLimitBytes,
@@ -130,7 +143,7 @@ export async function withService(
       fetch: (path, init) => fetch(`${baseUrl}${path}`, init),
     });
   } finally {
-    await driver.close();
+    await (served ?? driver).close();
     if (server) {
       await server.shutdown();
       await server.finished;
