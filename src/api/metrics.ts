@@ -2,12 +2,23 @@
  * Prometheus metrics in the text exposition format (version 0.0.4): request
  * counts and latency histograms recorded by the API, plus gauges and
  * counters read from the driver at scrape time (devices, snapshots, storage,
- * copy-on-write copies, events).
+ * copy-on-write copies, events), the NBD server's connections, requests,
+ * bytes and errors by command (userspace backend), and the process's own
+ * (build info, memory, open fds, event-loop lag).
  *
  * @module
  */
 
 import type { SnapshotDriver } from "../driver.ts";
+import type { NbdStats } from "../nbd/stats.ts";
+import { processMetricLines } from "./process_metrics.ts";
+import { SERVICE_VERSION } from "../version.ts";
+
+/** Options of {@link Metrics}. */
+export interface MetricsOptions {
+  /** The NBD server's counters (userspace backend), when there is one. */
+  nbdStats?: NbdStats;
+}
 
 /** Media type of the exposition format. */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -34,6 +45,12 @@ export class Metrics {
   readonly #requests = new Map<string, number>();
   readonly #latency = new Map<string, Histogram>();
   #eventsDelivered = 0;
+  readonly #nbdStats: NbdStats | undefined;
+
+  /** A registry; `options.nbdStats` adds the NBD metrics. */
+  constructor(options: MetricsOptions = {}) {
+    this.#nbdStats = options.nbdStats;
+  }
 
   /** Records one finished request of `route` (the operation id) with its status and duration. */
   recordRequest(route: string, method: string, status: number, seconds: number): void {
@@ -62,11 +79,13 @@ export class Metrics {
     const metric = (name: string, type: string, help: string) => {
       lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     };
-    const [devices, snapshots, stats] = await Promise.all([
+    const [devices, snapshots, stats, version] = await Promise.all([
       driver.listDevices(),
       driver.listSnapshots(),
       driver.stats?.(),
+      driver.version(),
     ]);
+    lines.push(...await processMetricLines({ version: SERVICE_VERSION, backend: version.backend }));
 
     metric("blksnap_devices", "gauge", "Attached (tracked) devices.");
     lines.push(`blksnap_devices ${devices.length}`);
@@ -124,6 +143,8 @@ export class Metrics {
     metric("blksnap_events_delivered_total", "counter", "Snapshot events handed to API clients.");
     lines.push(`blksnap_events_delivered_total ${this.#eventsDelivered}`);
 
+    if (this.#nbdStats) this.#renderNbd(this.#nbdStats, metric, lines);
+
     metric("blksnap_http_requests_total", "counter", "HTTP requests by route, method and status.");
     for (const [key, count] of this.#requests) {
       const [route, method, status] = JSON.parse(key) as [string, string, number];
@@ -147,5 +168,33 @@ export class Metrics {
       );
     }
     return lines.join("\n") + "\n";
+  }
+
+  #renderNbd(
+    nbd: NbdStats,
+    metric: (name: string, type: string, help: string) => void,
+    lines: string[],
+  ): void {
+    metric("blksnap_nbd_connections", "gauge", "NBD connections open.");
+    lines.push(`blksnap_nbd_connections ${nbd.connectionsOpen}`);
+    metric("blksnap_nbd_connections_total", "counter", "NBD connections accepted.");
+    lines.push(`blksnap_nbd_connections_total ${nbd.connectionsTotal}`);
+    const byCommand = (name: string, help: string, counts: Record<string, number>) => {
+      metric(name, "counter", help);
+      for (const [command, count] of Object.entries(counts)) {
+        lines.push(`${name}${labels({ command })} ${count}`);
+      }
+    };
+    byCommand("blksnap_nbd_requests_total", "NBD requests by command.", nbd.requests());
+    byCommand(
+      "blksnap_nbd_request_bytes_total",
+      "Bytes NBD requests covered (read, written, trimmed, zeroed, queried) by command.",
+      nbd.bytes(),
+    );
+    byCommand(
+      "blksnap_nbd_errors_total",
+      "NBD requests answered with an error (refusals included) by command.",
+      nbd.errors(),
+    );
   }
 }

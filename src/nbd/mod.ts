@@ -22,3 +22,4 @@ export type { NbdLogger, NbdLogLevel } from "./log.ts";
 export { silentLogger } from "./log.ts";
 export type { NbdServer, NbdServerOptions } from "./server.ts";
 export { startNbdServer } from "./server.ts";
+export { NbdStats } from "./stats.ts";

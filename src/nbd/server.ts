@@ -27,6 +27,7 @@ import { negotiate } from "./handshake.ts";
 import { type NbdLogger, silentLogger } from "./log.ts";
 import { ReplyWriter } from "./reply_writer.ts";
 import { SocketReader } from "./socket_reader.ts";
+import { NbdStats } from "./stats.ts";
 import { Transmission } from "./transmission.ts";
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
@@ -42,6 +43,8 @@ export interface NbdServerOptions {
   logger?: NbdLogger;
   /** A client that has not chosen an export after this many ms is disconnected (default 30 s). */
   handshakeTimeoutMs?: number;
+  /** Where connections and requests are counted (default: a new NbdStats, see `stats`). */
+  stats?: NbdStats;
 }
 
 /** A running NBD server. */
@@ -52,6 +55,8 @@ export interface NbdServer {
   readonly unixPath?: string;
   /** Connections currently open. */
   readonly connections: number;
+  /** Connection and request counters. */
+  readonly stats: NbdStats;
   /** Stops listening, finishes in-flight requests, closes every connection. */
   close(): Promise<void>;
 }
@@ -100,12 +105,14 @@ export async function startNbdServer(
     unixPath: options.unixPath,
     logger,
     handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    stats: options.stats ?? new NbdStats(),
   });
 }
 
 class Server implements NbdServer {
   readonly tcpPort?: number;
   readonly unixPath?: string;
+  readonly stats: NbdStats;
   #provider: ExportProvider;
   #listeners: Deno.Listener[];
   #logger: NbdLogger;
@@ -117,8 +124,15 @@ class Server implements NbdServer {
   constructor(
     provider: ExportProvider,
     listeners: Deno.Listener[],
-    options: { tcpPort?: number; unixPath?: string; logger: NbdLogger; handshakeTimeoutMs: number },
+    options: {
+      tcpPort?: number;
+      unixPath?: string;
+      logger: NbdLogger;
+      handshakeTimeoutMs: number;
+      stats: NbdStats;
+    },
   ) {
+    this.stats = options.stats;
     this.#provider = provider;
     this.#listeners = listeners;
     this.#logger = options.logger;
@@ -170,9 +184,14 @@ class Server implements NbdServer {
       const connection = new Connection(stream, this.#provider, {
         logger: this.#logger,
         handshakeTimeoutMs: this.#handshakeTimeoutMs,
+        stats: this.stats,
       });
+      this.stats.opened();
       this.#open.add(connection);
-      connection.done.then(() => this.#open.delete(connection));
+      connection.done.then(() => {
+        this.stats.closed();
+        this.#open.delete(connection);
+      });
     }
   }
 }
@@ -190,13 +209,15 @@ class Connection {
   #closing = false;
   #closed = false;
   #handshakeTimeoutMs: number;
+  #stats: NbdStats;
 
   constructor(
     stream: Deno.Conn,
     provider: ExportProvider,
-    options: { logger: NbdLogger; handshakeTimeoutMs: number },
+    options: { logger: NbdLogger; handshakeTimeoutMs: number; stats: NbdStats },
   ) {
     const logger = options.logger;
+    this.#stats = options.stats;
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs;
     this.#stream = stream;
     this.#pool = new BufferPool();
@@ -236,7 +257,7 @@ class Connection {
         reader: this.#reader,
         writer: this.#writer,
         pool: this.#pool,
-      }, { logger });
+      }, { logger, stats: this.#stats });
       await this.#transmission.run();
     } catch (error) {
       if (timedOut) logger("warn", `nbd: closed ${this.#peer}: no export chosen in time`);

@@ -37,6 +37,7 @@ import type { NbdExport } from "./export.ts";
 import type { Session } from "./handshake.ts";
 import type { BufferPool } from "./buffer_pool.ts";
 import type { NbdLogger } from "./log.ts";
+import type { NbdStats } from "./stats.ts";
 import { planRead, type ReadRun } from "./read_plan.ts";
 import { type ContextStatus, ReplySender, RequestHeader } from "./replies.ts";
 import type { ReplyWriter } from "./reply_writer.ts";
@@ -58,6 +59,8 @@ let zeroes: Uint8Array | undefined;
 export interface TransmissionOptions {
   /** Log sink. */
   logger: NbdLogger;
+  /** Where requests are counted (none by default). */
+  stats?: NbdStats;
 }
 
 /** The transmission phase of one connection. */
@@ -69,6 +72,7 @@ export class Transmission {
   #pool: BufferPool;
   #replies: ReplySender;
   #log: NbdLogger;
+  #stats: NbdStats | undefined;
   #maximum: number;
   #inFlight = 0;
   #inFlightBytes = 0;
@@ -88,6 +92,7 @@ export class Transmission {
     this.#pool = stream.pool;
     this.#replies = new ReplySender(stream.writer);
     this.#log = options.logger;
+    this.#stats = options.stats;
     this.#maximum = session.blockSize.maximum;
   }
 
@@ -160,6 +165,7 @@ export class Transmission {
   }
 
   #refuse(request: RequestHeader, refusal: Refusal): void {
+    this.#stats?.request(request.type, request.length, true);
     this.#log("debug", `nbd: refused ${nameOf("command", request.type)}: ${refusal.reason}`);
     this.#fail(request, refusal.error, refusal.reason);
   }
@@ -173,6 +179,7 @@ export class Transmission {
     const exp = this.#export;
     const { offset, length, flags } = request;
     const fua = (flags & F.NBD_CMD_FLAG_FUA) !== 0;
+    let failed = false;
     try {
       switch (request.type) {
         case C.NBD_CMD_READ:
@@ -201,6 +208,7 @@ export class Transmission {
       }
       this.#replies.simple(request, 0);
     } catch (error) {
+      failed = true;
       const failure = nbdFailureOf(error, {
         fastZero: request.type === C.NBD_CMD_WRITE_ZEROES &&
           (flags & F.NBD_CMD_FLAG_FAST_ZERO) !== 0,
@@ -212,6 +220,7 @@ export class Transmission {
       );
       this.#fail(request, failure.error, failure.message);
     } finally {
+      this.#stats?.request(request.type, length, failed);
       this.#inFlight--;
       if (request.type <= C.NBD_CMD_WRITE) this.#inFlightBytes -= length;
       this.#wake();

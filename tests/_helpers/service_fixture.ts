@@ -109,7 +109,7 @@ export async function withService(
     engineParams: options.engineParams ?? API_ENGINE_PARAMS,
     logger: () => {},
   });
-  const metrics = new Metrics();
+  const metrics = new Metrics({ nbdStats: driver.nbdServer.stats });
   let served: SnapshotDriver | undefined;
   let server: Deno.HttpServer<Deno.NetAddr> | undefined;
   try {

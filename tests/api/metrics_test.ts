@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { nbdWrite } from "../_helpers/api_nbd.ts";
-import { pattern, toolsMissing } from "../_helpers/nbd_fixture.ts";
+import { nbdsh, pattern, toolsMissing } from "../_helpers/nbd_fixture.ts";
 import { API_BLOCK_BYTES, withService } from "../_helpers/service_fixture.ts";
+import { SERVICE_VERSION } from "../../src/version.ts";
 
 const MIB = 1 << 20;
 const noNbdsh = toolsMissing("nbdsh");
@@ -176,5 +177,88 @@ Deno.test("GET /metrics: request counters by route, method and status, and a lat
       assert.ok(valueOf(samples, "blksnap_http_request_duration_seconds_sum", { route }) > 0);
     }
     assert.ok(!samples.some((s) => s.labels.route === "detachDevice"), "routes not called");
+  });
+});
+
+Deno.test("GET /metrics: build info and the process's memory, open fds and event-loop lag", async () => {
+  await withService({}, async ({ fetch }) => {
+    const { samples, types } = parseExposition(await (await fetch("/metrics")).text());
+    assert.equal(
+      valueOf(samples, "blksnap_build_info", {
+        version: SERVICE_VERSION,
+        backend: "userspace",
+        deno: Deno.version.deno,
+      }),
+      1,
+    );
+    const rss = valueOf(samples, "process_resident_memory_bytes");
+    assert.ok(rss > MIB && rss < 64 * 1024 * MIB, `rss ${rss}`);
+    // The fixture's service runs in this very process: count its descriptors the same way.
+    const fds = valueOf(samples, "process_open_fds");
+    const now = [...Deno.readDirSync("/proc/self/fd")].length - 1;
+    assert.ok(fds >= 3 && Math.abs(fds - now) <= 8, `open fds ${fds}, counted ${now}`);
+    const lag = valueOf(samples, "blksnap_event_loop_lag_seconds");
+    assert.ok(lag >= 0 && lag < 30, `lag ${lag}`);
+    assert.ok(valueOf(samples, "process_start_time_seconds") <= Date.now() / 1000);
+    assert.equal(types.get("process_open_fds"), "gauge");
+  });
+});
+
+Deno.test({
+  name: "GET /metrics: NBD connections, requests and bytes by command, errors",
+  ignore: noNbdsh,
+  async fn() {
+    await withService({}, async ({ client, fetch, makeDisk, allowed, root }) => {
+      const device = await client.devices.attach({ path: await makeDisk("a.img", MIB), name: "a" });
+      await nbdWrite(device.locator, [
+        { offset: 0, data: pattern(4096, 1) },
+        { offset: 65536, data: pattern(8192, 2) },
+      ], { scratchDir: root });
+      const snapshot = await client.snapshots.create({
+        devices: ["a"],
+        diffStorage: { path: join(allowed, "diff"), limitBytes: 4 * MIB },
+      });
+      const taken = await client.snapshots.take(snapshot.id);
+      // A write to the read-only image, past libnbd's own checks: the server refuses it.
+      const refused = await nbdsh(
+        taken.devices[0].locator!,
+        [
+          "h.set_strict_mode(0)",
+          "h.connect_uri(uri)",
+          "try:\n    h.pwrite(b'x' * 512, 0)\nexcept nbd.Error:\n    print('refused')",
+          "h.shutdown()",
+        ].join("\n"),
+      );
+      assert.equal(refused.trim(), "refused");
+      const { samples } = parseExposition(await (await fetch("/metrics")).text());
+      assert.equal(valueOf(samples, "blksnap_nbd_connections_total"), 2);
+      assert.equal(valueOf(samples, "blksnap_nbd_connections"), 0, "both closed again");
+      assert.equal(valueOf(samples, "blksnap_nbd_requests_total", { command: "write" }), 3);
+      assert.equal(
+        valueOf(samples, "blksnap_nbd_request_bytes_total", { command: "write" }),
+        4096 + 8192 + 512,
+      );
+      assert.equal(valueOf(samples, "blksnap_nbd_requests_total", { command: "flush" }), 1);
+      assert.equal(valueOf(samples, "blksnap_nbd_errors_total", { command: "write" }), 1);
+      assert.equal(valueOf(samples, "blksnap_nbd_errors_total", { command: "read" }), 0);
+    });
+  },
+});
+
+Deno.test("GET /metrics: a HEAD request counts as its GET route, not as unmatched", async () => {
+  await withService({}, async ({ fetch }) => {
+    const head = await fetch("/v1/devices", { method: "HEAD" });
+    assert.equal(head.status, 200);
+    await head.body?.cancel();
+    const { samples } = parseExposition(await (await fetch("/metrics")).text());
+    assert.equal(
+      valueOf(samples, "blksnap_http_requests_total", {
+        route: "listDevices",
+        method: "head",
+        status: "200",
+      }),
+      1,
+    );
+    assert.ok(!samples.some((s) => s.labels.route === "unmatched"));
   });
 });

@@ -13,6 +13,8 @@ import { resolve } from "node:path";
 import type { SnapshotDriver } from "../../driver.ts";
 import { createApp } from "../../api/app.ts";
 import { PathPolicy } from "../../api/path_policy.ts";
+import { Metrics } from "../../api/metrics.ts";
+import type { NbdStats } from "../../nbd/stats.ts";
 import { SERVICE_VERSION } from "../../version.ts";
 import { Logger } from "../../log/logger.ts";
 import { logAdoption, withStateLog } from "../../log/logged_driver.ts";
@@ -142,7 +144,10 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   return { ...operator, listen, backend, stateDir, allowPaths, token, nbdListen, nbdSocket };
 }
 
-async function openDriver(settings: ServeSettings, logger: Logger): Promise<SnapshotDriver> {
+async function openDriver(
+  settings: ServeSettings,
+  logger: Logger,
+): Promise<{ driver: SnapshotDriver; nbdStats?: NbdStats }> {
   const log = (level: "debug" | "info" | "warn" | "error", message: string) =>
     logger.log(level, message);
   let backend = settings.backend;
@@ -161,7 +166,7 @@ async function openDriver(settings: ServeSettings, logger: Logger): Promise<Snap
   }
   if (backend === "kernel") {
     const { createKernelDriver } = await import("../../kernel/kernel_driver.ts");
-    return await createKernelDriver({ stateDir: settings.stateDir });
+    return { driver: await createKernelDriver({ stateDir: settings.stateDir }) };
   }
   const { UserspaceDriver } = await import("../../userspace/userspace_driver.ts");
   if (settings.nbdSocket) await clearStaleSocket(settings.nbdSocket);
@@ -183,7 +188,7 @@ async function openDriver(settings: ServeSettings, logger: Logger): Promise<Snap
     }
   }
   if (server.unixPath) logger.info(`NBD exports on nbd+unix:///<device>?socket=${server.unixPath}`);
-  return driver;
+  return { driver, nbdStats: server.stats };
 }
 
 /** Runs the service until SIGINT or SIGTERM. */
@@ -198,9 +203,11 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   logger.info(`${PROGRAM} service ${SERVICE_VERSION}, state in ${settings.stateDir}`, {
     version: SERVICE_VERSION,
   });
-  const driver = withStateLog(await openDriver(settings, logger), logger);
+  const opened = await openDriver(settings, logger);
+  const driver = withStateLog(opened.driver, logger);
   await logAdoption(driver, logger);
-  const app = createApp(driver, { paths, token: settings.token, logger });
+  const metrics = new Metrics({ nbdStats: opened.nbdStats });
+  const app = createApp(driver, { paths, token: settings.token, logger, metrics });
   const stopped = Promise.withResolvers<void>();
   let server;
   try {
