@@ -41,16 +41,31 @@ export * from "./src/errors.ts";
 export type * from "./src/driver.ts";
 export { SERVICE_VERSION } from "./src/version.ts";
 export * from "./src/client/mod.ts";
-export { apiRoutes, type AppOptions, createApp, DEFAULT_BODY_LIMIT_BYTES } from "./src/api/app.ts";
-export { Metrics } from "./src/api/metrics.ts";
-export type { ApiServices, HandlerInput, ResponseSpec, RouteSpec } from "./src/api/route.ts";
+export {
+  type ApiApp,
+  type AppOptions,
+  createApp,
+  DEFAULT_BODY_LIMIT_BYTES,
+} from "./src/api/app.ts";
+export { Metrics, type MetricsOptions } from "./src/api/metrics.ts";
+export {
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFields,
+  type LogFormat,
+  Logger,
+  type LoggerOptions,
+  type LogLevel,
+} from "./src/log/logger.ts";
 export type { JsonSchema, Schema } from "./src/api/schema.ts";
 export { PathPolicy, type ResolveOptions } from "./src/api/path_policy.ts";
 export type { ProblemDocument } from "./src/api/problem.ts";
 export type { DeviceChanges, Extent } from "./src/api/changes.ts";
 export { UserspaceDriver, type UserspaceDriverOptions } from "./src/userspace/userspace_driver.ts";
 export type { EngineParams } from "./src/engine/mod.ts";
-export type { NbdLogger, NbdLogLevel, NbdServer } from "./src/nbd/mod.ts";
+export { type NbdLogger, type NbdLogLevel, type NbdServer, NbdStats } from "./src/nbd/mod.ts";
+export type { CountsByCommand } from "./src/nbd/stats.ts";
+export type { DeviceNumber, SyscallResult } from "./src/kernel/libc.ts";
 export {
   type BlockingIoctl,
   createKernelDriver,

@@ -101,8 +101,19 @@ function parseBody<T>(schema: Schema<T>, value: unknown): T {
   }
 }
 
+/**
+ * The API application: a fetch handler (what `Deno.serve` takes) and an
+ * in-process caller (what tests use). Hono's app underneath.
+ */
+export interface ApiApp {
+  /** Answers `request`. */
+  fetch(request: Request, info?: Deno.ServeHandlerInfo): Response | Promise<Response>;
+  /** Answers a request for `input` (a path like "/v1/devices", or a URL or Request). */
+  request(input: string | URL | Request, init?: RequestInit): Response | Promise<Response>;
+}
+
 /** Builds the API application on `driver`. */
-export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
+export function createApp(driver: SnapshotDriver, options: AppOptions): ApiApp {
   const metrics = options.metrics ?? new Metrics();
   const services: ApiServices = {
     driver,

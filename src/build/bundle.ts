@@ -1,6 +1,6 @@
 /**
  * `deno task bundle`: bundles the service (src/cli/main.ts by default) with esbuild into one ESM
- * file, dist/blksnap.js, that runs with `deno run -A dist/blksnap.js ...` on a machine with
+ * file, dist/blksnapctl.js, that runs with `deno run -A dist/blksnapctl.js ...` on a machine with
  * nothing but the deno binary: npm dependencies are inlined, `node:` builtins stay external.
  * The lab uses the same function to bundle its e2e test files for the guest.
  *
@@ -134,7 +134,7 @@ export async function bundle(
 export interface BundleArgs {
   /** Entry module (default src/cli/main.ts). */
   readonly entry: string;
-  /** Output file (default dist/blksnap.js). */
+  /** Output file (default dist/blksnapctl.js). */
   readonly out: string;
   /** Inline a source map. */
   readonly sourcemap: boolean;
@@ -148,7 +148,7 @@ export const bundleUsage: string =
 
 Bundles the service into one ESM file that runs with \`deno run -A <out> ...\`.
   --entry FILE   entry module (default src/cli/main.ts)
-  --out FILE     output file (default dist/blksnap.js)
+  --out FILE     output file (default dist/blksnapctl.js)
   --sourcemap    append an inline source map
 `;
 
@@ -164,7 +164,7 @@ export function parseBundleArgs(args: readonly string[]): BundleArgs {
       args: [...args],
       options: {
         entry: { type: "string", default: "src/cli/main.ts" },
-        out: { type: "string", default: "dist/blksnap.js" },
+        out: { type: "string", default: "dist/blksnapctl.js" },
         sourcemap: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },

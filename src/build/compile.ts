@@ -1,5 +1,5 @@
 /**
- * `deno task compile`: builds the single binary dist/blksnap with `deno compile`.
+ * `deno task compile`: builds the single binary dist/blksnapctl with `deno compile`.
  *
  * `deno compile` writes the program into a copy of denort, Deno's runtime without the tooling. It
  * reads that binary from the DENORT_BIN environment variable when set, otherwise it downloads
@@ -18,7 +18,7 @@ import { ServiceError } from "../errors.ts";
 
 /** Options of {@link compile}. */
 export interface CompileOptions {
-  /** Output binary (default dist/blksnap). */
+  /** Output binary (default dist/blksnapctl). */
   output: string;
   /** The denort binary to build on; default: the DENORT_BIN environment variable. */
   denortBin?: string;
@@ -145,7 +145,7 @@ export async function compile(entry: string, options: CompileOptions): Promise<v
 export interface CompileArgs {
   /** Entry module (default src/cli/main.ts). */
   readonly entry: string;
-  /** Output binary (default dist/blksnap). */
+  /** Output binary (default dist/blksnapctl). */
   readonly out: string;
   /** Print usage and exit. */
   readonly help: boolean;
@@ -156,7 +156,7 @@ export const compileUsage: string = `Usage: deno task compile [--entry FILE] [--
 
 Builds one executable with \`deno compile\` (all permissions granted).
   --entry FILE   entry module (default src/cli/main.ts)
-  --out FILE     output binary (default dist/blksnap)
+  --out FILE     output binary (default dist/blksnapctl)
 Environment: DENORT_BIN=/path/to/denort builds offline on a local denort of the same Deno version.
 `;
 
@@ -171,7 +171,7 @@ export function parseCompileArgs(args: readonly string[]): CompileArgs {
       args: [...args],
       options: {
         entry: { type: "string", default: "src/cli/main.ts" },
-        out: { type: "string", default: "dist/blksnap" },
+        out: { type: "string", default: "dist/blksnapctl" },
         help: { type: "boolean", short: "h", default: false },
       },
       allowPositionals: false,

@@ -160,7 +160,11 @@ export class UserspaceDriver implements SnapshotDriver {
     return this.#server;
   }
 
-  /** The engine (tests and diagnostics). */
+  /**
+   * The engine (tests and diagnostics).
+   *
+   * @internal
+   */
   get engine(): Engine {
     return this.#engine;
   }

@@ -129,10 +129,10 @@ Deno.test("bundle names the file and line of an unresolvable import", async () =
   }
 });
 
-Deno.test("parseBundleArgs defaults to the CLI entry and dist/blksnap.js", () => {
+Deno.test("parseBundleArgs defaults to the CLI entry and dist/blksnapctl.js", () => {
   assert.deepEqual(parseBundleArgs([]), {
     entry: "src/cli/main.ts",
-    out: "dist/blksnap.js",
+    out: "dist/blksnapctl.js",
     sourcemap: false,
     help: false,
   });

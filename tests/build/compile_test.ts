@@ -84,10 +84,10 @@ Deno.test("compile hands DENORT_BIN to deno compile, which reads it as the base 
   });
 });
 
-Deno.test("parseCompileArgs defaults to the CLI entry and dist/blksnap", () => {
+Deno.test("parseCompileArgs defaults to the CLI entry and dist/blksnapctl", () => {
   assert.deepEqual(parseCompileArgs([]), {
     entry: "src/cli/main.ts",
-    out: "dist/blksnap",
+    out: "dist/blksnapctl",
     help: false,
   });
   assert.equal(parseCompileArgs(["--out", "bin/x"]).out, "bin/x");

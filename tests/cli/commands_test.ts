@@ -8,6 +8,7 @@ import {
   terminalAvailable,
 } from "../_helpers/api_cli.ts";
 import { nbdWrite } from "../_helpers/api_nbd.ts";
+import { ERASE_TO_END } from "../../src/cli/progress.ts";
 import { pattern, toolsMissing } from "../_helpers/nbd_fixture.ts";
 import { API_BLOCK_BYTES, withService, writeDisk } from "../_helpers/service_fixture.ts";
 
@@ -134,7 +135,10 @@ Deno.test("CLI client commands against a running service, with --json", async (t
         assert.equal(shown.code, 0, shown.stdout + shown.stderr);
         assert.match(
           shown.stdout,
-          /\r\[#{30}\] 100% 2\.0 MiB of 2\.0 MiB {2}\S+ \S+\/s {2}in \d+s\x1b\[K/,
+          new RegExp(
+            String.raw`\r\[#{30}\] 100% 2\.0 MiB of 2\.0 MiB {2}\S+ \S+/s {2}in \d+s` +
+              ERASE_TO_END.replace("[", "\\["),
+          ),
         );
         assert.doesNotMatch(shown.stdout, /ETA 0s s|0\.0 MiB of 0\.0 MiB/);
         assert.match(shown.stdout, new RegExp(`wrote ${SIZE} bytes to ${out}`));
