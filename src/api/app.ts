@@ -30,11 +30,12 @@ import { accessLog, rememberError } from "../log/access_log.ts";
 import { healthRoutes } from "./routes/health.ts";
 
 /**
- * Default request body limit: 4 MiB, so that a mark-dirty request with the
+ * Default request body limit: 5 MiB, so that a mark-dirty request with the
  * most ranges the schema allows (65536) fits even with the largest numbers
- * (about 52 bytes per range in compact JSON, 3.3 MiB in all).
+ * (about 66 bytes per `{"sectorOffset":…,"sectorCount":…}` range in compact
+ * JSON, 4.3 MiB in all).
  */
-export const DEFAULT_BODY_LIMIT_BYTES = 4 << 20;
+export const DEFAULT_BODY_LIMIT_BYTES = 5 << 20;
 
 /** Options of {@link createApp}. */
 export interface AppOptions {

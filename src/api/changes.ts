@@ -26,7 +26,7 @@ export interface DeviceChanges {
   /** Blocks with a number above this are reported. */
   since: number;
   /** Tracking block size in bytes. */
-  blockSize: number;
+  blockSizeBytes: number;
   /** Device capacity in bytes. */
   capacityBytes: number;
   /** Sum of the extents' lengths. */
@@ -69,7 +69,7 @@ export async function readChanges(
     generationId: info.generationId,
     changesNumber: info.changesNumber,
     since,
-    blockSize: info.blockSizeBytes,
+    blockSizeBytes: info.blockSizeBytes,
     capacityBytes: info.capacityBytes,
     changedBytes,
     extents,

@@ -56,16 +56,18 @@ export const attachBody = object({
 
 /** Query of GET /v1/devices/{id}/cbt/map. */
 export const cbtMapQuery = object({
-  offset: optional(integer({ coerce: true, description: "First block (default 0)." })),
-  length: optional(
-    integer({ coerce: true, description: "Number of blocks (default: to the end)." }),
+  blockOffset: optional(
+    integer({ coerce: true, description: "First tracking block (default 0)." }),
+  ),
+  blockCount: optional(
+    integer({ coerce: true, description: "Number of tracking blocks (default: to the end)." }),
   ),
 });
 
 /** A sector range. */
 export const sectorRange = object({
-  offset: integer({ description: "First 512-byte sector." }),
-  count: integer({ minimum: 1, description: "Number of sectors." }),
+  sectorOffset: integer({ description: "First 512-byte sector." }),
+  sectorCount: integer({ minimum: 1, description: "Number of 512-byte sectors." }),
 });
 
 /** Body of POST /v1/devices/{id}/cbt/dirty. */
@@ -117,8 +119,8 @@ export const deviceInfo = object({
 /** CbtInfo. */
 export const cbtInfo = object({
   capacityBytes: integer(),
-  blockSize: integer({ description: "Tracking block size in bytes." }),
-  blockCount: integer(),
+  blockSizeBytes: integer({ description: "Tracking block size in bytes." }),
+  blockCount: integer({ description: "Number of tracking blocks (one map byte each)." }),
   generationId: string(),
   changesNumber: integer({ maximum: 255 }),
 });
@@ -181,7 +183,7 @@ export const imageChanges = object({
   generationId: string(),
   changesNumber: integer(),
   since: integer(),
-  blockSize: integer(),
+  blockSizeBytes: integer(),
   capacityBytes: integer(),
   changedBytes: integer(),
   extents: array(object({ offset: integer(), length: integer() })),

@@ -50,7 +50,7 @@ export interface CbtInfoResponse {
   /** Capacity in bytes. */
   capacityBytes: number;
   /** Tracking block size in bytes. */
-  blockSize: number;
+  blockSizeBytes: number;
   /** Number of blocks. */
   blockCount: number;
   /** Generation UUID. */
@@ -107,8 +107,16 @@ export interface BlksnapClient {
   /** CBT routes. */
   cbt: {
     info(deviceId: string): Promise<CbtInfoResponse>;
-    map(deviceId: string, range?: { offset?: number; length?: number }): Promise<Uint8Array>;
-    markDirty(deviceId: string, ranges: { offset: number; count: number }[]): Promise<void>;
+    /** The read map from tracking block `blockOffset`, `blockCount` blocks (one byte each). */
+    map(
+      deviceId: string,
+      range?: { blockOffset?: number; blockCount?: number },
+    ): Promise<Uint8Array>;
+    /** Marks 512-byte sector ranges dirty. */
+    markDirty(
+      deviceId: string,
+      ranges: { sectorOffset: number; sectorCount: number }[],
+    ): Promise<void>;
   };
   /** Snapshot and event routes. */
   snapshots: {
@@ -218,8 +226,8 @@ export function createClient(options: ClientOptions): BlksnapClient {
       map: (deviceId, range = {}) =>
         call(async () => {
           const searchParams: Record<string, number> = {};
-          if (range.offset !== undefined) searchParams.offset = range.offset;
-          if (range.length !== undefined) searchParams.length = range.length;
+          if (range.blockOffset !== undefined) searchParams.blockOffset = range.blockOffset;
+          if (range.blockCount !== undefined) searchParams.blockCount = range.blockCount;
           const response = await api.get(`v1/devices/${segment(deviceId)}/cbt/map`, {
             searchParams,
           });

@@ -70,7 +70,7 @@ function validBody(operationId: string, allowed: string): unknown {
     case "attachDevice":
       return { path: join(allowed, "a.img") };
     case "markDirty":
-      return { ranges: [{ offset: 0, count: 1 }] };
+      return { ranges: [{ sectorOffset: 0, sectorCount: 1 }] };
     case "createSnapshot":
       return { devices: [], diffStorage: { path: join(allowed, "x.diff"), limitBytes: MIB } };
     case "addSnapshotDevice":
@@ -198,13 +198,37 @@ Deno.test("wrong types and missing fields in every body are 400 naming the field
       ["/v1/devices", { path: "x".repeat(5000) }, "path"],
       ["/v1/devices/a/cbt/dirty", { ranges: "0:1" }, "ranges"],
       ["/v1/devices/a/cbt/dirty", { ranges: [] }, "ranges"],
-      ["/v1/devices/a/cbt/dirty", { ranges: [{ offset: -1, count: 1 }] }, "ranges[0].offset"],
-      ["/v1/devices/a/cbt/dirty", { ranges: [{ offset: 0, count: 0 }] }, "ranges[0].count"],
-      ["/v1/devices/a/cbt/dirty", { ranges: [{ offset: 1.5, count: 1 }] }, "ranges[0].offset"],
-      ["/v1/devices/a/cbt/dirty", { ranges: [{ offset: "0", count: 1 }] }, "ranges[0].offset"],
-      ["/v1/devices/a/cbt/dirty", { ranges: [{ offset: 0 }] }, "ranges[0].count"],
-      ["/v1/devices/a/cbt/dirty", { ranges: [{ offset: 0, count: 1, x: 1 }] }, "ranges[0].x"],
-      ["/v1/devices/a/cbt/dirty", { ranges: [{ offset: 2 ** 60, count: 1 }] }, "ranges[0].offset"],
+      [
+        "/v1/devices/a/cbt/dirty",
+        { ranges: [{ sectorOffset: -1, sectorCount: 1 }] },
+        "ranges[0].sectorOffset",
+      ],
+      [
+        "/v1/devices/a/cbt/dirty",
+        { ranges: [{ sectorOffset: 0, sectorCount: 0 }] },
+        "ranges[0].sectorCount",
+      ],
+      [
+        "/v1/devices/a/cbt/dirty",
+        { ranges: [{ sectorOffset: 1.5, sectorCount: 1 }] },
+        "ranges[0].sectorOffset",
+      ],
+      [
+        "/v1/devices/a/cbt/dirty",
+        { ranges: [{ sectorOffset: "0", sectorCount: 1 }] },
+        "ranges[0].sectorOffset",
+      ],
+      ["/v1/devices/a/cbt/dirty", { ranges: [{ sectorOffset: 0 }] }, "ranges[0].sectorCount"],
+      [
+        "/v1/devices/a/cbt/dirty",
+        { ranges: [{ sectorOffset: 0, sectorCount: 1, x: 1 }] },
+        "ranges[0].x",
+      ],
+      [
+        "/v1/devices/a/cbt/dirty",
+        { ranges: [{ sectorOffset: 2 ** 60, sectorCount: 1 }] },
+        "ranges[0].sectorOffset",
+      ],
       ["/v1/snapshots", { diffStorage: storage }, "devices"],
       ["/v1/snapshots", { devices: "a", diffStorage: storage }, "devices"],
       ["/v1/snapshots", { devices: [1], diffStorage: storage }, "devices[0]"],
@@ -266,12 +290,12 @@ Deno.test("bad query parameters are 400 naming the parameter", async () => {
   await withService({}, async (fixture) => {
     const { taken } = await setUp(fixture);
     const cases: Array<[string, string]> = [
-      ["/v1/devices/a/cbt/map?offset=abc", "offset"],
-      ["/v1/devices/a/cbt/map?offset=1.5", "offset"],
-      ["/v1/devices/a/cbt/map?offset=1e3", "offset"],
-      ["/v1/devices/a/cbt/map?length=-1", "length"],
-      ["/v1/devices/a/cbt/map?length=99999999999999999999", "length"],
-      ["/v1/devices/a/cbt/map?offset=", "offset"],
+      ["/v1/devices/a/cbt/map?blockOffset=abc", "blockOffset"],
+      ["/v1/devices/a/cbt/map?blockOffset=1.5", "blockOffset"],
+      ["/v1/devices/a/cbt/map?blockOffset=1e3", "blockOffset"],
+      ["/v1/devices/a/cbt/map?blockCount=-1", "blockCount"],
+      ["/v1/devices/a/cbt/map?blockCount=99999999999999999999", "blockCount"],
+      ["/v1/devices/a/cbt/map?blockOffset=", "blockOffset"],
       ["/v1/devices/a/cbt/map?surprise=1", "surprise"],
       [`/v1/snapshots/${taken}/events?timeoutMs=soon`, "timeoutMs"],
       [`/v1/snapshots/${taken}/events?timeoutMs=-5`, "timeoutMs"],
@@ -352,7 +376,7 @@ Deno.test("paths: outside the prefixes, symlink escapes, '..', relative, unresol
 
 Deno.test("bodies over the limit are 413, with or without Content-Length", async () => {
   await withService({ bodyLimitBytes: 4096 }, async (fixture) => {
-    const big = JSON.stringify({ ranges: Array(400).fill({ offset: 0, count: 1 }) });
+    const big = JSON.stringify({ ranges: Array(400).fill({ sectorOffset: 0, sectorCount: 1 }) });
     assert.ok(big.length > 4096);
     await send(fixture, {
       method: "POST",
@@ -389,12 +413,15 @@ Deno.test("bodies over the limit are 413, with or without Content-Length", async
 Deno.test("the default body limit admits a mark-dirty request of 65536 ranges", async () => {
   await withService({}, async (fixture) => {
     await fixture.client.devices.attach({ path: await fixture.makeDisk("a.img", MIB), name: "a" });
-    const ranges = Array.from({ length: 65536 }, (_, i) => ({ offset: i % 2048, count: 1 }));
+    const ranges = Array.from(
+      { length: 65536 },
+      (_, i) => ({ sectorOffset: i % 2048, sectorCount: 1 }),
+    );
     await fixture.client.cbt.markDirty("a", ranges);
     await send(fixture, {
       method: "POST",
       path: "/v1/devices/a/cbt/dirty",
-      json: { ranges: [...ranges, { offset: 0, count: 1 }] },
+      json: { ranges: [...ranges, { sectorOffset: 0, sectorCount: 1 }] },
       status: 400,
       code: "INVALID_ARGUMENT",
       field: "ranges",

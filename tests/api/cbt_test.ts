@@ -19,7 +19,7 @@ Deno.test("GET .../cbt reports capacity, block size and count, generation, chang
     await client.devices.attach({ path: await makeDisk("disk.img", MIB + 512), name: "vda" });
     const info = await client.cbt.info("vda");
     assert.equal(info.capacityBytes, MIB + 512);
-    assert.equal(info.blockSize, API_BLOCK_BYTES);
+    assert.equal(info.blockSizeBytes, API_BLOCK_BYTES);
     assert.equal(info.blockCount, BLOCKS + 1);
     assert.match(
       info.generationId,
@@ -40,23 +40,23 @@ Deno.test("GET .../cbt/map gives octet-stream bytes, honours offset and length, 
     assert.equal(response.headers.get("x-cbt-changes-number"), "0");
     assert.equal(response.headers.get("x-cbt-block-size"), String(API_BLOCK_BYTES));
     assert.deepEqual(new Uint8Array(await response.arrayBuffer()), new Uint8Array(BLOCKS));
-    assert.equal((await client.cbt.map("vda", { offset: 4, length: 3 })).length, 3);
-    assert.equal((await client.cbt.map("vda", { offset: 10 })).length, BLOCKS - 10);
-    assert.equal((await client.cbt.map("vda", { offset: BLOCKS, length: 0 })).length, 0);
-    await rejectsWithProblem(client.cbt.map("vda", { offset: BLOCKS + 1 }), {
+    assert.equal((await client.cbt.map("vda", { blockOffset: 4, blockCount: 3 })).length, 3);
+    assert.equal((await client.cbt.map("vda", { blockOffset: 10 })).length, BLOCKS - 10);
+    assert.equal((await client.cbt.map("vda", { blockOffset: BLOCKS, blockCount: 0 })).length, 0);
+    await rejectsWithProblem(client.cbt.map("vda", { blockOffset: BLOCKS + 1 }), {
       status: 400,
       code: "OUT_OF_RANGE",
-      field: "offset",
+      field: "blockOffset",
     });
-    await rejectsWithProblem(client.cbt.map("vda", { offset: 10, length: 7 }), {
+    await rejectsWithProblem(client.cbt.map("vda", { blockOffset: 10, blockCount: 7 }), {
       status: 400,
       code: "OUT_OF_RANGE",
-      field: "length",
+      field: "blockCount",
     });
-    await responseProblem(await fetch("/v1/devices/vda/cbt/map?offset=-1"), {
+    await responseProblem(await fetch("/v1/devices/vda/cbt/map?blockOffset=-1"), {
       status: 400,
       code: "INVALID_ARGUMENT",
-      field: "offset",
+      field: "blockOffset",
     });
     await rejectsWithProblem(client.cbt.map("nope"), { status: 404, code: "NOT_FOUND" });
   });
@@ -68,17 +68,20 @@ Deno.test("POST .../cbt/dirty is 204; the map shows the marked blocks after the 
     const response = await fetch("/v1/devices/vda/cbt/dirty", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ ranges: [{ offset: 2 * SECTORS_PER_BLOCK, count: 1 }] }),
+      body: JSON.stringify({ ranges: [{ sectorOffset: 2 * SECTORS_PER_BLOCK, sectorCount: 1 }] }),
     });
     assert.equal(response.status, 204);
     assert.equal(await response.text(), "");
     // Block 5 and 6: one range straddling their border.
-    await client.cbt.markDirty("vda", [{ offset: 6 * SECTORS_PER_BLOCK - 1, count: 2 }]);
+    await client.cbt.markDirty("vda", [{
+      sectorOffset: 6 * SECTORS_PER_BLOCK - 1,
+      sectorCount: 2,
+    }]);
     await rejectsWithProblem(
-      client.cbt.markDirty("vda", [{ offset: BLOCKS * SECTORS_PER_BLOCK, count: 1 }]),
+      client.cbt.markDirty("vda", [{ sectorOffset: BLOCKS * SECTORS_PER_BLOCK, sectorCount: 1 }]),
       { status: 400, code: "OUT_OF_RANGE" },
     );
-    await rejectsWithProblem(client.cbt.markDirty("nope", [{ offset: 0, count: 1 }]), {
+    await rejectsWithProblem(client.cbt.markDirty("nope", [{ sectorOffset: 0, sectorCount: 1 }]), {
       status: 404,
       code: "NOT_FOUND",
     });

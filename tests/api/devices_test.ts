@@ -163,7 +163,7 @@ Deno.test("devices: default ids come from the base name; ids with ':' work on ev
       assert.equal((await client.devices.get(id)).id, id);
       assert.equal((await client.cbt.info(id)).capacityBytes, MIB);
       assert.equal((await client.cbt.map(id)).length, MIB / 65536);
-      await client.cbt.markDirty(id, [{ offset: 0, count: 1 }]);
+      await client.cbt.markDirty(id, [{ sectorOffset: 0, sectorCount: 1 }]);
       const raw = await fetch(`/v1/devices/${id}`);
       assert.equal(raw.status, 200, "a raw ':' in the path works too");
       await raw.body?.cancel();

@@ -166,7 +166,7 @@ Deno.test({
         generationId: cbt.generationId,
         changesNumber: 1,
         since: 0,
-        blockSize: API_BLOCK_BYTES,
+        blockSizeBytes: API_BLOCK_BYTES,
         capacityBytes: SIZE,
         changedBytes: 2 * API_BLOCK_BYTES + 3 * 512,
         extents: [

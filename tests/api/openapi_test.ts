@@ -154,7 +154,7 @@ Deno.test("real responses conform to the schemas the document gives them", async
     await check("get", "/v1/devices/{id}", 404, "/v1/devices/b");
     await check("get", "/v1/devices/{id}/cbt", 200, "/v1/devices/a/cbt");
     await check("get", "/v1/devices/{id}/cbt/map", 200, "/v1/devices/a/cbt/map");
-    await check("get", "/v1/devices/{id}/cbt/map", 400, "/v1/devices/a/cbt/map?offset=99");
+    await check("get", "/v1/devices/{id}/cbt/map", 400, "/v1/devices/a/cbt/map?blockOffset=99");
     await check("get", "/v1/snapshots", 200, "/v1/snapshots");
     await check("get", "/v1/snapshots/{id}", 200, `/v1/snapshots/${s}`);
     await check("get", "/v1/snapshots/{id}/events", 204, `/v1/snapshots/${s}/events?timeoutMs=0`);

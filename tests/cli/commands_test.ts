@@ -85,7 +85,7 @@ Deno.test("CLI client commands against a running service, with --json", async (t
       );
       assert.deepEqual(marked, {
         device: "vda",
-        ranges: [{ offset: 0, count: 1 }, { offset: 256, count: 128 }],
+        ranges: [{ sectorOffset: 0, sectorCount: 1 }, { sectorOffset: 256, sectorCount: 128 }],
       });
     });
 

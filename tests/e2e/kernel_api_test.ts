@@ -165,7 +165,7 @@ labTest({
       };
       const attached = await client.cbt.info(device.id);
       assert.equal(attached.changesNumber, 0);
-      assert.equal(attached.blockSize, 64 * KiB);
+      assert.equal(attached.blockSizeBytes, 64 * KiB);
       assert.equal(attached.blockCount, originBytes / (64 * KiB));
       assert.equal(attached.capacityBytes, originBytes);
 
@@ -197,9 +197,9 @@ labTest({
       await client.snapshots.destroy(second.id);
 
       await client.cbt.markDirty(device.id, [
-        { offset: 7 * 128, count: 1 }, // block 7
-        { offset: 20 * 128 - 1, count: 2 }, // blocks 19 and 20
-        { offset: originBytes / 512 - 8, count: 8 }, // the last block
+        { sectorOffset: 7 * 128, sectorCount: 1 }, // block 7
+        { sectorOffset: 20 * 128 - 1, sectorCount: 2 }, // blocks 19 and 20
+        { sectorOffset: originBytes / 512 - 8, sectorCount: 8 }, // the last block
       ]);
       const third = await takeNew("third");
       assert.equal((await client.cbt.info(device.id)).changesNumber, 3);

@@ -124,7 +124,7 @@ labTest({
       assert.equal(changes.generationId, generationId, "the generation stays");
       assert.equal(changes.changesNumber, 2);
       assert.equal(changes.since, 1);
-      const trackingSize = changes.blockSize;
+      const trackingSize = changes.blockSizeBytes;
 
       // The image export's dirty-bitmap context says the same.
       const locator = taken.devices[0].locator!;

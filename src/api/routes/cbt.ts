@@ -27,7 +27,7 @@ export const cbtRoutes: RouteSpec[] = [
       const info = await services.driver.cbtInfo(params.id);
       return json({
         capacityBytes: info.capacityBytes,
-        blockSize: info.blockSizeBytes,
+        blockSizeBytes: info.blockSizeBytes,
         blockCount: info.blockCount,
         generationId: info.generationId,
         changesNumber: info.changesNumber,
@@ -50,20 +50,20 @@ export const cbtRoutes: RouteSpec[] = [
     },
     async handle({ params, query, services }) {
       const info = await services.driver.cbtInfo(params.id);
-      const offset = query.offset ?? 0;
+      const offset = query.blockOffset ?? 0;
       if (offset > info.blockCount) {
         throw new ServiceError(
           "OUT_OF_RANGE",
-          `offset ${offset} is beyond the map of ${info.blockCount} blocks`,
-          { field: "offset" },
+          `blockOffset ${offset} is beyond the map of ${info.blockCount} blocks`,
+          { field: "blockOffset" },
         );
       }
-      const length = query.length ?? info.blockCount - offset;
+      const length = query.blockCount ?? info.blockCount - offset;
       if (offset + length > info.blockCount) {
         throw new ServiceError(
           "OUT_OF_RANGE",
           `blocks ${offset}..${offset + length} reach beyond the map of ${info.blockCount} blocks`,
-          { field: "length" },
+          { field: "blockCount" },
         );
       }
       const map = await services.driver.readCbtMap(params.id, { offset, length });
@@ -93,7 +93,7 @@ export const cbtRoutes: RouteSpec[] = [
     async handle({ params, body, services }) {
       await services.driver.markDirty(
         params.id,
-        body.ranges.map((r) => ({ offsetSectors: r.offset, countSectors: r.count })),
+        body.ranges.map((r) => ({ offsetSectors: r.sectorOffset, countSectors: r.sectorCount })),
       );
       return new Response(null, { status: 204 });
     },

@@ -36,7 +36,7 @@ ${CLIENT_FLAGS_HELP}`,
     print(parsed, io, info, () =>
       [
         `capacity       ${info.capacityBytes} bytes`,
-        `block size     ${info.blockSize} bytes`,
+        `block size     ${info.blockSizeBytes} bytes`,
         `block count    ${info.blockCount}`,
         `generation     ${info.generationId}`,
         `changes number ${info.changesNumber}`,
@@ -68,10 +68,10 @@ ${CLIENT_FLAGS_HELP}`,
     if (!file) throw new UsageError("missing --file FILE (where to write the map)");
     const range = {
       ...(parsed.values.offset
-        ? { offset: integerArgument(parsed.values.offset as string, "--offset") }
+        ? { blockOffset: integerArgument(parsed.values.offset as string, "--offset") }
         : {}),
       ...(parsed.values.length
-        ? { length: integerArgument(parsed.values.length as string, "--length") }
+        ? { blockCount: integerArgument(parsed.values.length as string, "--length") }
         : {}),
     };
     const client = await clientFor(parsed, io);
@@ -109,8 +109,8 @@ ${CLIENT_FLAGS_HELP}`,
         throw new UsageError(`--range must be SECTOR:COUNT, got "${text}"`);
       }
       return {
-        offset: integerArgument(offset, "--range SECTOR"),
-        count: integerArgument(count, "--range COUNT"),
+        sectorOffset: integerArgument(offset, "--range SECTOR"),
+        sectorCount: integerArgument(count, "--range COUNT"),
       };
     });
     const client = await clientFor(parsed, io);
