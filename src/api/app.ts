@@ -24,7 +24,7 @@ import { eventRoutes } from "./routes/events.ts";
 import { imageRoutes } from "./routes/images.ts";
 import { snapshotRoutes } from "./routes/snapshots.ts";
 import { systemRoutes } from "./routes/system.ts";
-import { SERVICE_VERSION } from "../version.ts";
+import { SERVICE_LICENSE, SERVICE_VERSION } from "../version.ts";
 import { Logger } from "../log/logger.ts";
 import { accessLog, rememberError } from "../log/access_log.ts";
 import { healthRoutes } from "./routes/health.ts";
@@ -124,7 +124,10 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): ApiApp {
     serviceVersion: SERVICE_VERSION,
   };
   const app = new Hono();
-  const document = openApiDocument(documentedRoutes, SERVICE_VERSION);
+  const document = openApiDocument(documentedRoutes, {
+    serviceVersion: SERVICE_VERSION,
+    license: SERVICE_LICENSE,
+  });
 
   app.onError((error, c) => {
     rememberError(c, error);

@@ -1,12 +1,46 @@
 /**
  * The OpenAPI 3.1 document, generated from the route declarations: the same
- * schemas that validate requests describe them here.
+ * schemas that validate requests describe them here. Every object schema
+ * with a name (its `title`) is listed once under `components.schemas` and
+ * referenced from where it is used, so generated clients get named types.
+ * Every operation documents the `X-Request-Id` header both ways, 500, and,
+ * when it takes a body, 413; public probes need no token.
  *
  * @module
  */
 
 import type { RouteSpec } from "./route.ts";
 import type { JsonSchema } from "./schema.ts";
+import { problem } from "./models.ts";
+import { PROBLEM_CONTENT_TYPE } from "./problem.ts";
+
+/** Options of {@link openApiDocument}. */
+export interface OpenApiOptions {
+  /** The service version (info.version). */
+  serviceVersion: string;
+  /** The package license (SPDX identifier). */
+  license?: string;
+}
+
+const REQUEST_ID = {
+  description: "Identifies the request in the service log: the caller's X-Request-Id when it " +
+    "is a token of letters, digits and ._:- (at most 128), else a new UUID.",
+  schema: { type: "string", maxLength: 128 },
+};
+
+/** Replaces named object schemas inside `schema` by references, collecting them in `components`. */
+function hoist(schema: unknown, components: Record<string, JsonSchema>): unknown {
+  if (Array.isArray(schema)) return schema.map((item) => hoist(item, components));
+  if (typeof schema !== "object" || schema === null) return schema;
+  const record = schema as JsonSchema;
+  const inner: JsonSchema = {};
+  for (const [key, value] of Object.entries(record)) inner[key] = hoist(value, components);
+  if (typeof record.title === "string" && record.type === "object") {
+    components[record.title] = inner;
+    return { $ref: `#/components/schemas/${record.title}` };
+  }
+  return inner;
+}
 
 function parametersOf(route: RouteSpec): JsonSchema[] {
   const parameters: JsonSchema[] = [];
@@ -26,14 +60,29 @@ function parametersOf(route: RouteSpec): JsonSchema[] {
   };
   add("path", route.params?.jsonSchema());
   add("query", route.query?.jsonSchema());
+  for (const header of route.headers ?? []) {
+    parameters.push({
+      name: header.name,
+      in: "header",
+      required: false,
+      description: header.description,
+      schema: { type: "string" },
+    });
+  }
+  parameters.push({ name: "X-Request-Id", in: "header", required: false, ...REQUEST_ID });
   return parameters;
 }
 
+function problemResponse(description: string): JsonSchema {
+  return { description, content: { [PROBLEM_CONTENT_TYPE]: { schema: problem.jsonSchema() } } };
+}
+
 /** Builds the OpenAPI document for `routes`. */
-export function openApiDocument(routes: RouteSpec[], serviceVersion: string): JsonSchema {
+export function openApiDocument(routes: RouteSpec[], options: OpenApiOptions): JsonSchema {
+  const components: Record<string, JsonSchema> = {};
   const paths: Record<string, Record<string, JsonSchema>> = {};
   for (const route of routes) {
-    const responses = Object.fromEntries(
+    const responses: Record<string, JsonSchema> = Object.fromEntries(
       Object.entries(route.responses).map(([status, response]) => {
         const contentType = response.contentType ??
           (response.schema ? "application/json" : undefined);
@@ -42,13 +91,22 @@ export function openApiDocument(routes: RouteSpec[], serviceVersion: string): Js
           ...(contentType
             ? { content: { [contentType]: response.schema ? { schema: response.schema } : {} } }
             : {}),
+          ...(response.headers ? { headers: { ...response.headers } } : {}),
         }];
       }),
     );
-    (paths[route.path] ??= {})[route.method] = {
+    if (route.body) {
+      responses[413] ??= problemResponse("The request body exceeds the service's limit.");
+    }
+    responses[500] ??= problemResponse("The service failed; its log has the details.");
+    for (const response of Object.values(responses)) {
+      response.headers = { "X-Request-Id": REQUEST_ID, ...(response.headers as object ?? {}) };
+    }
+    (paths[route.path] ??= {})[route.method] = hoist({
       operationId: route.operationId,
       summary: route.summary,
       tags: [route.tag],
+      ...(route.public ? { security: [] } : {}),
       parameters: parametersOf(route),
       ...(route.body
         ? {
@@ -59,18 +117,30 @@ export function openApiDocument(routes: RouteSpec[], serviceVersion: string): Js
         }
         : {}),
       responses,
-    };
+    }, components) as JsonSchema;
   }
   return {
     openapi: "3.1.0",
     info: {
       title: "blksnap service",
-      version: serviceVersion,
+      version: options.serviceVersion,
       description:
         "Block-device snapshots with change block tracking, on the blksnap kernel module " +
-        "or a userspace engine served over NBD. Errors are application/problem+json.",
+        "or a userspace engine served over NBD. Errors are application/problem+json. " +
+        "Units are in the names: ...Bytes, ...Sectors (512 bytes), block... (tracking blocks), " +
+        "...Ms; an unsuffixed offset or length is in bytes.",
+      ...(options.license
+        ? { license: { name: options.license, identifier: options.license } }
+        : {}),
     },
+    servers: [
+      { url: "/", description: "The service that serves this document." },
+      { url: "http://127.0.0.1:8037", description: "The default address of serve --listen." },
+    ],
     components: {
+      schemas: Object.fromEntries(
+        Object.entries(components).sort(([a], [b]) => a.localeCompare(b)),
+      ),
       securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
     },
     security: [{}, { bearer: [] }],

@@ -36,6 +36,16 @@ export interface ResponseSpec {
   contentType?: string;
   /** JSON Schema of the body. */
   schema?: JsonSchema;
+  /** Response headers the route sets, by name (OpenAPI header objects). */
+  headers?: Record<string, { description: string; schema: JsonSchema }>;
+}
+
+/** A request header a route reads. */
+export interface HeaderSpec {
+  /** Header name, e.g. "Range". */
+  name: string;
+  /** What it does. */
+  description: string;
 }
 
 /** The validated input and the services a handler receives. */
@@ -66,6 +76,8 @@ export interface RouteSpec<P = unknown, Q = unknown, B = unknown> {
   tag: string;
   /** Answered without a token (probes); documented with no security requirement. */
   public?: boolean;
+  /** Request headers the route reads (besides X-Request-Id, which every route takes). */
+  headers?: HeaderSpec[];
   /** Schema of the path parameters. */
   params?: Schema<P>;
   /** Schema of the query parameters. */

@@ -19,9 +19,31 @@ type Paths = Record<string, Record<string, Operation>>;
 
 const MIB = 1 << 20;
 
+/** `value` with every `$ref` to `#/components/schemas/X` replaced by the schema it names. */
+function dereference(value: unknown, schemas: Record<string, Json>): unknown {
+  if (Array.isArray(value)) return value.map((item) => dereference(item, schemas));
+  if (typeof value !== "object" || value === null) return value;
+  const ref = (value as Json).$ref;
+  if (typeof ref === "string") {
+    const name = ref.replace("#/components/schemas/", "");
+    assert.ok(schemas[name], `${ref} names a component`);
+    return dereference(schemas[name], schemas);
+  }
+  return Object.fromEntries(
+    Object.entries(value).map(([key, inner]) => [key, dereference(inner, schemas)]),
+  );
+}
+
+/** The document with its references resolved (what the request validators use). */
+async function resolvedDocument(client: { openApi(): Promise<Json> }): Promise<Json> {
+  const document = await client.openApi();
+  const schemas = (document.components as { schemas: Record<string, Json> }).schemas;
+  return { ...document, paths: dereference(document.paths, schemas) };
+}
+
 Deno.test("GET /v1/openapi.json is structurally valid OpenAPI 3.1 and lists every route", async () => {
   await withService({}, async ({ client }) => {
-    const document = await client.openApi();
+    const document = await resolvedDocument(client);
     assert.match(document.openapi as string, /^3\.1\.\d+$/);
     const info = document.info as Json;
     assert.equal(typeof info.title, "string");
@@ -67,7 +89,7 @@ Deno.test("GET /v1/openapi.json is structurally valid OpenAPI 3.1 and lists ever
         where,
       );
       for (const p of operation.parameters) {
-        assert.ok(["path", "query"].includes(p.in), `${where} ${p.name} in ${p.in}`);
+        assert.ok(["path", "query", "header"].includes(p.in), `${where} ${p.name} in ${p.in}`);
         assert.deepEqual(schemaProblems(p.schema), [], `${where} ${p.name}`);
       }
       if (route.params) {
@@ -107,7 +129,7 @@ Deno.test("GET /v1/openapi.json is structurally valid OpenAPI 3.1 and lists ever
 
 Deno.test("real responses conform to the schemas the document gives them", async () => {
   await withService({}, async ({ client, fetch, makeDisk, allowed }) => {
-    const paths = (await client.openApi()).paths as Paths;
+    const paths = (await resolvedDocument(client)).paths as Paths;
     const check = async (method: string, template: string, status: number, url: string) => {
       const response = await fetch(url, { method: method.toUpperCase() });
       const text = await response.text();
@@ -176,5 +198,84 @@ Deno.test("real responses conform to the schemas the document gives them", async
     await check("delete", "/v1/snapshots/{id}", 204, `/v1/snapshots/${s}`);
     await check("delete", "/v1/devices/{id}", 204, "/v1/devices/a");
     await assert.rejects(client.devices.get("a"), ProblemError);
+  });
+});
+
+Deno.test("the document names its schemas, gives servers and the license, and every header", async () => {
+  await withService({}, async ({ client }) => {
+    const document = await client.openApi();
+    const schemas = (document.components as { schemas: Record<string, Json> }).schemas;
+    for (
+      const name of [
+        "AttachRequest",
+        "CbtInfo",
+        "CreateSnapshotRequest",
+        "DeviceInfo",
+        "DiffStorageInfo",
+        "Extent",
+        "ImageChanges",
+        "MarkDirtyRequest",
+        "Problem",
+        "SectorRange",
+        "SnapshotEvent",
+        "SnapshotInfo",
+        "VersionInfo",
+      ]
+    ) {
+      assert.equal(schemas[name]?.title, name, `components.schemas.${name}`);
+      assert.deepEqual(schemaProblems(dereference(schemas[name], schemas)), [], name);
+    }
+    const raw = document.paths as Record<string, Record<string, Json>>;
+    const attach = raw["/v1/devices"].post as {
+      requestBody: { content: Record<string, { schema: Json }> };
+      responses: Record<string, { content: Record<string, { schema: Json }> }>;
+    };
+    assert.deepEqual(attach.requestBody.content["application/json"].schema, {
+      $ref: "#/components/schemas/AttachRequest",
+    });
+    assert.deepEqual(attach.responses["201"].content["application/json"].schema, {
+      $ref: "#/components/schemas/DeviceInfo",
+    });
+    assert.deepEqual((document.info as Json).license, { name: "MIT", identifier: "MIT" });
+    const servers = document.servers as Array<{ url: string }>;
+    assert.deepEqual(servers.map((s) => s.url), ["/", "http://127.0.0.1:8037"]);
+
+    const paths = (await resolvedDocument(client)).paths as Paths;
+    const data = paths["/v1/snapshots/{id}/images/{device}/data"].get;
+    assert.ok(data.parameters.some((p) => p.in === "header" && p.name === "Range"));
+    const headersOf = (status: string) =>
+      Object.keys((data.responses[status] as { headers?: Json }).headers ?? {}).sort();
+    assert.deepEqual(headersOf("206"), [
+      "Accept-Ranges",
+      "Content-Length",
+      "Content-Range",
+      "X-Request-Id",
+    ]);
+    assert.deepEqual(headersOf("416"), ["Content-Range", "X-Request-Id"]);
+    for (const [path, methods] of Object.entries(paths)) {
+      for (const [method, operation] of Object.entries(methods)) {
+        const where = `${method} ${path}`;
+        assert.ok(operation.parameters.some((p) => p.name === "X-Request-Id"), where);
+        assert.ok(operation.responses["500"], `${where} documents 500`);
+        assert.equal(Boolean(operation.responses["413"]), Boolean(operation.requestBody), where);
+      }
+    }
+    const health = paths["/healthz"].get as Operation & { security?: unknown[] };
+    assert.deepEqual(health.security, [], "probes need no token");
+  });
+});
+
+Deno.test("a body over the limit is answered as documented: 413 with a problem", async () => {
+  await withService({ bodyLimitBytes: 1024 }, async ({ client, fetch }) => {
+    const paths = (await resolvedDocument(client)).paths as Paths;
+    const response = await fetch("/v1/devices", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ path: "x".repeat(2048) }),
+    });
+    assert.equal(response.status, 413);
+    const documented = paths["/v1/devices"].post.responses["413"];
+    const schema = documented.content!["application/problem+json"].schema!;
+    assert.deepEqual(violations(schema, await response.json()), []);
   });
 });

@@ -43,7 +43,21 @@ export const cbtRoutes: RouteSpec[] = [
     params: deviceParams,
     query: cbtMapQuery,
     responses: {
-      200: { description: "Map bytes", contentType: "application/octet-stream" },
+      200: {
+        description: "Map bytes: one per tracking block, the change number that last touched it",
+        contentType: "application/octet-stream",
+        headers: {
+          "X-Cbt-Generation-Id": { description: "The CBT generation.", schema: { type: "string" } },
+          "X-Cbt-Changes-Number": {
+            description: "The changes number of the latest snapshot.",
+            schema: { type: "integer" },
+          },
+          "X-Cbt-Block-Size": {
+            description: "Tracking block size in bytes.",
+            schema: { type: "integer" },
+          },
+        },
+      },
       ...commonErrors,
       404: problemSpec("No such device."),
       400: problemSpec("Invalid input, or a block range beyond the map."),

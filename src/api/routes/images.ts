@@ -58,6 +58,9 @@ function imageStream(
   }, { highWaterMark: 2 });
 }
 
+const ACCEPT_RANGES = { description: "bytes", schema: { type: "string" } };
+const CONTENT_LENGTH = { description: "Bytes in the body.", schema: { type: "integer" } };
+
 /** /v1/snapshots/{id}/images routes. */
 export const imageRoutes: RouteSpec[] = [
   defineRoute({
@@ -91,13 +94,34 @@ export const imageRoutes: RouteSpec[] = [
     summary: "The image's bytes; honours a single Range (206, 416)",
     tag: "images",
     params: imageParams,
+    headers: [{
+      name: "Range",
+      description: "One byte range, `bytes=FIRST-[LAST]` or `bytes=-SUFFIX`.",
+    }],
     responses: {
-      200: { description: "The whole image", contentType: "application/octet-stream" },
-      206: { description: "The requested range", contentType: "application/octet-stream" },
+      200: {
+        description: "The whole image",
+        contentType: "application/octet-stream",
+        headers: { "Accept-Ranges": ACCEPT_RANGES, "Content-Length": CONTENT_LENGTH },
+      },
+      206: {
+        description: "The requested range",
+        contentType: "application/octet-stream",
+        headers: {
+          "Content-Range": { description: "bytes FIRST-LAST/SIZE", schema: { type: "string" } },
+          "Accept-Ranges": ACCEPT_RANGES,
+          "Content-Length": CONTENT_LENGTH,
+        },
+      },
       ...commonErrors,
       404: problemSpec("No such snapshot or device in it."),
       409: problemSpec("The snapshot is not taken yet, or corrupted."),
-      416: problemSpec("The range is beyond the image."),
+      416: {
+        ...problemSpec("The range is beyond the image."),
+        headers: {
+          "Content-Range": { description: "bytes */SIZE", schema: { type: "string" } },
+        },
+      },
     },
     async handle({ params, services, c }) {
       const { driver } = services;
