@@ -11,6 +11,12 @@
  * stack of the error the app handed over with {@link rememberError}. Probes and
  * scrapes (/healthz, /readyz, /metrics) log at debug.
  *
+ * A streamed body (image data, event streams) that fails after the headers
+ * went out (the snapshot was destroyed during a read) is logged once, at
+ * warn with its code, instead of Deno's raw print of the error: a body with
+ * a Content-Length then just ends short, which makes the server abort the
+ * connection, so the client still sees the failure.
+ *
  * @module
  */
 
@@ -45,6 +51,33 @@ async function problemCode(response: Response): Promise<string | undefined> {
   }
 }
 
+const STREAMED = /^(application\/octet-stream|text\/event-stream)/;
+
+function guardBody(
+  response: Response,
+  onError: (error: unknown) => void,
+): Response {
+  const source = response.body;
+  if (!source || !STREAMED.test(response.headers.get("content-type") ?? "")) return response;
+  const sized = response.headers.has("content-length");
+  const reader = source.getReader();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      } catch (error) {
+        onError(error);
+        if (sized) controller.close();
+        else controller.error(error);
+      }
+    },
+    cancel: (reason) => reader.cancel(reason),
+  }, { highWaterMark: 0 });
+  return new Response(body, response);
+}
+
 /** The middleware; `routeOf` names the matched route (the metrics label). */
 export function accessLog(logger: Logger, routeOf: (c: Context) => string): MiddlewareHandler {
   return async (c, next) => {
@@ -58,6 +91,14 @@ export function accessLog(logger: Logger, routeOf: (c: Context) => string): Midd
       c.res = new Response(c.res.body, c.res);
       c.res.headers.set(REQUEST_ID_HEADER, requestId);
     }
+    c.res = guardBody(c.res, (failure) => {
+      logger.warn(`${c.req.method} ${c.req.path}: the response stream failed`, {
+        requestId,
+        route: routeOf(c),
+        code: (failure as { code?: string })?.code ?? "INTERNAL",
+        error: failure instanceof Error ? failure.message : String(failure),
+      });
+    });
     const status = c.res.status;
     const error = errors.get(c.req.raw);
     const code = status >= 400 ? await problemCode(c.res) : undefined;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { createApp } from "../../src/api/app.ts";
 import { PathPolicy } from "../../src/api/path_policy.ts";
 import type { SnapshotDriver } from "../../src/driver.ts";
@@ -68,4 +69,37 @@ Deno.test("access log: an internal failure is logged once, at error, with its co
   } finally {
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test("access log: an image stream broken by destroy is logged once with its code; the client sees it", async () => {
+  const { logger, records } = collectingLogger();
+  await withService({ logger }, async ({ client, fetch, allowed }) => {
+    const path = join(allowed, "big.img");
+    await Deno.writeFile(path, new Uint8Array(0));
+    await Deno.truncate(path, 256 << 20);
+    await client.devices.attach({ path, name: "big" });
+    const snapshot = await client.snapshots.create({
+      devices: ["big"],
+      diffStorage: { path: join(allowed, "diff"), limitBytes: 1 << 20 },
+    });
+    await client.snapshots.take(snapshot.id);
+    const response = await fetch(`/v1/snapshots/${snapshot.id}/images/big/data`);
+    assert.equal(response.status, 200);
+    const reader = response.body!.getReader();
+    let received = (await reader.read()).value!.length;
+    await client.snapshots.destroy(snapshot.id);
+    await assert.rejects(async () => {
+      while (true) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        received += value.length;
+      }
+    });
+    assert.ok(received < 256 << 20, `received ${received}`);
+    const requestId = response.headers.get("x-request-id");
+    const broken = records.filter((r) => r.requestId === requestId && r.level === "warn");
+    assert.equal(broken.length, 1, JSON.stringify(records));
+    assert.equal(broken[0].code, "NOT_FOUND");
+    assert.match(broken[0].message, /the response stream failed/);
+  });
 });
