@@ -52,7 +52,7 @@ export const attachBody = object({
     description: "Absolute path of the block device (or, userspace backend, regular file).",
   }),
   name: optional(deviceId),
-}, { name: "AttachRequest" });
+});
 
 /** Query of GET /v1/devices/{id}/cbt/map. */
 export const cbtMapQuery = object({
@@ -68,12 +68,12 @@ export const cbtMapQuery = object({
 export const sectorRange = object({
   sectorOffset: integer({ description: "First 512-byte sector." }),
   sectorCount: integer({ minimum: 1, description: "Number of 512-byte sectors." }),
-}, { name: "SectorRange" });
+});
 
 /** Body of POST /v1/devices/{id}/cbt/dirty. */
 export const markDirtyBody = object({
   ranges: array(sectorRange, { minItems: 1, maxItems: 65536 }),
-}, { name: "MarkDirtyRequest" });
+});
 
 /** Body of POST /v1/snapshots. */
 export const createSnapshotBody = object({
@@ -81,12 +81,12 @@ export const createSnapshotBody = object({
   diffStorage: object({
     path: string({ description: "Regular file (created if missing), block device, or directory." }),
     limitBytes: integer({ minimum: 1, description: "The most the storage may grow to, in bytes." }),
-  }, { name: "DiffStorageRequest" }),
+  }),
   writable: optional(boolean({ description: "Whether images accept writes (default false)." })),
-}, { name: "CreateSnapshotRequest" });
+});
 
 /** Body of POST /v1/snapshots/{id}/devices. */
-export const addDeviceBody = object({ device: deviceId }, { name: "AddDeviceRequest" });
+export const addDeviceBody = object({ device: deviceId });
 
 /** Query of GET /v1/snapshots/{id}/events. */
 export const waitEventQuery = object({
@@ -114,16 +114,16 @@ export const deviceInfo = object({
   capacityBytes: integer(),
   snapshotId: optional(snapshotId),
   locator: string({ description: "NBD URI (userspace) or device path (kernel) for tracked I/O." }),
-}, { name: "DeviceInfo" });
+});
 
 /** CbtInfo. */
 export const cbtInfo = object({
   capacityBytes: integer(),
   blockSizeBytes: integer({ description: "Tracking block size in bytes." }),
-  blockCount: integer({ description: "Number of tracking blocks (one map byte each)." }),
+  blockCount: integer(),
   generationId: string(),
   changesNumber: integer({ maximum: 255 }),
-}, { name: "CbtInfo" });
+});
 
 /** Per-device part of a snapshot. */
 export const snapshotImageInfo = object({
@@ -131,7 +131,7 @@ export const snapshotImageInfo = object({
   locator: optional(string()),
   errorCode: integer({ minimum: 0 }),
   errorName: optional(string()),
-}, { name: "SnapshotImageInfo" });
+});
 
 /** SnapshotInfo. */
 export const snapshotInfo = object({
@@ -146,8 +146,8 @@ export const snapshotInfo = object({
     capacityBytes: integer(),
     usedBytes: integer(),
     limitBytes: integer(),
-  }, { name: "DiffStorageInfo" })),
-}, { name: "SnapshotInfo" });
+  })),
+});
 
 /** SnapshotEvent. */
 export const snapshotEvent = object({
@@ -157,7 +157,7 @@ export const snapshotEvent = object({
   errorCode: optional(integer()),
   errorName: optional(string()),
   requestedSectors: optional(integer()),
-}, { name: "SnapshotEvent" });
+});
 
 /** Version document. */
 export const versionInfo = object({
@@ -166,7 +166,7 @@ export const versionInfo = object({
   profile: optional(literal(["upstream", "outoftree"])),
   moduleVersion: optional(string()),
   capabilities: array(string()),
-}, { name: "VersionInfo" });
+});
 
 /** Image locator. */
 export const imageLocator = object({
@@ -174,7 +174,7 @@ export const imageLocator = object({
   deviceId: deviceId,
   locator: string(),
   sizeBytes: integer(),
-}, { name: "ImageLocator" });
+});
 
 /** Changed extents of an image. */
 export const imageChanges = object({
@@ -186,13 +186,8 @@ export const imageChanges = object({
   blockSizeBytes: integer(),
   capacityBytes: integer(),
   changedBytes: integer(),
-  extents: array(
-    object({
-      offset: integer({ description: "First byte." }),
-      length: integer({ description: "Number of bytes." }),
-    }, { name: "Extent" }),
-  ),
-}, { name: "ImageChanges" });
+  extents: array(object({ offset: integer(), length: integer() })),
+});
 
 /** Problem document. */
 export const problem = object({
@@ -204,4 +199,4 @@ export const problem = object({
   errno: optional(string()),
   field: optional(string()),
   instance: optional(string()),
-}, { name: "Problem" });
+});

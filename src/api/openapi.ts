@@ -1,7 +1,7 @@
 /**
  * The OpenAPI 3.1 document, generated from the route declarations: the same
- * schemas that validate requests describe them here. Every object schema
- * with a name (its `title`) is listed once under `components.schemas` and
+ * schemas that validate requests describe them here. Every named object
+ * schema (schema_names.ts) is listed once under `components.schemas` and
  * referenced from where it is used, so generated clients get named types.
  * Every operation documents the `X-Request-Id` header both ways, 500, and,
  * when it takes a body, 413; public probes need no token.
@@ -13,6 +13,7 @@ import type { RouteSpec } from "./route.ts";
 import type { JsonSchema } from "./schema.ts";
 import { problem } from "./models.ts";
 import { PROBLEM_CONTENT_TYPE } from "./problem.ts";
+import { componentNames } from "./schema_names.ts";
 
 /** Options of {@link openApiDocument}. */
 export interface OpenApiOptions {
@@ -28,18 +29,17 @@ const REQUEST_ID = {
   schema: { type: "string", maxLength: 128 },
 };
 
-/** Replaces named object schemas inside `schema` by references, collecting them in `components`. */
+/** Replaces named schemas inside `schema` by references, collecting them in `components`. */
 function hoist(schema: unknown, components: Record<string, JsonSchema>): unknown {
   if (Array.isArray(schema)) return schema.map((item) => hoist(item, components));
   if (typeof schema !== "object" || schema === null) return schema;
   const record = schema as JsonSchema;
   const inner: JsonSchema = {};
   for (const [key, value] of Object.entries(record)) inner[key] = hoist(value, components);
-  if (typeof record.title === "string" && record.type === "object") {
-    components[record.title] = inner;
-    return { $ref: `#/components/schemas/${record.title}` };
-  }
-  return inner;
+  const name = componentNames.get(record);
+  if (name === undefined) return inner;
+  components[name] = inner;
+  return { $ref: `#/components/schemas/${name}` };
 }
 
 function parametersOf(route: RouteSpec): JsonSchema[] {

@@ -198,15 +198,10 @@ export type ObjectOf<S extends Shape> =
   & { [K in RequiredKeys<S>]: Infer<S[K]> }
   & { [K in OptionalKeys<S>]?: Infer<S[K]> };
 
-/**
- * An object with known properties; unknown properties are refused. A `name`
- * becomes the schema's `title`, and the OpenAPI document lists it once under
- * that name in `components.schemas` (what generated clients name their types
- * after).
- */
+/** An object with known properties; unknown properties are refused. */
 export function object<S extends Shape>(
   shape: S,
-  options: { description?: string; name?: string } = {},
+  options: { description?: string } = {},
 ): Schema<ObjectOf<S>> & { readonly shape: S } {
   const required = Object.keys(shape).filter((key) => !shape[key].optional);
   const parse = (value: unknown, field: string): ObjectOf<S> => {
@@ -229,7 +224,6 @@ export function object<S extends Shape>(
     return result as ObjectOf<S>;
   };
   const json: JsonSchema = {
-    ...(options.name ? { title: options.name } : {}),
     type: "object",
     properties: Object.fromEntries(Object.entries(shape).map(([k, v]) => [k, v.jsonSchema()])),
     required,

@@ -1,7 +1,7 @@
 /**
  * A small, independent JSON Schema checker for the subset the OpenAPI
  * document uses (type, properties, required, additionalProperties, items,
- * enum, minimum/maximum, minLength/maxLength, pattern, minItems/maxItems, title),
+ * enum, minimum/maximum, minLength/maxLength, pattern, minItems/maxItems),
  * so tests can hold the service's real responses against the schemas it
  * documents, and check that the schemas themselves are well formed.
  *
@@ -26,7 +26,6 @@ const KEYWORDS = new Set([
   "minItems",
   "maxItems",
   "description",
-  "title",
 ]);
 
 /** Problems with `schema` itself (unknown keywords, bad types, required names not declared). */

@@ -222,7 +222,7 @@ Deno.test("the document names its schemas, gives servers and the license, and ev
         "VersionInfo",
       ]
     ) {
-      assert.equal(schemas[name]?.title, name, `components.schemas.${name}`);
+      assert.equal(schemas[name]?.type, "object", `components.schemas.${name}`);
       assert.deepEqual(schemaProblems(dereference(schemas[name], schemas)), [], name);
     }
     const raw = document.paths as Record<string, Record<string, Json>>;
