@@ -10,8 +10,8 @@
  * real one, because the kernel backend opens the block devices it tracks,
  * the module's control device and the images it creates, and the userspace
  * backend may track block devices too: PrivateDevices= would hide them all,
- * so DevicePolicy=closed allows exactly block devices and the two control
- * devices. The capabilities are those the ioctls and device opens need.
+ * so DevicePolicy=closed allows exactly block devices and the module's
+ * control devices (upstream's, and the out-of-tree build's two). The capabilities are those the ioctls and device opens need.
  * MemoryDenyWriteExecute= stays off: V8 compiles JavaScript to machine code.
  *
  * @module
@@ -80,6 +80,7 @@ DevicePolicy=closed
 DeviceAllow=block-* rw
 DeviceAllow=/dev/blksnap-control rw
 DeviceAllow=/dev/veeamblksnap rw
+DeviceAllow=/dev/bdevfilter rw
 
 [Install]
 WantedBy=multi-user.target

@@ -37,6 +37,7 @@ Deno.test("the unit restarts the service, is hardened, and still lets it reach i
     "block-* rw",
     "/dev/blksnap-control rw",
     "/dev/veeamblksnap rw",
+    "/dev/bdevfilter rw",
   ]);
   assert.match(unit.get("CapabilityBoundingSet")![0], /\bCAP_SYS_ADMIN\b/, "blksnap's ioctls");
   assert.equal(unit.get("MemoryDenyWriteExecute"), undefined, "V8 needs W+X pages");
