@@ -22,11 +22,13 @@ import type {
   DeviceInfo,
   DriverStats,
   DriverVersion,
+  EventPage,
   SectorRange,
   SnapshotDriver,
-  SnapshotEvent,
   SnapshotInfo,
+  WaitEventsOptions,
 } from "../driver.ts";
+import { encodeChangeToken, pointOf, previousPoint } from "../change_token.ts";
 import { errnoName, ServiceError } from "../errors.ts";
 import { Engine } from "../engine/engine.ts";
 import type { EngineParams } from "../engine/params.ts";
@@ -82,6 +84,21 @@ interface Attached {
 function deviceNameFor(path: string): string {
   const name = basename(path).replaceAll(/[^A-Za-z0-9._:-]/g, "_").replace(/^[._:-]+/, "");
   return name.slice(0, 64) || "device";
+}
+
+/** The change tokens of `deviceId`'s image in `snapshot` (none before take). */
+function imageTokens(
+  snapshot: Snapshot,
+  deviceId: string,
+): { changeToken?: string; previousChangeToken?: string } {
+  const atTake = snapshot.cbtAtTake(deviceId);
+  if (!atTake) return {};
+  const point = pointOf(deviceId, atTake.after);
+  const previous = previousPoint(point, atTake.before);
+  return {
+    changeToken: encodeChangeToken(point),
+    ...(previous ? { previousChangeToken: encodeChangeToken(previous) } : {}),
+  };
 }
 
 function iso(timeMs: number | undefined): string | undefined {
@@ -214,6 +231,7 @@ export class UserspaceDriver implements SnapshotDriver {
           ...(taken ? { locator: this.nbdUri(imageExportName(tracker.name, snapshot.id)) } : {}),
           errorCode,
           ...(name ? { errorName: name } : {}),
+          ...imageTokens(snapshot, tracker.name),
         };
       }),
       storage: {
@@ -460,16 +478,20 @@ export class UserspaceDriver implements SnapshotDriver {
   }
 
   /**
-   * The snapshot's next event, or undefined after `timeoutMs`; NOT_FOUND when the snapshot is
-   * destroyed meanwhile, UNAVAILABLE when the driver is closed meanwhile.
+   * The events of the snapshot's log after `options.after` (see
+   * SnapshotDriver.waitEvents); NOT_FOUND when the snapshot is destroyed
+   * meanwhile, UNAVAILABLE when the driver is closed meanwhile.
    */
-  async waitEvent(snapshotId: string, timeoutMs: number): Promise<SnapshotEvent | undefined> {
-    if (!isCount(timeoutMs)) {
+  async waitEvents(snapshotId: string, options: WaitEventsOptions): Promise<EventPage> {
+    if (!isCount(options?.timeoutMs)) {
       throw invalid("Cannot wait for events: timeoutMs must be an integer >= 0", "timeoutMs");
     }
+    if (options.after !== undefined && !isCount(options.after)) {
+      throw invalid("Cannot wait for events: after must be an integer >= 0", "after");
+    }
     const snapshot = this.#snapshot(snapshotId);
-    const event = await snapshot.waitEvent(timeoutMs);
-    if (event === undefined && snapshot.state === "destroyed") {
+    const page = await snapshot.waitEvents(options);
+    if (page.events.length === 0 && snapshot.state === "destroyed") {
       // As in the kernel backend: a wait cut short by destroy (or close) is not a timeout.
       if (this.#closed) throw new ServiceError("UNAVAILABLE", "The userspace driver was closed");
       throw new ServiceError(
@@ -477,7 +499,7 @@ export class UserspaceDriver implements SnapshotDriver {
         `Snapshot ${snapshotId} was destroyed while waiting for an event`,
       );
     }
-    return event;
+    return page;
   }
 
   /** Size of a device's image. NOT_FOUND for a non-member, CONFLICT before take. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { isServiceError } from "../../src/errors.ts";
-import { EventQueue } from "../../src/engine/event_queue.ts";
+import { EventQueue } from "../../src/engine/event_log.ts";
 
 Deno.test("EventQueue.wait() resolves undefined after the timeout without an event", async () => {
   const queue = new EventQueue();
