@@ -45,6 +45,7 @@ export class EventLog {
   readonly #firstId: number;
   #events: LoggedEvent[] = [];
   #nextId: number;
+  #dropped = 0;
   #wakers = new Set<() => void>();
   #closed = false;
 
@@ -75,7 +76,10 @@ export class EventLog {
     if (this.#closed) return undefined;
     const logged = { ...event, id: this.#nextId++ } as LoggedEvent;
     this.#events.push(logged);
-    if (this.#events.length > this.#capacity) this.#events.shift();
+    if (this.#events.length > this.#capacity) {
+      this.#events.shift();
+      this.#dropped++;
+    }
     this.#wake();
     return logged;
   }
@@ -86,11 +90,17 @@ export class EventLog {
     for (const wake of wakers) wake();
   }
 
-  /** The events after `after`, at once. */
+  /**
+   * The events after `after`, at once. Truncated when some after `after`
+   * are gone: dropped, or (for an `after` of 1 or more below the first id)
+   * given out by an earlier life of the service; `after` 0 means "from the
+   * start" and is truncated only when the log dropped events.
+   */
   read(after: number): EventPage {
     const oldest = this.#events[0]?.id ?? this.#nextId;
     const events = this.#events.filter((event) => event.id > after);
-    return { events, lastId: this.lastId, truncated: after < oldest - 1 };
+    const truncated = after === 0 ? this.#dropped > 0 : after < oldest - 1;
+    return { events, lastId: this.lastId, truncated };
   }
 
   /**

@@ -28,7 +28,6 @@ import type {
   SnapshotInfo,
   WaitEventsOptions,
 } from "../driver.ts";
-import { encodeChangeToken, pointOf, previousPoint } from "../change_token.ts";
 import { errnoName, ServiceError } from "../errors.ts";
 import { Engine } from "../engine/engine.ts";
 import type { EngineParams } from "../engine/params.ts";
@@ -50,6 +49,7 @@ import {
 import { DeviceListFile } from "./device_list_file.ts";
 import { engineExports } from "./export_provider.ts";
 import { imageExportName } from "./image_export.ts";
+import { imageTokens } from "./image_tokens.ts";
 
 const SECTOR_BYTES = 512;
 const DEVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
@@ -84,21 +84,6 @@ interface Attached {
 function deviceNameFor(path: string): string {
   const name = basename(path).replaceAll(/[^A-Za-z0-9._:-]/g, "_").replace(/^[._:-]+/, "");
   return name.slice(0, 64) || "device";
-}
-
-/** The change tokens of `deviceId`'s image in `snapshot` (none before take). */
-function imageTokens(
-  snapshot: Snapshot,
-  deviceId: string,
-): { changeToken?: string; previousChangeToken?: string } {
-  const atTake = snapshot.cbtAtTake(deviceId);
-  if (!atTake) return {};
-  const point = pointOf(deviceId, atTake.after);
-  const previous = previousPoint(point, atTake.before);
-  return {
-    changeToken: encodeChangeToken(point),
-    ...(previous ? { previousChangeToken: encodeChangeToken(previous) } : {}),
-  };
 }
 
 function iso(timeMs: number | undefined): string | undefined {

@@ -95,13 +95,16 @@ export const eventRoutes: RouteSpec[] = [
         const gone = new AbortController();
         stream.onAbort(() => gone.abort());
         const stop = AbortSignal.any([signal, gone.signal]);
+        // The first read answers at once: held events and a `truncated` notice come without delay.
+        let timeoutMs = 0;
         while (!stream.aborted && !stream.closed && !stop.aborted) {
           try {
             const page = await services.driver.waitEvents(params.id, {
               after,
-              timeoutMs: STREAM_POLL_MS,
+              timeoutMs,
               signal: stop,
             });
+            timeoutMs = STREAM_POLL_MS;
             if (stream.aborted || stop.aborted) break;
             if (page.truncated) {
               await stream.writeSSE({
@@ -117,7 +120,7 @@ export const eventRoutes: RouteSpec[] = [
                 data: JSON.stringify(event),
               });
             }
-            if (page.events.length === 0) await stream.write(": keep-alive\n\n");
+            if (page.events.length === 0 && !page.truncated) await stream.write(": keep-alive\n\n");
             after = Math.max(after, page.lastId);
           } catch (error) {
             if (!isServiceError(error)) throw error;
