@@ -215,5 +215,44 @@ cases.add(
   },
 );
 
+cases.add(
+  "the 255 wrap starts a new generation: tokens before it answer generation_changed, after it all is complete",
+  ["data"],
+  async (fx) => {
+    const device = await attachNew(fx, SMALL);
+    let last: Awaited<ReturnType<typeof nextSnapshot>> | undefined;
+    for (let take = 1; take <= 254; take++) last = await nextSnapshot(fx, device, last?.id);
+    const before = last!;
+    assert.equal(decodeChangeToken(before.image.changeToken!).changeNumber, 254);
+    await touch(fx, device, [2]);
+    const wrap = await nextSnapshot(fx, device, before.id);
+    const wrapPoint = decodeChangeToken(wrap.image.changeToken!);
+    assert.equal(wrapPoint.changeNumber, 255, "the wrap take reports 255");
+    assert.notEqual(
+      wrapPoint.generationId,
+      decodeChangeToken(before.image.changeToken!).generationId,
+    );
+    assert.equal(wrap.image.previousChangeToken, undefined, "nothing earlier in its generation");
+    await refusedWith(readChanges(fx.driver, wrap.image), "generation_changed", "the default");
+    await refusedWith(
+      readChanges(fx.driver, wrap.image, { since: before.image.changeToken }),
+      "generation_changed",
+      "the snapshot just before the wrap",
+    );
+    await touch(fx, device, [3, 7]);
+    const after = await nextSnapshot(fx, device, wrap.id);
+    assert.equal(decodeChangeToken(after.image.changeToken!).changeNumber, 1);
+    assert.equal(after.image.previousChangeToken, wrap.image.changeToken);
+    const changes = await readChanges(fx.driver, after.image);
+    assert.deepEqual(blocksOf(changes.extents), [3, 7], "changes since the wrap snapshot");
+    assert.equal(changes.sinceToken, wrap.image.changeToken);
+    await refusedWith(
+      readChanges(fx.driver, after.image, { since: before.image.changeToken }),
+      "generation_changed",
+      "a token from before the wrap, at a later snapshot",
+    );
+  },
+);
+
 /** The cases of this file. */
 export const tokenCases: readonly ConformanceCase[] = cases.all;
