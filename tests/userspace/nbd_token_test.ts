@@ -19,40 +19,18 @@ const KiB = 1024;
 const BLOCK = 64 * KiB;
 const ignore = missingTools("nbdinfo", "nbdsh");
 
-/** README: check with nbdinfo, then map the dirty bitmap (sh). */
-const NBDINFO_RECIPE = `
-if nbdinfo --json "$IMAGE" | grep -q "\\"blksnap:previous-change-token:$KEPT\\""; then
-  nbdinfo --map=qemu:dirty-bitmap:cbt "$IMAGE"      # changed since the kept token: flag 1
-else
-  echo "full backup required"
-fi
-`;
+/** The README's two recipes (sh with nbdinfo, Python for nbdsh), as written there. */
+function readmeRecipes(readme: string): { nbdinfo: string; nbdsh: string } {
+  const found =
+    /Check the CBT before trusting[\s\S]*?```sh\n([\s\S]*?)```[\s\S]*?```python\n([\s\S]*?)```/
+      .exec(readme);
+  assert.ok(found, "README.md has the two NBD token recipes");
+  return { nbdinfo: found[1], nbdsh: found[2] };
+}
 
-/** README: the same check and the dirty extents in Python with libnbd (nbdsh). */
-const NBDSH_RECIPE = `
-import os
-h = nbd.NBD()
-h.set_opt_mode(True)
-h.connect_uri(os.environ["IMAGE"])
-h.add_meta_context("blksnap:")                      # a query: every blksnap context
-names = []
-h.opt_list_meta_context(lambda name: names.append(name))
-if "blksnap:previous-change-token:" + os.environ["KEPT"] not in names:
-    print("full backup required")
-else:
-    h.clear_meta_contexts()
-    h.add_meta_context("qemu:dirty-bitmap:cbt")
-    h.opt_go()
-    size, offset = h.get_size(), 0
-    def extents(context, at, entries, error):
-        global offset
-        for length, flags in zip(entries[0::2], entries[1::2]):
-            if flags & 1:
-                print(offset, length)
-            offset += length
-    while offset < size:
-        h.block_status(size - offset, offset, extents)
-`;
+const RECIPES = readmeRecipes(
+  await Deno.readTextFile(new URL("../../README.md", import.meta.url)),
+);
 
 async function recipe(script: string, env: Record<string, string>, nbdsh: boolean) {
   const result = nbdsh
@@ -120,7 +98,7 @@ for (const tool of ["nbdinfo", "nbdsh"] as const) {
       const fx = await userspaceFixture();
       try {
         const { kept, image, imageUri } = await twoSnapshots(fx);
-        const script = tool === "nbdsh" ? NBDSH_RECIPE : NBDINFO_RECIPE;
+        const script = RECIPES[tool];
         const run = (env: Record<string, string>) => recipe(script, env, tool === "nbdsh");
         const changes = await readChanges(fx.driver, image, { since: kept });
         const expected = changes.extents.map((e) => `${e.offset} ${e.length}`).join("\n");
