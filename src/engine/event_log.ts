@@ -66,11 +66,6 @@ export class EventLog {
     return this.#events.length;
   }
 
-  /** True once closed. */
-  get closed(): boolean {
-    return this.#closed;
-  }
-
   /** Appends `event` with the next id and wakes the waits. Ignored once closed. */
   append(event: SnapshotEvent): LoggedEvent | undefined {
     if (this.#closed) return undefined;
