@@ -135,7 +135,8 @@ export class Snapshot {
     this.#options = options;
     this.writable = options.writable ?? false;
     this.createdAtMs = options.now();
-    this.#events = new EventLog({ firstId: this.createdAtMs * 1000 + 1 });
+    // Ids from the time the log is made: above every id of an earlier life of the service.
+    this.#events = new EventLog({ firstId: options.now() * 1000 + 1 });
   }
 
   /**
