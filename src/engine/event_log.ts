@@ -5,9 +5,10 @@
  * Design note: a bounded ring (EVENT_LOG_CAPACITY by default); when it is
  * full the oldest event is dropped, and a reader asking for events after an
  * id older than what the log still holds is told so (`truncated`). Ids
- * count up from `firstId` (the owner picks one above every id of an earlier
- * life of the service), so an id from before a restart reads as truncated,
- * never as "already seen". Readers wait with a timeout and an AbortSignal;
+ * count up from `firstId`, by default the log's creation time in ms times
+ * 1000 plus 1: above every id of an earlier life of the service (unless it
+ * gave out more than 1000 per ms it lived), so an id from before a restart
+ * reads as truncated, never as "already seen". Readers wait with a timeout and an AbortSignal;
  * an aborted or timed-out wait answers with no events and takes nothing.
  * Closing the log answers every pending wait at once.
  *
@@ -35,7 +36,7 @@ export type EmitEvent = (event: EventInput) => void;
 export interface EventLogOptions {
   /** The most events kept (default EVENT_LOG_CAPACITY). */
   capacity?: number;
-  /** The id of the first event (default 1). */
+  /** The id of the first event (default: now in ms times 1000, plus 1). */
   firstId?: number;
 }
 
@@ -52,7 +53,7 @@ export class EventLog {
   /** An empty log. */
   constructor(options: EventLogOptions = {}) {
     this.#capacity = Math.max(1, options.capacity ?? EVENT_LOG_CAPACITY);
-    this.#firstId = options.firstId ?? 1;
+    this.#firstId = options.firstId ?? Date.now() * 1000 + 1;
     this.#nextId = this.#firstId;
   }
 

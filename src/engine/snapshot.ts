@@ -135,8 +135,7 @@ export class Snapshot {
     this.#options = options;
     this.writable = options.writable ?? false;
     this.createdAtMs = options.now();
-    // Ids from the time the log is made: above every id of an earlier life of the service.
-    this.#events = new EventLog({ firstId: options.now() * 1000 + 1 });
+    this.#events = new EventLog();
   }
 
   /**

@@ -80,7 +80,7 @@ export class EventReader {
     if (this.#closed || this.#channels.has(id)) return;
     const channel: Channel = {
       uuid,
-      log: new EventLog({ firstId: Date.now() * 1000 + 1 }),
+      log: new EventLog(),
       decode,
       running: false,
       stops: new Set(),

@@ -12,9 +12,19 @@ const sectorsOf = (events: SnapshotEvent[]) =>
   events.map((e) => e.code === "no_space" ? e.requestedSectors : -1);
 
 Deno.test("EventLog.wait() answers no events after the timeout", async () => {
-  const log = new EventLog();
+  const log = new EventLog({ firstId: 1 });
   const page = await log.wait({ timeoutMs: 20 });
   assert.deepEqual(page, { events: [], lastId: 0, truncated: false });
+});
+
+Deno.test("EventLog ids start above those of a log made earlier (an earlier life)", async () => {
+  const earlier = new EventLog();
+  for (let i = 0; i < 10; i++) earlier.append(noSpace(i));
+  await new Promise((resolve) => setTimeout(resolve, 2));
+  const later = new EventLog();
+  const first = later.append(noSpace(1))!;
+  assert.ok(first.id > earlier.lastId, `${first.id} > ${earlier.lastId}`);
+  assert.equal((await later.wait({ after: earlier.lastId, timeoutMs: 0 })).truncated, true);
 });
 
 Deno.test("EventLog gives increasing ids from firstId and every reader sees every event", async () => {
@@ -38,7 +48,7 @@ Deno.test("EventLog wakes every pending waiter with the same appended event", as
 });
 
 Deno.test("EventLog drops the oldest past its capacity and says so to a reader behind it", async () => {
-  const log = new EventLog({ capacity: 3 });
+  const log = new EventLog({ capacity: 3, firstId: 1 });
   for (let i = 1; i <= 5; i++) log.append(noSpace(i));
   assert.equal(log.size, 3);
   const behind = await log.wait({ after: 1, timeoutMs: 0 });
