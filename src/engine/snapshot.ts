@@ -126,7 +126,7 @@ export class Snapshot {
   #trackers: Tracker[] = [];
   #images = new Map<string, SnapshotImage>();
   #areas = new Map<string, DiffArea>();
-  #events: EventLog;
+  #events = new EventLog();
   #cbtAtTake = new Map<string, CbtAtTake>();
   #control = new Mutex();
   #storage!: DiffStorage;
@@ -135,7 +135,6 @@ export class Snapshot {
     this.#options = options;
     this.writable = options.writable ?? false;
     this.createdAtMs = options.now();
-    this.#events = new EventLog();
   }
 
   /**
