@@ -502,9 +502,17 @@ export class KernelDriver implements SnapshotDriver {
     if (snapshot.storage !== undefined && snapshot.deviceIds.length === 0) {
       throw new ServiceError("CONFLICT", `${what}: it has no devices`);
     }
-    const devices = snapshot.deviceIds.map((id) => this.#records.device(id));
-    const before = new Map<string, CbtPosition>();
-    for (const device of devices) before.set(device.id, kernel.client.cbtInfo(device));
+    const devices = snapshot.deviceIds.flatMap((id) => this.#records.findDevice(id) ?? []);
+    // CBTINFO around the take is best effort: without it the tokens come from CBTINFO later.
+    const cbtInfo = (device: (typeof devices)[number]) => {
+      try {
+        return kernel.client.cbtInfo(device);
+      } catch {
+        return undefined;
+      }
+    };
+    const before = new Map<string, CbtPosition | undefined>();
+    for (const device of devices) before.set(device.id, cbtInfo(device));
     try {
       kernel.client.take(snapshot.uuid, what);
     } catch (error) {
@@ -513,7 +521,9 @@ export class KernelDriver implements SnapshotDriver {
     }
     const marks = new Map<string, TakeMark>();
     for (const device of devices) {
-      const point = pointOf(device.id, kernel.client.cbtInfo(device));
+      const after = cbtInfo(device);
+      if (!after) continue;
+      const point = pointOf(device.id, after);
       marks.set(device.id, { point, previous: previousPoint(point, before.get(device.id)) });
     }
     this.#takeMarks.set(snapshot.id, marks);
