@@ -34,7 +34,7 @@ import type { CbtMapInfo } from "./cbt_map.ts";
 import type { BlockStore, StoreIdentity } from "./block_store.ts";
 import { DiffArea } from "./diff_area.ts";
 import { DiffStorage } from "./diff_storage.ts";
-import { type EventInput, EventLog } from "./event_log.ts";
+import { type EventInput, EventLog } from "../event_log.ts";
 import { SnapshotImage } from "./image.ts";
 import { Mutex } from "./mutex.ts";
 import { chunkSizing, type EngineParams, SECTOR_BYTES, type Sizing } from "./params.ts";

@@ -27,7 +27,7 @@
 
 import type { EventPage, SnapshotEvent, WaitEventsOptions } from "../driver.ts";
 import { ServiceError } from "../errors.ts";
-import { EventLog } from "../engine/event_log.ts";
+import { EventLog } from "../event_log.ts";
 import { BlksnapSnapshotEvent, IOCTL_BLKSNAP_SNAPSHOT_WAIT_EVENT } from "./abi.ts";
 import type { BlockingIoctl } from "./blocking_ioctl.ts";
 import { ioctlError, KernelErrno } from "./errno.ts";

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { ServiceError } from "../errors.ts";
+import { ServiceError } from "./errors.ts";
 import {
   type CorruptedEvent,
   EVENT_LOG_CAPACITY,
@@ -24,7 +24,7 @@ import {
   type NoSpaceEvent,
   type SnapshotEvent,
   type WaitEventsOptions,
-} from "../driver.ts";
+} from "./driver.ts";
 
 /** An event before it is stamped with its time. */
 export type EventInput = Omit<CorruptedEvent, "timeMs"> | Omit<NoSpaceEvent, "timeMs">;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { isServiceError } from "../../src/errors.ts";
-import { EventLog } from "../../src/engine/event_log.ts";
-import type { SnapshotEvent } from "../../src/driver.ts";
+import { isServiceError } from "../src/errors.ts";
+import { EventLog } from "../src/event_log.ts";
+import type { SnapshotEvent } from "../src/driver.ts";
 
 const noSpace = (sectors: number): SnapshotEvent => ({
   code: "no_space",
