@@ -86,7 +86,8 @@ Exit status: 0 ok, 1 failure, 2 usage error, 3 refused by the service, 4 service
 /** The one-line message for `error`, the way the user should read it. */
 function describeError(error: unknown): string {
   if (error instanceof ProblemError) {
-    const codes = [error.code, error.problem.errno].filter(Boolean).join(", ");
+    const codes = [error.code, error.problem.errno, error.problem.reason].filter(Boolean)
+      .join(", ");
     return `${error.problem.detail} (${codes})`;
   }
   if (error instanceof Error) {

@@ -1,10 +1,11 @@
 /**
  * One log line per state change of the backend, whoever asked for it:
- * attach, detach, create, add, take, destroy (when the call succeeded),
- * the snapshot events `no_space` and `corrupted` as they are taken from the
- * driver, and a snapshot turning corrupted even when no client waits for its
- * events (a watch compares each snapshot's state with the last one seen, on
- * every listing and at most every `watchIntervalMs`). At start,
+ * attach, detach, create, add, take, destroy (when the call succeeded), and
+ * the snapshot events `no_space` and `corrupted` whether or not a client
+ * waits for them: every `watchIntervalMs` a watch lists the snapshots and
+ * reads each one's event log after the last id it logged (reading takes
+ * nothing from the log), and a snapshot whose state turns corrupted is
+ * logged once even when its backend raised no event. At start,
  * {@link logAdoption} writes a line for every device and snapshot the
  * backend brought back from an earlier run.
  *
@@ -15,8 +16,8 @@ import type {
   AttachOptions,
   CreateSnapshotOptions,
   DeviceInfo,
+  LoggedEvent,
   SnapshotDriver,
-  SnapshotEvent,
   SnapshotInfo,
 } from "../driver.ts";
 import type { Logger } from "./logger.ts";
@@ -41,20 +42,56 @@ export function withStateLog(
   logger: Logger,
   options: StateLogOptions = {},
 ): LoggedDriver {
-  const lastState = new Map<string, SnapshotInfo["state"]>();
+  /** Per snapshot, the id of the last event logged (snapshots this wrapper created start at 0). */
+  const lastEventId = new Map<string, number>();
+  const corruptedLogged = new Set<string>();
+  const logCorrupted = (
+    snapshotId: string,
+    fields: Record<string, string | number | undefined>,
+  ) => {
+    if (corruptedLogged.has(snapshotId)) return;
+    corruptedLogged.add(snapshotId);
+    logger.error("snapshot corrupted: its images are unusable, the devices keep working", {
+      event: "corrupted",
+      snapshot: snapshotId,
+      ...fields,
+    });
+  };
+  const logEvent = (snapshotId: string, event: LoggedEvent) => {
+    if (event.code === "no_space") {
+      logger.warn("snapshot difference storage needs space", {
+        event: "no_space",
+        snapshot: snapshotId,
+        eventId: event.id,
+        requestedSectors: event.requestedSectors,
+      });
+    } else {
+      logCorrupted(snapshotId, {
+        eventId: event.id,
+        device: event.deviceId,
+        error: event.errorName ?? event.errorCode,
+      });
+    }
+  };
   const observe = (snapshot: SnapshotInfo) => {
-    const before = lastState.get(snapshot.id);
-    lastState.set(snapshot.id, snapshot.state);
-    if (snapshot.state === "corrupted" && before !== "corrupted") {
-      logger.error("snapshot corrupted: its images are unusable, the devices keep working", {
-        event: "corrupted",
-        snapshot: snapshot.id,
+    if (snapshot.state === "corrupted") {
+      logCorrupted(snapshot.id, {
         devices: corruptedDevices(snapshot),
         usedBytes: snapshot.storage?.usedBytes,
         limitBytes: snapshot.storage?.limitBytes,
       });
     }
     return snapshot;
+  };
+  /** Logs the events of `snapshot` after the last one logged; adopted ones skip their past. */
+  const readEvents = async (snapshot: SnapshotInfo) => {
+    const after = lastEventId.get(snapshot.id);
+    const page = await driver.waitEvents(snapshot.id, { after: after ?? 0, timeoutMs: 0 });
+    if (after !== undefined) page.events.forEach((event) => logEvent(snapshot.id, event));
+    else if (page.events.some((event) => event.code === "corrupted")) {
+      corruptedLogged.add(snapshot.id);
+    }
+    lastEventId.set(snapshot.id, Math.max(page.lastId, after ?? 0));
   };
   const intervalMs = options.watchIntervalMs ?? 1000;
   let watching = false;
@@ -63,7 +100,10 @@ export function withStateLog(
       if (watching) return;
       watching = true;
       try {
-        (await driver.listSnapshots()).forEach(observe);
+        for (const snapshot of await driver.listSnapshots()) {
+          await readEvents(snapshot).catch(() => {});
+          observe(snapshot);
+        }
       } catch (error) {
         logger.debug("snapshot watch: listing failed", { error: (error as Error).message });
       } finally {
@@ -72,24 +112,6 @@ export function withStateLog(
     }, intervalMs)
     : undefined;
   if (timer !== undefined) Deno.unrefTimer(timer);
-
-  const logEvent = (snapshotId: string, event: SnapshotEvent) => {
-    if (event.code === "no_space") {
-      logger.warn("snapshot difference storage needs space", {
-        event: "no_space",
-        snapshot: snapshotId,
-        requestedSectors: event.requestedSectors,
-      });
-    } else {
-      logger.error("snapshot event: corrupted", {
-        event: "corrupted",
-        snapshot: snapshotId,
-        device: event.deviceId,
-        error: event.errorName ?? event.errorCode,
-      });
-      lastState.set(snapshotId, "corrupted");
-    }
-  };
 
   return {
     version: () => driver.version(),
@@ -121,6 +143,7 @@ export function withStateLog(
     },
     async createSnapshot(createOptions: CreateSnapshotOptions): Promise<SnapshotInfo> {
       const snapshot = observe(await driver.createSnapshot(createOptions));
+      lastEventId.set(snapshot.id, 0);
       logger.info("snapshot created", {
         event: "create",
         snapshot: snapshot.id,
@@ -157,14 +180,11 @@ export function withStateLog(
     },
     async destroySnapshot(snapshotId) {
       await driver.destroySnapshot(snapshotId);
-      lastState.delete(snapshotId);
+      lastEventId.delete(snapshotId);
+      corruptedLogged.delete(snapshotId);
       logger.info("snapshot destroyed", { event: "destroy", snapshot: snapshotId });
     },
-    async waitEvent(snapshotId, timeoutMs) {
-      const event = await driver.waitEvent(snapshotId, timeoutMs);
-      if (event) logEvent(snapshotId, event);
-      return event;
-    },
+    waitEvents: (snapshotId, waitOptions) => driver.waitEvents(snapshotId, waitOptions),
     imageSize: (snapshotId, deviceId) => driver.imageSize(snapshotId, deviceId),
     readImage: (snapshotId, deviceId, offset, into) =>
       driver.readImage(snapshotId, deviceId, offset, into),

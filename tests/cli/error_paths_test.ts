@@ -173,8 +173,12 @@ Deno.test("CLI error paths of every verb against a live service: one line, no st
         code: 3,
         says: /beyond the image.*RANGE_NOT_SATISFIABLE/,
       },
-      { args: ["image", "changes", id, "vda", "--since", "300"], code: 3, says: /since/ },
-      { args: ["image", "changes", id, "vda", "--since", "x"], code: 2, says: /--since/ },
+      { args: ["image", "changes", id, "vda", "--since", "300"], code: 3, says: /since|255/ },
+      {
+        args: ["image", "changes", id, "vda", "--since", "x"],
+        code: 3,
+        says: /is not a change token.*FULL_BACKUP_REQUIRED, ESTALE, malformed/,
+      },
       { args: ["image", "locate", UNKNOWN_SNAPSHOT, "vda"], code: 3, says: /NOT_FOUND/ },
       { args: ["image", "locate", id, "bad id!"], code: 2, says: /DEVICE must be a device id/ },
       // version
