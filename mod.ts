@@ -60,7 +60,7 @@ export {
 export type { JsonSchema, Schema } from "./src/api/schema.ts";
 export { PathPolicy, type ResolveOptions } from "./src/api/path_policy.ts";
 export type { ProblemDocument } from "./src/api/problem.ts";
-export type { Extent } from "./src/api/changes.ts";
+export type { Extent, ImageChanges as ChangesOfImage } from "./src/api/changes.ts";
 export {
   type ChangePoint,
   decodeChangeToken,
