@@ -11,7 +11,7 @@
  * stack of the error the app handed over with {@link rememberError}. Probes and
  * scrapes (/healthz, /readyz, /metrics) log at debug.
  *
- * A streamed body (image data, event streams) that fails after the headers
+ * A streamed binary body (image data, the CBT map) that fails after the headers
  * went out (the snapshot was destroyed during a read) is logged once, at
  * warn with its code, instead of Deno's raw print of the error: a body with
  * a Content-Length then just ends short, which makes the server abort the
@@ -51,7 +51,7 @@ async function problemCode(response: Response): Promise<string | undefined> {
   }
 }
 
-const STREAMED = /^(application\/octet-stream|text\/event-stream)/;
+const STREAMED = /^application\/octet-stream/;
 
 function guardBody(
   response: Response,
