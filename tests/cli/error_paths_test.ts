@@ -13,6 +13,7 @@ import { type CliResult, runCli } from "../_helpers/api_cli.ts";
 import { withService } from "../_helpers/service_fixture.ts";
 
 const MIB = 1 << 20;
+const CLI_MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 const UNKNOWN_SNAPSHOT = "0f8fad5b-d9cb-469f-a165-70867728950e";
 
 /** One error path: the command line, the exit status and what the message must say. */
@@ -296,5 +297,38 @@ Deno.test("CLI image read while the snapshot is destroyed: one line, exit 1, no 
       code: 1,
       says: /image stream of big@\S+ (broke off|ended) after \d+ of 1073741824 bytes/,
     }, result);
+  });
+});
+
+Deno.test("CLI image read into a pipe its reader closed: one line naming standard output, exit 1", async () => {
+  await withService({}, async ({ baseUrl, client, allowed }) => {
+    const path = join(allowed, "big.img");
+    await Deno.writeFile(path, new Uint8Array(0));
+    await Deno.truncate(path, 256 << 20);
+    await client.devices.attach({ path, name: "big" });
+    const snapshot = await client.snapshots.create({
+      devices: ["big"],
+      diffStorage: { path: join(allowed, "diff"), limitBytes: 4 * MIB },
+    });
+    await client.snapshots.take(snapshot.id);
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI_MAIN, "image", "read", snapshot.id, "big", "--url", baseUrl],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    const reader = child.stdout.getReader();
+    assert.ok((await reader.read()).value!.length > 0);
+    await reader.cancel();
+    const [status, stderr] = await Promise.all([
+      child.status,
+      new Response(child.stderr).text(),
+    ]);
+    assertOneLineFailure({
+      args: ["image", "read", "(into a closed pipe)"],
+      code: 1,
+      says: /^blksnapctl: Cannot write to standard output: Broken pipe$/,
+    }, { code: status.code, stdout: "", stdoutBytes: new Uint8Array(), stderr });
   });
 });

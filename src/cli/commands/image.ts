@@ -68,13 +68,19 @@ async function read(
   try {
     const writer = target ? target.writable.getWriter() : Deno.stdout.writable.getWriter();
     for await (const piece of response.body!) {
-      await writer.write(piece);
+      await writer.write(piece).catch((error) => {
+        throw new CliFailure(
+          `Cannot write to ${output ?? "standard output"}: ${reasonOf(error)}`,
+          { cause: error },
+        );
+      });
       bytes += piece.length;
       progress.advance(piece.length);
     }
     if (target) await writer.close();
     else writer.releaseLock();
   } catch (error) {
+    if (error instanceof CliFailure) throw error;
     throw new CliFailure(
       `The image stream of ${deviceId}@${snapshotId} broke off after ${bytes} of ${total} bytes ` +
         `(was the snapshot destroyed?): ${reasonOf(error)}`,
