@@ -117,8 +117,13 @@ export class FileStore implements BlockStore {
     const minIo = (await readSysfsNumber(`${sysfs}/queue/minimum_io_size`)) ??
       (await readSysfsNumber(`${sysfs}/../queue/minimum_io_size`)) ?? SECTOR_BYTES;
     const identity: StoreIdentity = { kind: "block", device: stat.rdev, inode: 0 };
-    const capacity = await blockDeviceCapacity(sysfs, init.name);
+    const capacity = await blockDeviceCapacity(sysfs, `/proc/self/fd/${init.handle.fd}`);
     return new FileStore(init, identity, capacity, Math.max(minIo, SECTOR_BYTES), sysfs);
+  }
+
+  /** The open descriptor (for positioned I/O of other layers); valid until close(). */
+  get fd(): number {
+    return this.#fd;
   }
 
   /** Current capacity in bytes (as last read). */
@@ -128,7 +133,7 @@ export class FileStore implements BlockStore {
 
   async #readCapacity(): Promise<number> {
     if (this.identity.kind === "file") return (await this.#handle.stat()).size;
-    return await blockDeviceCapacity(this.#sysfs!, this.name);
+    return await blockDeviceCapacity(this.#sysfs!, `/proc/self/fd/${this.#fd}`);
   }
 
   #check(action: string, offset: number, length: number, writing: boolean): void {
@@ -213,6 +218,16 @@ export class FileStore implements BlockStore {
       throw new RangeError(`Cannot grow ${this.name}: it is a block device`);
     }
     if (!Number.isSafeInteger(bytes) || bytes <= this.#capacity) return;
+    await this.#tracked(() => this.#handle.truncate(bytes));
+    this.#capacity = bytes;
+  }
+
+  /** Sets a regular file's size to `bytes` (also smaller). RangeError for a block device. */
+  async truncate(bytes: number): Promise<void> {
+    this.#check("truncate", 0, 0, true);
+    if (this.identity.kind === "block") {
+      throw new RangeError(`Cannot truncate ${this.name}: it is a block device`);
+    }
     await this.#tracked(() => this.#handle.truncate(bytes));
     this.#capacity = bytes;
   }
