@@ -30,6 +30,8 @@ export interface OpenStoreOptions {
   noDirectory?: boolean;
   /** What the store is for, for messages (default "open"). */
   purpose?: string;
+  /** Check each write for a file truncated behind the store (see FileStoreInit). */
+  guardTruncation?: boolean;
 }
 
 /** A store from {@link openStoreVerified} and how it was found. */
@@ -83,6 +85,7 @@ export async function openStoreVerified(
       handle: opened.handle,
       isBlockDevice: opened.kind === "block",
       readOnly,
+      guardTruncation: options.guardTruncation,
     });
     return { store, created: opened.created, realPath: opened.realPath };
   } catch (error) {

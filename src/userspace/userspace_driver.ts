@@ -398,6 +398,7 @@ export class UserspaceDriver implements SnapshotDriver {
       create: true,
       verify: options.verifyOpened,
       purpose: "use as difference storage",
+      guardTruncation: true,
     }).catch((error) => {
       throw isServiceError(error) && error.field === undefined
         ? new ServiceError(error.code, error.message, {
