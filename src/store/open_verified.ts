@@ -37,8 +37,8 @@ const O_CLOEXEC = 0o2000000;
 /** Checks the real path of an opened object; throws (FORBIDDEN) to refuse it. */
 export type VerifyOpened = (realPath: string) => void;
 
-/** What {@link openVerified} opened. */
-export type OpenedKind = "file" | "block" | "directory-file";
+/** What {@link openVerified} opened ("directory" only with `pathOnly`). */
+export type OpenedKind = "file" | "block" | "directory-file" | "directory";
 
 /** Options of {@link openVerified}. */
 export interface OpenVerifiedOptions {
@@ -52,6 +52,12 @@ export interface OpenVerifiedOptions {
   verify?: VerifyOpened;
   /** What the open is for, for messages ("attach", "use as difference storage"). */
   purpose?: string;
+  /**
+   * Keep the O_PATH descriptor (no I/O on it, no unnamed file for a
+   * directory): for handing {@link OpenedObject.procPath} to the kernel
+   * module, which opens the object itself. Default false.
+   */
+  pathOnly?: boolean;
 }
 
 /** An object opened and verified by {@link openVerified}. */
@@ -141,14 +147,15 @@ export async function openVerified(
       throw error;
     }
     const procPath = `/proc/self/fd/${object.fd}`;
+    if (options.pathOnly || created) {
+      const handle = object;
+      object = undefined;
+      const kind = info.isDirectory() ? "directory" : info.isBlockDevice() ? "block" : "file";
+      return { handle, kind, realPath, created, procPath };
+    }
     if (info.isDirectory()) {
       const handle = await unnamedFile(procPath);
       return { handle, kind: "directory-file", realPath, created: false, procPath };
-    }
-    if (created) {
-      const handle = object;
-      object = undefined;
-      return { handle, kind: "file", realPath, created, procPath };
     }
     const flags = options.readOnly ? constants.O_RDONLY : constants.O_RDWR;
     const handle = await open(procPath, flags | O_CLOEXEC);
