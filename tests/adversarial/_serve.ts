@@ -44,7 +44,10 @@ export interface RunningServe extends AsyncDisposable {
 }
 
 /** Starts `blksnap serve` on free loopback ports with `allowed` as the only prefix. */
-export async function startServe(allowed: string, options: ServeOptions = {}): Promise<RunningServe> {
+export async function startServe(
+  allowed: string,
+  options: ServeOptions = {},
+): Promise<RunningServe> {
   const stateDir = options.stateDir ?? join(allowed, "state");
   const serveArgs = [
     "run",
@@ -197,7 +200,9 @@ export async function probe(conn: Deno.Conn, timeoutMs: number): Promise<"eof" |
     (n): "eof" | "data" => n === null ? "eof" : "data",
     (): "eof" => "eof",
   );
-  const late = new Promise<"open">((resolve) => timer = setTimeout(() => resolve("open"), timeoutMs));
+  const late = new Promise<"open">((resolve) =>
+    timer = setTimeout(() => resolve("open"), timeoutMs)
+  );
   try {
     return await Promise.race([read, late]);
   } finally {

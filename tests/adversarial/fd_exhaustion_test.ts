@@ -38,7 +38,9 @@ Deno.test("at the open-file limit, accept backs off and the service answers agai
     assert.equal(await version(serve.baseUrl), 200, "answers once the flood is gone");
     assert.ok(serve.alive());
     assert.ok(
-      serve.stderr.some((line) => /^http: accept failed, backing off: .*Too many open files/.test(line)),
+      serve.stderr.some((line) =>
+        /^http: accept failed, backing off: .*Too many open files/.test(line)
+      ),
       `EMFILE was met and logged:\n${serve.stderr.slice(-5).join("\n")}`,
     );
     figures("emfile", {
@@ -62,14 +64,16 @@ Deno.test("over the connection limits: extra HTTP connections get 503, extra NBD
     const port = Number(new URL(serve.baseUrl).port);
     const { conns } = await flood(port, 1000);
     const extra = conns.slice(100);
-    const answers = await Promise.all(extra.slice(0, 300).map(async (conn) => {
-      const buffer = new Uint8Array(512);
-      const n = await Promise.race([
-        conn.read(buffer).catch(() => null),
-        new Promise<null>((resolve) => setTimeout(() => resolve(null), 5000)),
-      ]);
-      return n ? new TextDecoder().decode(buffer.subarray(0, n)) : "";
-    }));
+    const answers = await Promise.all(
+      extra.slice(0, 300).map(async (conn) => {
+        const buffer = new Uint8Array(512);
+        const n = await Promise.race([
+          conn.read(buffer).catch(() => null),
+          new Promise<null>((resolve) => setTimeout(() => resolve(null), 5000)),
+        ]);
+        return n ? new TextDecoder().decode(buffer.subarray(0, n)) : "";
+      }),
+    );
     const refused = answers.filter((text) => /^HTTP\/1\.1 503 /.test(text)).length;
     assert.ok(refused >= 100, `${refused} of ${answers.length} extra connections got 503`);
     assert.ok(serve.alive());
