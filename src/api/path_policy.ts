@@ -163,7 +163,9 @@ export class PathPolicy {
 
   /**
    * The real path of the deepest existing ancestor of `path` (itself when it
-   * exists) with the missing components appended, and those components.
+   * exists) with the missing components appended, and those components. A
+   * dangling symlink is followed to where it points (up to 40 links, as the
+   * kernel does), so a link to a missing file outside counts as outside.
    */
   async #realPath(
     path: string,
@@ -171,12 +173,17 @@ export class PathPolicy {
   ): Promise<{ real: string; missing: string[] }> {
     const missing: string[] = [];
     let current = path;
-    for (;;) {
+    for (let links = 0;;) {
       try {
         return { real: join(await Deno.realPath(current), ...missing), missing };
       } catch (error) {
         if (!(error instanceof Deno.errors.NotFound) || current === "/") {
           throw unresolvable(path, options, error);
+        }
+        const link = await Deno.lstat(current).then((info) => info.isSymlink, () => false);
+        if (link && ++links <= 40) {
+          current = resolve(dirname(current), await Deno.readLink(current));
+          continue;
         }
         missing.unshift(basename(current));
         current = dirname(current);

@@ -108,7 +108,11 @@ Deno.test("a storage truncated under a live snapshot corrupts it with EIO; image
       const info = await fixture.client.snapshots.get(id);
       assert.equal(info.state, "corrupted");
       assert.equal(info.devices[0].errorName, "EIO");
-      figures("truncated-storage", { chunksLost: 16, readStatus: read.status, event: "corrupted/EIO" });
+      figures("truncated-storage", {
+        chunksLost: 16,
+        readStatus: read.status,
+        event: "corrupted/EIO",
+      });
     } finally {
       await nbd.close();
     }
@@ -132,7 +136,11 @@ Deno.test({
           const codes = events.map((e) => e.code);
           assert.ok(codes.includes("no_space"), JSON.stringify(events));
           const corrupted = events.find((e) => e.code === "corrupted");
-          assert.equal(corrupted?.code === "corrupted" && corrupted.errorCode, 28, `corrupted with ENOSPC: ${JSON.stringify(events)}`);
+          assert.equal(
+            corrupted?.code === "corrupted" && corrupted.errorCode,
+            28,
+            `corrupted with ENOSPC: ${JSON.stringify(events)}`,
+          );
           assert.ok(codes.indexOf("no_space") < codes.indexOf("corrupted"), "no_space first");
           const info = await fixture.client.snapshots.get(id);
           assert.equal(info.devices[0].errorName, "ENOSPC");
