@@ -182,7 +182,9 @@ export class PathPolicy {
         }
         const link = await Deno.lstat(current).then((info) => info.isSymlink, () => false);
         if (link && ++links <= 40) {
-          current = resolve(dirname(current), await Deno.readLink(current));
+          // A link removed meanwhile is looked at again (bounded by the link count).
+          const target = await Deno.readLink(current).catch(() => undefined);
+          if (target !== undefined) current = resolve(dirname(current), target);
           continue;
         }
         missing.unshift(basename(current));
