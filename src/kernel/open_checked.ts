@@ -96,6 +96,8 @@ export async function openStorage(
     purpose: "use as difference storage",
   });
   const handle: FileHandle = opened.handle;
+  // The driver removes a created storage by name and identity (it may outlive this process).
+  await opened.createdIn?.release();
   try {
     const info = await handle.stat();
     // The block-device test goes through the libc seam, as the module's own view does.

@@ -16,7 +16,7 @@
 
 import { ServiceError } from "../errors.ts";
 import { FileStore } from "./file_store.ts";
-import { openError, openVerified, type VerifyOpened } from "./open_verified.ts";
+import { type CreatedFile, openError, openVerified, type VerifyOpened } from "./open_verified.ts";
 
 /** Options of {@link openStore}. */
 export interface OpenStoreOptions {
@@ -40,6 +40,8 @@ export interface OpenedStore {
   store: FileStore;
   /** True when the file was created by the open. */
   created: boolean;
+  /** For a created file: the way to remove it again (the caller owns it). */
+  createdIn?: CreatedFile;
   /** The real path of what was opened. */
   realPath: string;
 }
@@ -56,7 +58,9 @@ export function fileSystemError(error: unknown, detail: string): ServiceError {
  * symlink, other file types or a read-only directory, IO otherwise.
  */
 export async function openStore(path: string, options: OpenStoreOptions = {}): Promise<FileStore> {
-  return (await openStoreVerified(path, options)).store;
+  const opened = await openStoreVerified(path, options);
+  await opened.createdIn?.release();
+  return opened.store;
 }
 
 /** As {@link openStore}, also telling whether the file was created and its real path. */
@@ -74,6 +78,7 @@ export async function openStoreVerified(
   });
   if (opened.kind === "directory-file" && readOnly) {
     await opened.handle.close();
+    await opened.createdIn?.remove();
     throw new ServiceError(
       "INVALID_ARGUMENT",
       `Cannot open ${path} read-only: a directory only serves to hold a new unnamed file`,
@@ -87,9 +92,15 @@ export async function openStoreVerified(
       readOnly,
       guardTruncation: options.guardTruncation,
     });
-    return { store, created: opened.created, realPath: opened.realPath };
+    return {
+      store,
+      created: opened.created,
+      realPath: opened.realPath,
+      createdIn: opened.createdIn,
+    };
   } catch (error) {
     await opened.handle.close().catch(() => {});
+    await opened.createdIn?.remove();
     throw fileSystemError(error, `Cannot open ${path}`);
   }
 }

@@ -70,6 +70,11 @@ export interface OpenedObject {
   realPath: string;
   /** True when the file was created by this call. */
   created: boolean;
+  /**
+   * For a file created by this call: its folder, kept open, to remove it
+   * from there later whatever happens to the folder's name. The caller owns it.
+   */
+  createdIn?: CreatedFile;
   /** `/proc/self/fd/N` naming the opened object while the handle is open. */
   procPath: string;
 }
@@ -109,6 +114,7 @@ export async function openVerified(
   }
   let folder: FileHandle | undefined;
   let object: FileHandle | undefined;
+  let createdIn: CreatedFile | undefined;
   try {
     folder = await open(dirname(path), constants.O_RDONLY | constants.O_DIRECTORY | O_CLOEXEC);
     const inFolder = `/proc/self/fd/${folder.fd}/${name}`;
@@ -125,6 +131,10 @@ export async function openVerified(
       object = await open(inFolder, flags, 0o600);
       created = true;
     }
+    if (created) {
+      createdIn = new CreatedFile(folder, name, await object.stat());
+      folder = undefined;
+    }
     const realPath = realPathOf(object.fd);
     const info = await object.stat();
     if (info.isSymbolicLink()) {
@@ -140,18 +150,13 @@ export async function openVerified(
         }`,
       );
     }
-    try {
-      options.verify?.(realPath);
-    } catch (error) {
-      if (created) await Deno.remove(inFolder).catch(() => {});
-      throw error;
-    }
+    options.verify?.(realPath);
     const procPath = `/proc/self/fd/${object.fd}`;
     if (options.pathOnly || created) {
       const handle = object;
       object = undefined;
       const kind = info.isDirectory() ? "directory" : info.isBlockDevice() ? "block" : "file";
-      return { handle, kind, realPath, created, procPath };
+      return { handle, kind, realPath, created, procPath, createdIn };
     }
     if (info.isDirectory()) {
       const handle = await unnamedFile(procPath);
@@ -162,10 +167,57 @@ export async function openVerified(
     const kind = info.isBlockDevice() ? "block" : "file";
     return { handle, kind, realPath, created, procPath: `/proc/self/fd/${handle.fd}` };
   } catch (error) {
+    await createdIn?.remove();
     throw openError(error, what);
   } finally {
     await closeQuietly(object);
     await closeQuietly(folder);
+  }
+}
+
+/**
+ * A file this service created, with the folder it was created in (kept
+ * open): {@link CreatedFile.remove} unlinks it from that very folder, and only
+ * while the name still holds the same inode, so a folder renamed or swapped
+ * for a symlink meanwhile neither leaves the file behind nor removes another.
+ */
+export class CreatedFile {
+  #folder: FileHandle | undefined;
+  #name: string;
+  #device: number;
+  #inode: number;
+
+  /** Takes ownership of `folder`; `info` identifies the created file. */
+  constructor(folder: FileHandle, name: string, info: { dev: number; ino: number }) {
+    this.#folder = folder;
+    this.#name = name;
+    this.#device = info.dev;
+    this.#inode = info.ino;
+  }
+
+  /** Closes the folder, leaving the file (its removal is someone else's then). Idempotent. */
+  async release(): Promise<void> {
+    const folder = this.#folder;
+    this.#folder = undefined;
+    await closeQuietly(folder);
+  }
+
+  /** Removes the file if its name still holds it, then closes the folder. Idempotent. */
+  async remove(): Promise<void> {
+    const folder = this.#folder;
+    if (folder === undefined) return;
+    this.#folder = undefined;
+    const inFolder = `/proc/self/fd/${folder.fd}/${this.#name}`;
+    try {
+      const info = await Deno.lstat(inFolder);
+      if (info.isFile && info.dev === this.#device && info.ino === this.#inode) {
+        await Deno.remove(inFolder);
+      }
+    } catch {
+      // gone already
+    } finally {
+      await closeQuietly(folder);
+    }
   }
 }
 

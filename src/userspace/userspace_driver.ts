@@ -38,7 +38,7 @@ import { type NbdLogger, startNbdServer } from "../nbd/mod.ts";
 import type { NbdServer } from "../nbd/server.ts";
 import type { FileStore } from "../store/file_store.ts";
 import { openStoreVerified } from "../store/open_store.ts";
-import { removeCreated, type VerifyOpened } from "../store/open_verified.ts";
+import type { CreatedFile, VerifyOpened } from "../store/open_verified.ts";
 import { findServiceFile, sameObject } from "../store/service_files.ts";
 import {
   checkAbsolute,
@@ -96,7 +96,7 @@ export class UserspaceDriver implements SnapshotDriver {
   readonly #server: NbdServer;
   readonly #devices = new Map<string, Attached>();
   /** Storage files this driver created, by snapshot id: removed again at destroy. */
-  readonly #createdStorage = new Map<string, { path: string; identity: StoreIdentity }>();
+  readonly #createdStorage = new Map<string, CreatedFile>();
   /** The identity of each snapshot's difference storage, by snapshot id. */
   readonly #storageIdentities = new Map<string, StoreIdentity>();
   readonly #deviceList?: DeviceListFile;
@@ -407,7 +407,7 @@ export class UserspaceDriver implements SnapshotDriver {
         })
         : error;
     });
-    const { store: storage, created } = opened;
+    const { store: storage, createdIn } = opened;
     let snapshot: Snapshot;
     try {
       await this.#refuseStorageInUse(storage, options.deviceIds);
@@ -421,10 +421,10 @@ export class UserspaceDriver implements SnapshotDriver {
       });
     } catch (error) {
       await storage.close().catch(() => {});
-      if (created) await removeCreated(path, storage.identity);
+      await createdIn?.remove();
       throw error;
     }
-    if (created) this.#createdStorage.set(snapshot.id, { path, identity: storage.identity });
+    if (createdIn) this.#createdStorage.set(snapshot.id, createdIn);
     this.#storageIdentities.set(snapshot.id, storage.identity);
     return this.#snapshotInfo(snapshot);
   }
@@ -536,7 +536,7 @@ export class UserspaceDriver implements SnapshotDriver {
     const created = this.#createdStorage.get(snapshotId);
     if (created === undefined) return;
     this.#createdStorage.delete(snapshotId);
-    await removeCreated(created.path, created.identity);
+    await created.remove();
   }
 
   /**
