@@ -375,6 +375,7 @@ class Connection {
   #busy = false;
   #idleWaiters: Array<() => void> = [];
   #requestAbort: AbortController | undefined;
+  #responseReader: ReadableStreamDefaultReader<Uint8Array> | undefined;
 
   constructor(conn: Deno.Conn, server: Server) {
     this.#conn = conn;
@@ -435,6 +436,8 @@ class Connection {
     if (this.#closed) return;
     this.#closed = true;
     this.#requestAbort?.abort(new DOMException("The client went away", "AbortError"));
+    // A response still streaming ends now: its producer sees the cancel.
+    this.#responseReader?.cancel().catch(() => {});
     closeQuietly(this.#conn);
   }
 
@@ -482,13 +485,13 @@ class Connection {
         HEAD_END,
         Math.max(this.#start, searched - 3),
       );
-      if (at >= 0) {
+      if (at >= 0 && at - this.#start <= max) {
         const text = decoder.decode(this.#buffer.subarray(this.#start, at));
         this.#start = at + HEAD_END.length;
         return parseHead(text.replace(/^(\r\n)+/, ""));
       }
       searched = this.#end;
-      if (this.#end - this.#start > max) {
+      if (at >= 0 || this.#end - this.#start > max) {
         throw new Refusal(
           new ServiceError("PAYLOAD_TOO_LARGE", `The request head exceeds ${max} bytes (431)`),
         );
@@ -620,8 +623,9 @@ class Connection {
     this.#requestAbort = abort;
     // A read while the handler runs notices a client that goes away; pipelined bytes stay buffered.
     if (this.#start === this.#end) {
+      // End of stream while the handler runs: the client is gone (aborts, cancels the response).
       this.#fill().then((more) => {
-        if (!more) abort.abort(new DOMException("The client went away", "AbortError"));
+        if (!more) this.#close();
       });
     }
     try {
@@ -659,6 +663,7 @@ class Connection {
       return;
     }
     const reader = response.body.getReader();
+    this.#responseReader = reader;
     try {
       let next: Promise<ReadableStreamReadResult<Uint8Array>> | undefined = reader.read();
       let first: Uint8Array | undefined;
@@ -695,6 +700,7 @@ class Connection {
       this.#close();
       await reader.cancel(error).catch(() => {});
     } finally {
+      this.#responseReader = undefined;
       this.#disarm();
     }
   }
