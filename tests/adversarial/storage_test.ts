@@ -53,13 +53,14 @@ async function withTmpfs(path: string, size: string, body: () => Promise<void>):
   }
 }
 
-/** Every event of the snapshot until none comes within `quietMs`. */
-async function drainEvents(fixture: ServiceFixture, id: string, quietMs = 500) {
+/** The snapshot's events after `after` until none comes within `quietMs`; and the last id. */
+async function drainEvents(fixture: ServiceFixture, id: string, quietMs = 500, after = 0) {
   const events: SnapshotEvent[] = [];
   for (;;) {
-    const event = await fixture.client.snapshots.waitEvent(id, quietMs);
-    if (event === undefined) return events;
-    events.push(event);
+    const page = await fixture.client.snapshots.waitEvents(id, { after, timeoutMs: quietMs });
+    if (page.events.length === 0) return events;
+    events.push(...page.events);
+    after = page.lastId;
   }
 }
 
