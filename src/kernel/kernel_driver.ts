@@ -9,6 +9,9 @@
  *   module still has (CBTINFO per device, COLLECT for snapshots).
  * - Devices: the id is the name given at attach or the path's base name. The
  *   path must be a block device (BLKGETSIZE64 answers; else INVALID_ARGUMENT).
+ *   It is opened once (O_PATH|O_NOFOLLOW), verified by the descriptor's real
+ *   path, and the module is given `/proc/self/fd/N` (open_checked.ts); a
+ *   device that is a snapshot's storage is a CONFLICT.
  *   Attaching a device the module already tracks with blksnap (EALREADY:
  *   attached by an earlier run of the service, or by another tool) adopts it
  *   and keeps its CBT; another filter on it (EBUSY) is a CONFLICT. Detach
@@ -19,9 +22,12 @@
  *   ranges are checked against the capacity and sent in batches, one range
  *   per ioctl on the upstream profile (its v7 CBTDIRTY reads only the first
  *   element of the array, see seed 004).
- * - Snapshots: create takes a regular file (created empty if missing, and
- *   removed again at destroy), a block device, or a directory (the module
- *   makes an unnamed file there); the limit is `limitBytes` rounded down to
+ * - Snapshots: create takes a regular file (created empty and exclusively if
+ *   missing, and removed again at destroy; an existing non-empty one only
+ *   with `overwrite`), a block device, or a directory (the module makes an
+ *   unnamed file there), opened and verified as devices are and given to
+ *   the module as `/proc/self/fd/N`; it may not be the service's own file,
+ *   another snapshot's storage or an attached device; the limit is `limitBytes` rounded down to
  *   512-byte sectors. Devices are added with SNAPSHOTADD; when one fails, the
  *   new snapshot is destroyed again. Info asks SNAPSHOTINFO per device: the
  *   image locator is the device directory plus the name the module reports,
