@@ -244,7 +244,10 @@ class Server implements HttpServer {
         continue;
       }
       this.counters.accepted += 1;
-      if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
+      // TCP (not TLS, whose connection has no such call, nor Unix sockets): no Nagle delay.
+      if (typeof (conn as Partial<Deno.TcpConn>).setNoDelay === "function") {
+        (conn as Deno.TcpConn).setNoDelay(true);
+      }
       const connection = new Connection(conn, this);
       this.open.add(connection);
       connection.done.then(() => this.open.delete(connection));

@@ -19,8 +19,10 @@ export interface ServeOptions {
   args?: string[];
   /** Extra environment. */
   env?: Record<string, string>;
-  /** Run under `prlimit --nofile=N:N`. */
+  /** Run under `prlimit --nofile=SOFT:N` (hard limit N). */
   nofile?: number;
+  /** The soft limit given with `nofile` (default: the same as the hard one). */
+  nofileSoft?: number;
   /** The state folder (default: ROOT/state). */
   stateDir?: string;
 }
@@ -68,7 +70,11 @@ export async function startServe(
   ];
   const [program, args] = options.nofile === undefined
     ? [Deno.execPath(), serveArgs]
-    : ["prlimit", [`--nofile=${options.nofile}:${options.nofile}`, Deno.execPath(), ...serveArgs]];
+    : ["prlimit", [
+      `--nofile=${options.nofileSoft ?? options.nofile}:${options.nofile}`,
+      Deno.execPath(),
+      ...serveArgs,
+    ]];
   const env: Record<string, string> = { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" };
   for (const name of ["PATH", "HOME", "DENO_DIR", "XDG_CACHE_HOME", "TMPDIR"]) {
     const value = Deno.env.get(name);

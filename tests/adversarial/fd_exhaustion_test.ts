@@ -25,7 +25,14 @@ Deno.test("at the open-file limit, accept backs off and the service answers agai
     // More connections allowed than descriptors: accept itself hits EMFILE.
     await using serve = await startServe(allowed, {
       nofile: 256,
-      args: ["--http-max-connections", "5000", "--headers-timeout", "1500"],
+      args: [
+        "--http-max-connections",
+        "5000",
+        "--nbd-max-connections",
+        "5000",
+        "--headers-timeout",
+        "1500",
+      ],
     });
     const started = performance.now();
     const { conns, failed } = await flood(Number(new URL(serve.baseUrl).port), 2000, 1000);
@@ -36,6 +43,11 @@ Deno.test("at the open-file limit, accept backs off and the service answers agai
     const states = await Promise.all(conns.slice(0, 200).map((conn) => probe(conn, 4000)));
     closeAll(conns);
     assert.equal(await version(serve.baseUrl), 200, "answers once the flood is gone");
+    // NBD too: idle clients that never finish the handshake, past the descriptor limit.
+    const nbd = await flood(serve.nbdPort, 400, 1000);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    closeAll(nbd.conns);
+    assert.equal(await version(serve.baseUrl), 200, "answers after the NBD flood");
     assert.ok(serve.alive());
     assert.ok(
       serve.stderr.some((line) =>
@@ -43,8 +55,15 @@ Deno.test("at the open-file limit, accept backs off and the service answers agai
       ),
       `EMFILE was met and logged:\n${serve.stderr.slice(-5).join("\n")}`,
     );
+    assert.ok(
+      serve.stderr.some((line) =>
+        /^nbd: accept failed, backing off: .*Too many open files/.test(line)
+      ),
+      "the NBD listener met EMFILE too, and went on",
+    );
     figures("emfile", {
       nofile: 256,
+      nbdConnections: nbd.conns.length,
       connections: conns.length,
       connectFailures: failed,
       droppedByHeadersTimeout: states.filter((s) => s === "eof").length,
@@ -106,5 +125,17 @@ Deno.test("over the connection limits: extra HTTP connections get 503, extra NBD
       nbdProbed: nbdStates.length,
       rssMiB: (serve.rssBytes() / 2 ** 20).toFixed(0),
     });
+  });
+});
+
+Deno.test("serve raises the soft open-file limit to the hard one at start", async () => {
+  await withRoot(async ({ allowed }) => {
+    await using serve = await startServe(allowed, { nofileSoft: 100, nofile: 300 });
+    assert.ok(
+      serve.stderr.includes("open-file limit: 300 (hard 300)"),
+      serve.stderr.join("\n"),
+    );
+    const limits = await Deno.readTextFile(`/proc/${serve.pid}/limits`);
+    assert.match(limits, /^Max open files\s+300\s+300\s+files/m);
   });
 });
