@@ -36,7 +36,7 @@ export const DEFAULT_BODY_LIMIT_BYTES = 4 << 20;
 export interface AppOptions {
   /** Path prefixes under which device and storage paths must resolve. */
   paths: PathPolicy;
-  /** When set, every request needs `Authorization: Bearer <token>`. */
+  /** When set, every request needs `Authorization: Bearer <token>` (trimmed; empty: RangeError). */
   token?: string;
   /** Request body limit in bytes (default {@link DEFAULT_BODY_LIMIT_BYTES}). */
   bodyLimitBytes?: number;
@@ -144,7 +144,7 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
       (performance.now() - started) / 1000,
     );
   });
-  if (options.token) app.use("*", bearerAuth(options.token));
+  if (options.token !== undefined) app.use("*", bearerAuth(options.token));
   app.use(
     "*",
     bodyLimit({
