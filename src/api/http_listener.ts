@@ -631,8 +631,14 @@ class Connection {
         if (!more) this.#close();
       });
     }
+    let url: URL;
     try {
-      const request = new Request(`http://${authority}${head.target}`, {
+      url = new URL(`http://${authority}${head.target}`);
+    } catch {
+      url = new URL(`http://localhost${head.target}`);
+    }
+    try {
+      const request = new Request(url, {
         method: head.method,
         headers: head.headers,
         body: head.method === "GET" || head.method === "HEAD" ? undefined : body,

@@ -90,6 +90,11 @@ Deno.test("serveHttp refuses malformed heads, other codings and oversized bodies
   await withServer(echo, async (port) => {
     assert.match(await raw(port, "NONSENSE\r\n\r\n"), /^HTTP\/1\.1 400 [\s\S]*problem\+json/);
     assert.match(
+      await raw(port, "GET /h HTTP/1.1\r\nhost: a:99999\r\nconnection: close\r\n\r\n"),
+      /^HTTP\/1\.1 200 [\s\S]*GET \/h $/,
+      "a host that makes no URL is not the handler's problem",
+    );
+    assert.match(
       await raw(port, "POST / HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n"),
       /^HTTP\/1\.1 400 /,
     );
