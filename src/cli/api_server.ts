@@ -2,8 +2,11 @@
  * Where `serve` answers HTTP: a TCP address (plain, or TLS with a
  * certificate and key that SIGHUP reloads) or a Unix socket.
  *
- * Design note: Deno.serve fixes its certificate at start, and binding a
- * second TLS server beside it (SO_REUSEPORT) is an unstable API. So a reload
+ * Every listener is served by the HTTP listener of src/api/http_listener.ts
+ * (its connection limits and timeouts apply to all three).
+ *
+ * Design note: a TLS listener fixes its certificate when it is made, and
+ * binding a second one beside it (SO_REUSEPORT) is an unstable API. So a reload
  * reads and checks the new files first (a file that does not read or is not
  * PEM is logged and the old certificate kept), then closes the listener (the
  * old server's connections and requests in flight finish on it), and binds
@@ -20,6 +23,12 @@
 
 import { ServiceError } from "../errors.ts";
 import { readTlsFiles, type TlsFiles, type TlsMaterial } from "../api/tls.ts";
+import {
+  type FetchHandler,
+  type HttpListenerOptions,
+  type HttpServer,
+  serveHttp,
+} from "../api/http_listener.ts";
 import type { Logger } from "../log/logger.ts";
 
 /** Mode of the API's Unix socket. */
@@ -67,18 +76,30 @@ function listenError(where: string, error: unknown): ServiceError {
   );
 }
 
-async function serveUnix(
-  path: string,
-  handler: Deno.ServeHandler,
-): Promise<ApiServer> {
+/** What the servers share: the handler and the HTTP listener's limits and log. */
+interface Serving {
+  handler: FetchHandler;
+  http: HttpListenerOptions;
+  logger: Logger;
+}
+
+function serveOn(listener: Deno.Listener, serving: Serving): HttpServer {
+  return serveHttp(listener, serving.handler, {
+    ...serving.http,
+    log: (message) => serving.logger.error(message),
+  });
+}
+
+async function serveUnix(path: string, serving: Serving): Promise<ApiServer> {
   await clearStaleSocket(path);
-  let server: Deno.HttpServer;
+  let listener: Deno.Listener;
   try {
-    server = Deno.serve({ path, onListen: () => {} }, handler);
+    listener = Deno.listen({ transport: "unix", path });
   } catch (error) {
     throw listenError(path, error);
   }
   await Deno.chmod(path, API_SOCKET_MODE);
+  const server = serveOn(listener, serving);
   return {
     url: `unix:${path}`,
     async shutdown() {
@@ -90,34 +111,29 @@ async function serveUnix(
 
 async function serveTcp(
   address: Extract<ApiAddress, { transport: "tcp" }>,
-  handler: Deno.ServeHandler,
-  logger: Logger,
+  serving: Serving,
 ): Promise<ApiServer> {
   const where = `${address.hostname}:${address.port}`;
-  const start = async (port: number, tls: TlsMaterial | undefined) => {
-    const bound = Promise.withResolvers<number>();
-    const server = Deno.serve({
-      hostname: address.hostname,
-      port,
-      ...(tls ?? {}),
-      onListen: (addr) => bound.resolve(addr.port),
-    }, handler);
-    return { server, port: await bound.promise };
+  const { logger } = serving;
+  const start = (port: number, tls: TlsMaterial | undefined) => {
+    const options = { hostname: address.hostname, port };
+    const listener = tls ? Deno.listenTls({ ...options, ...tls }) : Deno.listen(options);
+    return { server: serveOn(listener, serving), port: (listener.addr as Deno.NetAddr).port };
   };
-  let current: { server: Deno.HttpServer; port: number };
+  let current: { server: HttpServer; port: number };
+  const tls = address.tls && await readTlsFiles(address.tls);
   try {
-    current = await start(address.port, address.tls && await readTlsFiles(address.tls));
+    current = start(address.port, tls);
   } catch (error) {
-    if (error instanceof ServiceError) throw error;
     throw listenError(where, error);
   }
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
-  const rebind = async (tls: TlsMaterial) => {
+  const rebind = async (material: TlsMaterial) => {
     const old = current;
     const drained = old.server.shutdown();
     for (let attempt = 1;; attempt++) {
       try {
-        current = await start(old.port, tls);
+        current = start(old.port, material);
         break;
       } catch (error) {
         if (!(error instanceof Deno.errors.AddrInUse) || attempt >= 100) throw error;
@@ -129,9 +145,9 @@ async function serveTcp(
   let reloading = Promise.resolve();
   const reload = () => {
     reloading = reloading.then(async () => {
-      let tls: TlsMaterial;
+      let material: TlsMaterial;
       try {
-        tls = await readTlsFiles(address.tls!);
+        material = await readTlsFiles(address.tls!);
       } catch (error) {
         logger.error("TLS reload failed; the previous certificate stays in use", {
           event: "tls_reload",
@@ -140,7 +156,7 @@ async function serveTcp(
         return;
       }
       try {
-        await rebind(tls);
+        await rebind(material);
         logger.info("TLS certificate reloaded", {
           event: "tls_reload",
           cert: address.tls!.certFile,
@@ -164,13 +180,22 @@ async function serveTcp(
   };
 }
 
+/** Options of {@link startApiServer}. */
+export interface ApiServerOptions {
+  /** Where the listener's accept failures and reloads are logged. */
+  logger: Logger;
+  /** The HTTP listener's limits (connections, timeouts, sizes). */
+  http?: HttpListenerOptions;
+}
+
 /** Starts serving `handler` at `address`. CONFLICT when the address is taken. */
 export function startApiServer(
   address: ApiAddress,
-  handler: Deno.ServeHandler,
-  options: { logger: Logger },
+  handler: FetchHandler,
+  options: ApiServerOptions,
 ): Promise<ApiServer> {
+  const serving = { handler, http: options.http ?? {}, logger: options.logger };
   return address.transport === "unix"
-    ? serveUnix(address.path, handler)
-    : serveTcp(address, handler, options.logger);
+    ? serveUnix(address.path, serving)
+    : serveTcp(address, serving);
 }

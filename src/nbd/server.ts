@@ -31,7 +31,9 @@ import { NbdStats } from "./stats.ts";
 import { Transmission } from "./transmission.ts";
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
-const ACCEPT_RETRY_MS = 100;
+const DEFAULT_MAX_CONNECTIONS = 256;
+const ACCEPT_RETRY_MIN_MS = 10;
+const ACCEPT_RETRY_MAX_MS = 1000;
 
 /** Where and how {@link startNbdServer} listens. */
 export interface NbdServerOptions {
@@ -45,6 +47,8 @@ export interface NbdServerOptions {
   handshakeTimeoutMs?: number;
   /** Where connections and requests are counted (default: a new NbdStats, see `stats`). */
   stats?: NbdStats;
+  /** Connections served at once; a client over the limit is closed at once (default 256). */
+  maxConnections?: number;
 }
 
 /** A running NBD server. */
@@ -106,6 +110,7 @@ export async function startNbdServer(
     logger,
     handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
     stats: options.stats ?? new NbdStats(),
+    maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
   });
 }
 
@@ -117,6 +122,7 @@ class Server implements NbdServer {
   #listeners: Deno.Listener[];
   #logger: NbdLogger;
   #handshakeTimeoutMs: number;
+  #maxConnections: number;
   #open = new Set<Connection>();
   #accepting: Promise<void>[];
   #closed: Promise<void> | undefined;
@@ -130,6 +136,7 @@ class Server implements NbdServer {
       logger: NbdLogger;
       handshakeTimeoutMs: number;
       stats: NbdStats;
+      maxConnections: number;
     },
   ) {
     this.stats = options.stats;
@@ -137,6 +144,7 @@ class Server implements NbdServer {
     this.#listeners = listeners;
     this.#logger = options.logger;
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs;
+    this.#maxConnections = options.maxConnections;
     this.tcpPort = options.tcpPort;
     this.unixPath = options.unixPath;
     this.#accepting = listeners.map((listener) => this.#accept(listener));
@@ -165,20 +173,31 @@ class Server implements NbdServer {
     this.#logger("info", "nbd: server closed");
   }
 
+  /** Accepts until close; a failed accept (EMFILE) backs off from 10 ms to 1 s and goes on. */
   async #accept(listener: Deno.Listener): Promise<void> {
+    let retryMs = 0;
     while (true) {
       let stream: Deno.Conn;
       try {
         stream = await listener.accept();
       } catch (error) {
         if (this.#closed !== undefined || error instanceof Deno.errors.BadResource) return;
-        this.#logger("error", `nbd: accept failed, retrying: ${describe(error)}`);
-        await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
+        if (retryMs === 0) {
+          this.#logger("error", `nbd: accept failed, backing off: ${describe(error)}`);
+        }
+        retryMs = Math.min(ACCEPT_RETRY_MAX_MS, Math.max(ACCEPT_RETRY_MIN_MS, retryMs * 2));
+        await new Promise((resolve) => setTimeout(resolve, retryMs));
         continue;
       }
+      retryMs = 0;
       if (this.#closed !== undefined) {
         stream.close();
         return;
+      }
+      if (this.#open.size >= this.#maxConnections) {
+        this.#logger("debug", `nbd: refused a connection: ${this.#maxConnections} are open`);
+        stream.close();
+        continue;
       }
       if (stream.remoteAddr.transport === "tcp") (stream as Deno.TcpConn).setNoDelay(true);
       const connection = new Connection(stream, this.#provider, {

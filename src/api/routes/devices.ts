@@ -28,19 +28,22 @@ export const deviceRoutes: RouteSpec[] = [
       ...commonErrors,
       403: problemSpec("The path is outside the allowed prefixes."),
       404: problemSpec("The path does not exist."),
-      409: problemSpec("The device or name is already attached."),
+      409: problemSpec(
+        "The device or name is already attached, or the path is a difference storage or a " +
+          "file of the service's state.",
+      ),
     },
     async handle({ body, services }) {
-      const path = await services.paths.resolve(body.path, {
-        field: "path",
-        purpose: "attach",
-        mustExist: true,
-      });
+      const check = { field: "path", purpose: "attach" };
+      const path = await services.paths.resolve(body.path, { ...check, mustExist: true });
       const attached = (await services.driver.listDevices()).find((device) =>
         device.path === path && (body.name ?? basename(path)) === device.id
       );
       if (attached) return json(attached, 200, { location: `/v1/devices/${attached.id}` });
-      const device = await services.driver.attach(path, { name: body.name });
+      const device = await services.driver.attach(path, {
+        name: body.name,
+        verifyOpened: services.paths.verifier(body.path, check),
+      });
       return json(device, 201, { location: `/v1/devices/${device.id}` });
     },
   }),

@@ -29,6 +29,8 @@ import type { Command } from "../command.ts";
 import type { CliIo } from "../context.ts";
 import { UsageError } from "../exit_codes.ts";
 import { PROGRAM } from "../program.ts";
+import { raiseOpenFileLimit } from "../open_file_limit.ts";
+import { limitFlags, LIMITS_HELP, type ServeLimits, serveLimits } from "./serve_limits.ts";
 
 const HELP = `Usage: ${PROGRAM} serve [options]
 
@@ -50,7 +52,7 @@ userspace backend.
                           backend then serves NBD on --nbd-socket, default STATE_DIR/nbd.sock)
   --nbd-socket PATH       NBD server Unix socket, userspace backend (env BLKSNAP_NBD_SOCKET)
 ${OPERATOR_FLAGS_HELP}  -h, --help              show this help
-`;
+${LIMITS_HELP}`;
 
 /** The serve settings after flags and environment are merged. */
 export interface ServeSettings extends OperatorSettings {
@@ -68,6 +70,8 @@ export interface ServeSettings extends OperatorSettings {
   nbdListen?: { hostname: string; port: number };
   /** NBD Unix socket path. */
   nbdSocket?: string;
+  /** Connection and request limits. */
+  limits: ServeLimits;
 }
 
 /** Parses "HOST:PORT" ("[::1]:8037" for IPv6); `what` names the option in errors. */
@@ -94,6 +98,15 @@ async function readTokenFile(path: string): Promise<string> {
   }
 }
 
+/** BLKSNAP_TOKEN trimmed (a trailing newline is no part of it); UsageError when set but empty. */
+function tokenFromEnv(io: CliIo): string | undefined {
+  const text = io.env("BLKSNAP_TOKEN");
+  if (text === undefined) return undefined;
+  const token = text.trim();
+  if (!token) throw new UsageError("BLKSNAP_TOKEN is set but empty: give a token or unset it");
+  return token;
+}
+
 /** Merges flags `args` with the environment into settings. */
 export async function serveSettings(args: string[], io: CliIo): Promise<ServeSettings | "help"> {
   let values;
@@ -109,6 +122,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
         "nbd-listen": { type: "string" },
         "nbd-socket": { type: "string" },
         ...operatorFlags,
+        ...limitFlags,
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -130,7 +144,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   const allowFromEnv = io.env("BLKSNAP_ALLOW_PATH")?.split(":").filter(Boolean);
   const allowPaths = (values["allow-path"] ?? allowFromEnv ?? [stateDir]).map((p) => resolve(p));
   const tokenFile = values["token-file"] ?? io.env("BLKSNAP_TOKEN_FILE");
-  const token = tokenFile ? await readTokenFile(tokenFile) : io.env("BLKSNAP_TOKEN") || undefined;
+  const token = tokenFile ? await readTokenFile(tokenFile) : tokenFromEnv(io);
   if (!operator.listenUnix && !isLoopback(listen.hostname) && !token) {
     throw new UsageError(
       `Listening on ${listen.hostname} (not loopback) requires a bearer token: ` +
@@ -141,7 +155,18 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   const nbdListen = nbdText === "off" ? undefined : parseHostPort(nbdText, "--nbd-listen");
   const nbdSocket = values["nbd-socket"] ?? io.env("BLKSNAP_NBD_SOCKET") ??
     (nbdListen ? undefined : resolve(stateDir, "nbd.sock"));
-  return { ...operator, listen, backend, stateDir, allowPaths, token, nbdListen, nbdSocket };
+  const limits = serveLimits(values, io);
+  return {
+    ...operator,
+    listen,
+    backend,
+    stateDir,
+    allowPaths,
+    token,
+    nbdListen,
+    nbdSocket,
+    limits,
+  };
 }
 
 async function openDriver(
@@ -175,6 +200,7 @@ async function openDriver(
     nbd: {
       ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
       ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
+      maxConnections: settings.limits.nbdMaxConnections,
     },
     logger: log,
   });
@@ -199,6 +225,11 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
     write: (line) => io.err(line),
   });
   await Deno.mkdir(settings.stateDir, { recursive: true });
+  const files = raiseOpenFileLimit();
+  logger.info(`open-file limit: ${files.soft} (hard ${files.hard})`, {
+    softLimit: files.soft,
+    hardLimit: files.hard,
+  });
   const paths = await PathPolicy.create(settings.allowPaths);
   logger.info(`${PROGRAM} service ${SERVICE_VERSION}, state in ${settings.stateDir}`, {
     version: SERVICE_VERSION,
@@ -216,7 +247,7 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
         ? { transport: "unix", path: settings.listenUnix }
         : { transport: "tcp", ...settings.listen, tls: settings.tls },
       app.fetch,
-      { logger },
+      { logger, http: settings.limits.http },
     );
   } catch (error) {
     await driver.close();

@@ -31,8 +31,10 @@ const HELP = `Usage: ${PROGRAM} snapshot VERB [arguments] [options]
 
 Verbs:
   create --device DEVICE [--device DEVICE ...] --storage PATH [--limit SIZE] [--writable]
+         [--overwrite]
                         create a snapshot of attached devices; SIZE like 1073741824, 512M, 2G
-                        (default ${DEFAULT_LIMIT}: one growth step of the difference storage)
+                        (default ${DEFAULT_LIMIT}: one growth step of the difference storage);
+                        --overwrite reuses an existing non-empty storage file (its data is lost)
   add SNAPSHOT DEVICE   add an attached device to a snapshot not yet taken
   take SNAPSHOT         take it, atomically across its devices
   info SNAPSHOT         state, images, errors, storage usage
@@ -87,6 +89,7 @@ async function verb(name: string, args: string[], io: CliIo): Promise<number> {
     storage: { type: "string" },
     limit: { type: "string" },
     writable: { type: "boolean", default: false },
+    overwrite: { type: "boolean", default: false },
     timeout: { type: "string" },
     after: { type: "string" },
   } as const;
@@ -107,7 +110,11 @@ async function verb(name: string, args: string[], io: CliIo): Promise<number> {
       }
       const snapshot = await client.snapshots.create({
         devices,
-        diffStorage: { path: absolutePath(storage), limitBytes },
+        diffStorage: {
+          path: absolutePath(storage),
+          limitBytes,
+          ...(parsed.values.overwrite ? { overwrite: true } : {}),
+        },
         writable: parsed.values.writable as boolean,
       });
       print(parsed, io, snapshot, () => describeSnapshot(snapshot));
