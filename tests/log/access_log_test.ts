@@ -30,7 +30,7 @@ Deno.test("access log: one line per request with its id, also returned as X-Requ
     assert.equal(refused.message, "GET /v1/devices/nope 404");
     assert.equal(refused.code, "NOT_FOUND", "the problem's code");
 
-    const replaced = await fetch("/v1/version", { headers: { "x-request-id": "bad id\u00e9" } });
+    const replaced = await fetch("/v1/version", { headers: { "x-request-id": "bad id;<x>" } });
     await replaced.body?.cancel();
     assert.match(replaced.headers.get("x-request-id")!, UUID, "an odd id is replaced");
 
