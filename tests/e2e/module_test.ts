@@ -4,11 +4,14 @@
  * (bdevfilter then veeamblksnap), shows its control devices and unloads; the kernel's own
  * blksnap (built in, or a module of a --kernel-image) shows /dev/blksnap-control. Either way the
  * kernel backend (KernelDriver, bundled like every e2e case) reads VERSION and reports the
- * profile of the control device that is there.
+ * profile of the control device that is there. The driver's numbering probe reads this kernel
+ * right: lk6.15 where the upstream series is in, "none" on a kernel without blk-filter.
  */
 
 import assert from "node:assert/strict";
 import { createKernelDriver } from "../../src/kernel/mod.ts";
+import { realLibc } from "../../src/kernel/libc.ts";
+import { probeNumbering, readNumbering } from "../../src/kernel/numbering.ts";
 import { labEnv, labTest } from "./_helpers/guest.ts";
 import {
   blksnapSource,
@@ -134,6 +137,40 @@ labTest({
     } finally {
       await Deno.remove(stateDir, { recursive: true });
       await unloadModules();
+    }
+  },
+});
+
+labTest({
+  name:
+    "the numbering probe reads this kernel right on a virtio disk and a loop device and attaches nothing",
+  async fn() {
+    const { scratchDisk } = labEnv();
+    assert.ok(scratchDisk !== undefined, "the lab gives a scratch disk");
+    // The kernel's own blk-filter is there exactly when it has the upstream control device;
+    // without it virtio-blk answers ENOTTY to both probes, loop EINVAL to both (undecided).
+    const upstream = blksnapSource() === "builtin" || blksnapSource() === "module";
+    const dir = await Deno.makeTempDir({ dir: "/var/tmp", prefix: "numbering-" });
+    let loop: string | undefined;
+    try {
+      await Deno.writeFile(`${dir}/backing.img`, new Uint8Array(1 << 20));
+      loop = (await run("losetup", ["--find", "--show", `${dir}/backing.img`])).stdout.trim();
+      const devices = [[scratchDisk, upstream ? "lk6.15" : "none"], [
+        loop,
+        upstream ? "lk6.15" : "unclear",
+      ]] as const;
+      for (const [device, expected] of devices) {
+        const answers = probeNumbering(realLibc(), device);
+        assert.ok(answers !== undefined, `${device} opens`);
+        console.log(`${device}: ${JSON.stringify(answers)}`);
+        assert.equal(readNumbering(answers), expected, `${device}: ${JSON.stringify(answers)}`);
+        const name = Deno.realPathSync(device).replace(/^\/dev\//, "");
+        const filter = `/sys/class/block/${name}/filter`;
+        if (exists(filter)) assert.equal(Deno.readTextFileSync(filter).trim(), "", "no filter");
+      }
+    } finally {
+      if (loop !== undefined) await run("losetup", ["--detach", loop]);
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

@@ -15,6 +15,7 @@
  * @module
  */
 
+import { splitDeviceNumber } from "../../../src/kernel/libc.ts";
 import { labEnv } from "./guest.ts";
 import { exists, run, waitFor } from "./sh.ts";
 
@@ -113,9 +114,7 @@ export function imageDevicePath(profile: BlksnapProfile, major: number, minor: n
 export function imageDeviceOf(profile: BlksnapProfile, path: string): string {
   const rdev = Deno.statSync(path).rdev;
   if (rdev === null || rdev === 0) throw new Error(`${path} is not a device node`);
-  // glibc's dev_t split (major and minor below 2^32 here).
-  const major = Math.floor(rdev / 256) & 0xfff;
-  const minor = (rdev & 0xff) | (Math.floor(rdev / 4096) & 0xfff00);
+  const { major, minor } = splitDeviceNumber(rdev);
   return imageDevicePath(profile, major, minor);
 }
 
