@@ -1,0 +1,111 @@
+/**
+ * What the real module does with small difference storages, which README's semantics tell API
+ * users (both profiles, through the service's HTTP API on partition 1 of the scratch disk, a
+ * file on tmpfs as storage, 256 KiB chunks):
+ *
+ * - a limit under the module's diff_storage_minimum (1 GiB) sends `no_space`, asking for the
+ *   limit, at the first copy-on-write; the module keeps 2 MiB of every storage for itself, so a
+ *   3 MiB limit still holds 1 MiB of chunks (4 chunks: the image reads as at take), and more
+ *   chunks corrupt the snapshot with ENOSPC;
+ * - a limit of 2 MiB corrupts the snapshot at the first copy-on-write, with no `no_space` event
+ *   before the `corrupted` one.
+ */
+
+import assert from "node:assert/strict";
+import type { BlksnapClient } from "../../src/client/mod.ts";
+import type { SnapshotEvent } from "../../src/driver.ts";
+import { assertSameBytes, randomBytes, readAt, writeAt } from "./_helpers/block_io.ts";
+import { withCleanup } from "./_helpers/cleanup.ts";
+import { labTest } from "./_helpers/guest.ts";
+import { kernelService } from "./_helpers/kernel_service.ts";
+import { originBytes, scratchPartitions } from "./_helpers/scratch.ts";
+import { mountTmpfs } from "./_helpers/tmpfs.ts";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const CHUNK = 256 * KiB;
+
+/** The events of `snapshotId` until one is `corrupted` or none comes within `timeoutMs`. */
+async function eventsUntilCorrupted(
+  client: BlksnapClient,
+  snapshotId: string,
+  timeoutMs: number,
+): Promise<SnapshotEvent[]> {
+  const events: SnapshotEvent[] = [];
+  for (let i = 0; i < 64; i++) {
+    const event = await client.snapshots.waitEvent(snapshotId, timeoutMs);
+    if (event === undefined) break;
+    events.push(event);
+    if (event.code === "corrupted") break;
+  }
+  return events;
+}
+
+/** Writes 4 KiB into chunk `chunk` of `origin` (a copy-on-write of that chunk). */
+async function touchChunk(origin: string, chunk: number): Promise<void> {
+  await writeAt(origin, chunk * CHUNK + 4 * KiB, randomBytes(4 * KiB));
+}
+
+labTest({
+  name:
+    "kernel: a limit under 1 GiB sends no_space at the first copy-on-write; 2 MiB of every storage is the module's",
+  requires: ["service", "module"],
+  async fn(t) {
+    await withCleanup(async (stack) => {
+      const { client } = await kernelService(stack);
+      const { origin } = await scratchPartitions();
+      const tmpfs = await mountTmpfs(stack, { sizeBytes: 64 * MiB });
+      const device = await client.devices.attach({ path: origin, name: "limits" });
+      const snapshotWith = async (name: string, limitBytes: number) => {
+        const created = await client.snapshots.create({
+          devices: [device.id],
+          diffStorage: { path: `${tmpfs.dir}/${name}.diff`, limitBytes },
+        });
+        await client.snapshots.take(created.id);
+        return created.id;
+      };
+
+      await t.step("3 MiB: no_space asking for the limit, then 1 MiB of chunks fit", async () => {
+        const atTake = await readAt(origin, 0, originBytes);
+        const id = await snapshotWith("three", 3 * MiB);
+        await touchChunk(origin, 0);
+        const first = await client.snapshots.waitEvent(id, 30_000);
+        assert.ok(first?.code === "no_space", `no_space first (got ${JSON.stringify(first)})`);
+        assert.equal(first.requestedSectors, (3 * MiB) / 512, "it asks for the limit");
+        for (let chunk = 1; chunk < 4; chunk++) await touchChunk(origin, chunk);
+        const quiet = await eventsUntilCorrupted(client, id, 3000);
+        assert.ok(
+          quiet.every((event) => event.code === "no_space"),
+          `1 MiB of chunks fit (got ${JSON.stringify(quiet)})`,
+        );
+        assert.equal((await client.snapshots.get(id)).state, "taken");
+        const image = (await client.snapshots.get(id)).devices[0].locator!;
+        assertSameBytes(await readAt(image, 0, 4 * CHUNK), atTake.subarray(0, 4 * CHUNK), image);
+        for (let chunk = 4; chunk < 12; chunk++) await touchChunk(origin, chunk);
+        const events = await eventsUntilCorrupted(client, id, 30_000);
+        const corrupted = events.at(-1);
+        assert.ok(
+          corrupted?.code === "corrupted" && corrupted.errorName === "ENOSPC",
+          `corrupted with ENOSPC past 1 MiB of chunks (got ${JSON.stringify(events)})`,
+        );
+        await client.snapshots.destroy(id);
+      });
+
+      await t.step("2 MiB: corrupted at the first copy-on-write, no no_space before", async () => {
+        const id = await snapshotWith("two", 2 * MiB);
+        await touchChunk(origin, 20);
+        const events = await eventsUntilCorrupted(client, id, 30_000);
+        assert.deepEqual(
+          events.map((event) => event.code),
+          ["corrupted"],
+          `only a corrupted event (got ${JSON.stringify(events)})`,
+        );
+        assert.equal((await client.snapshots.get(id)).state, "corrupted");
+        await client.snapshots.destroy(id);
+      });
+
+      await client.devices.detach(device.id);
+      await tmpfs.unmount({ timeoutMs: 5000 });
+    });
+  },
+});
