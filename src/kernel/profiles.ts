@@ -221,15 +221,12 @@ class UpstreamChannel implements FilterChannel {
     if (this.#numberingChecked) return;
     const answers = probeNumbering(this.#libc, path);
     if (answers === undefined) return;
-    this.#numberingChecked = true;
     const refusal = numberingError(readNumbering(answers), {
       controlPath: this.#controlPath,
       device: path,
     });
-    if (refusal !== undefined) {
-      this.#numberingChecked = false;
-      throw refusal;
-    }
+    if (refusal !== undefined) throw refusal;
+    this.#numberingChecked = true;
   }
 
   #onDevice(path: string, request: number, arg: Uint8Array): FilterResult {
