@@ -120,7 +120,8 @@ async function runLab(options: LabOptions, reporter: Reporter): Promise<RunVerdi
     reporter.line(
       custom === undefined
         ? "module: none given, the module cases will be skipped"
-        : "module: none given; the module cases run if the kernel has blksnap built in",
+        : "module: none given; the module cases run if the kernel has blksnap of its own " +
+          "(built in, or among --kernel-modules)",
     );
   }
 
