@@ -158,7 +158,11 @@ async function runLab(options: LabOptions, reporter: Reporter): Promise<RunVerdi
       ].join("\n"),
     );
   }
-  const kernel = kernelLine(image.kernelRelease, options.kernel, custom, bootedRelease);
+  const kernel = kernelLine(bootedRelease, {
+    imageRelease: image.kernelRelease,
+    kernelPackage: options.kernel,
+    custom,
+  });
   reporter.line(kernel);
   await writeSummary(runDir, verdict, kernel);
   for (const skipped of verdict.cases.filter((c) => c.status === "skipped")) {
@@ -186,11 +190,10 @@ interface GuestReport {
  * Debian package, or a --kernel-image with its release and digest).
  */
 export function kernelLine(
-  imageRelease: string,
-  kernelPackage: string,
-  custom: CustomKernel | undefined,
   bootedRelease: string | undefined,
+  source: { imageRelease: string; kernelPackage: string; custom?: CustomKernel },
 ): string {
+  const { imageRelease, kernelPackage, custom } = source;
   const booted = bootedRelease ?? "unknown (the agent never started)";
   if (custom === undefined) return `kernel: ${booted} (${kernelPackage} ${imageRelease})`;
   return `kernel: ${booted} (--kernel-image ${custom.path}, release ${custom.release}, ` +

@@ -134,8 +134,9 @@ export function isKernelBuildOutput(name: string): boolean {
 export async function copyTree(
   source: string,
   target: string,
-  skip: (name: string) => boolean = () => false,
+  options: { skip?: (name: string) => boolean } = {},
 ): Promise<number> {
+  const skip = options.skip ?? (() => false);
   let count = 0;
   const copy = async (from: string, to: string) => {
     await Deno.mkdir(to, { recursive: true });
@@ -164,8 +165,9 @@ export async function copyTree(
 export async function copyKernelModules(
   source: string,
   target: string,
-  release: string,
+  options: { release: string },
 ): Promise<number> {
+  const { release } = options;
   const marker = ["modules.order", "modules.builtin"].some((name) => {
     try {
       return Deno.statSync(`${source}/${name}`).isFile;
@@ -189,7 +191,9 @@ export async function copyKernelModules(
       { field: "kernel-modules" },
     );
   }
-  return await copyTree(source, target, (entry) => entry === "build" || entry === "source");
+  return await copyTree(source, target, {
+    skip: (entry) => entry === "build" || entry === "source",
+  });
 }
 
 /**
@@ -210,7 +214,7 @@ export async function copyKernelHeaders(source: string, target: string): Promise
       );
     }
   }
-  return await copyTree(source, target, isKernelBuildOutput);
+  return await copyTree(source, target, { skip: isKernelBuildOutput });
 }
 
 /** Options of {@link prepareRunInput}. */
@@ -259,11 +263,9 @@ export async function prepareRunInput(
     if (options.kernelRelease === undefined) {
       throw new ServiceError("INVALID_ARGUMENT", "Kernel modules need the kernel image's release");
     }
-    await copyKernelModules(
-      options.kernelModules,
-      `${inDir}/kernel-modules`,
-      options.kernelRelease,
-    );
+    await copyKernelModules(options.kernelModules, `${inDir}/kernel-modules`, {
+      release: options.kernelRelease,
+    });
   }
   if (options.kernelHeaders !== undefined) {
     await copyKernelHeaders(options.kernelHeaders, `${inDir}/kernel-headers`);

@@ -78,14 +78,16 @@ export function probeNumbering(libc: Libc, path: string): NumberingAnswers | und
 const SKIPPED = /^(fd\d|sr\d|blksnap-)/;
 
 /**
- * The first block device in `devDir` (sorted by name, at most `limit` entries looked at) that
+ * The first block device in `devDir` (sorted by name, at most `limit` entries looked at, 4096 by
+ * default) that
  * {@link probeNumbering} can use, with its answers; undefined when there is none.
  */
 export function probeSomeDevice(
   libc: Libc,
   devDir: string,
-  limit = 4096,
+  options: { limit?: number } = {},
 ): { path: string; answers: NumberingAnswers } | undefined {
+  const limit = options.limit ?? 4096;
   let names: string[];
   try {
     names = [...Deno.readDirSync(devDir)].filter((entry) => !entry.isDirectory)

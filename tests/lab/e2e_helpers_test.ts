@@ -111,8 +111,9 @@ Deno.test("AppendWriter appends whole lines and stops on request", async () => {
 });
 
 Deno.test("each profile's image names and VERSION, as the e2e cases expect them", () => {
-  assert.equal(imageDevicePath("upstream", 254, 1), "/dev/blksnap-254-1");
-  assert.equal(imageDevicePath("outoftree", 254, 1), "/dev/veeamblksnapimg_254:1");
+  const origin = { major: 254, minor: 1 };
+  assert.equal(imageDevicePath("upstream", origin), "/dev/blksnap-254-1");
+  assert.equal(imageDevicePath("outoftree", origin), "/dev/veeamblksnapimg_254:1");
   assert.match("2.0.0.0", versionPattern("upstream"));
   assert.doesNotMatch("7.0.0.0", versionPattern("upstream"));
   assert.match("7.0.0.0", versionPattern("outoftree"));

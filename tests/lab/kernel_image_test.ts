@@ -73,7 +73,10 @@ Deno.test("readCustomKernel refuses a missing file and a file that is no bzImage
 
 Deno.test("kernelLine names what the guest booted and where the kernel came from", () => {
   assert.equal(
-    kernelLine("6.1.0-57-amd64", "linux-image-amd64", undefined, "6.1.0-57-amd64"),
+    kernelLine("6.1.0-57-amd64", {
+      imageRelease: "6.1.0-57-amd64",
+      kernelPackage: "linux-image-amd64",
+    }),
     "kernel: 6.1.0-57-amd64 (linux-image-amd64 6.1.0-57-amd64)",
   );
   const custom = {
@@ -83,9 +86,16 @@ Deno.test("kernelLine names what the guest booted and where the kernel came from
     sha256: "ab".repeat(32),
   };
   assert.equal(
-    kernelLine("6.1.0-57-amd64", "linux-image-amd64", custom, "6.12.117"),
+    kernelLine("6.12.117", {
+      imageRelease: "6.1.0-57-amd64",
+      kernelPackage: "linux-image-amd64",
+      custom,
+    }),
     "kernel: 6.12.117 (--kernel-image /k/bzImage, release 6.12.117, sha256 abababababababab; " +
       "image userland from linux-image-amd64)",
   );
-  assert.match(kernelLine("r", "p", custom, undefined), /^kernel: unknown/);
+  assert.match(
+    kernelLine(undefined, { imageRelease: "r", kernelPackage: "p", custom }),
+    /^kernel: unknown/,
+  );
 });

@@ -208,12 +208,12 @@ Deno.test("custom kernel inputs are checked: module folder of the release, confi
     await Deno.mkdir(`${dir}/6.1.0-57-amd64`);
     await Deno.writeTextFile(`${dir}/6.1.0-57-amd64/modules.builtin`, "");
     await assert.rejects(
-      copyKernelModules(`${dir}/6.1.0-57-amd64`, `${dir}/out`, "6.12.117"),
+      copyKernelModules(`${dir}/6.1.0-57-amd64`, `${dir}/out`, { release: "6.12.117" }),
       (error) =>
         isServiceError(error, "INVALID_ARGUMENT") && /release 6\.12\.117/.test(error.message),
     );
     await assert.rejects(
-      copyKernelModules(dir, `${dir}/out`, "6.12.117"),
+      copyKernelModules(dir, `${dir}/out`, { release: "6.12.117" }),
       (error) => isServiceError(error, "NOT_FOUND") && /modules\.order/.test(error.message),
     );
     await assert.rejects(

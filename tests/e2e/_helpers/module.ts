@@ -15,7 +15,7 @@
  * @module
  */
 
-import { splitDeviceNumber } from "../../../src/kernel/libc.ts";
+import { type DeviceNumber, splitDeviceNumber } from "../../../src/kernel/libc.ts";
 import { labEnv } from "./guest.ts";
 import { exists, run, waitFor } from "./sh.ts";
 
@@ -104,7 +104,8 @@ export function versionPattern(profile: BlksnapProfile): RegExp {
  * The image device of the origin `major:minor` in `profile` (ABI.md), which SNAPSHOTINFO must
  * report: /dev/blksnap-M-m (upstream), /dev/veeamblksnapimg_M:m (outoftree).
  */
-export function imageDevicePath(profile: BlksnapProfile, major: number, minor: number): string {
+export function imageDevicePath(profile: BlksnapProfile, device: DeviceNumber): string {
+  const { major, minor } = device;
   return profile === "upstream"
     ? `/dev/blksnap-${major}-${minor}`
     : `/dev/veeamblksnapimg_${major}:${minor}`;
@@ -114,8 +115,7 @@ export function imageDevicePath(profile: BlksnapProfile, major: number, minor: n
 export function imageDeviceOf(profile: BlksnapProfile, path: string): string {
   const rdev = Deno.statSync(path).rdev;
   if (rdev === null || rdev === 0) throw new Error(`${path} is not a device node`);
-  const { major, minor } = splitDeviceNumber(rdev);
-  return imageDevicePath(profile, major, minor);
+  return imageDevicePath(profile, splitDeviceNumber(rdev));
 }
 
 /**
