@@ -10,7 +10,9 @@
  * - upstream: a limit under diff_storage_minimum (1 GiB) sends `no_space`, asking for the limit,
  *   at the first copy-on-write (the storage is then "half full" of its minimum step);
  * - outoftree (VAL-7.0): a file storage is grown to the limit at create and never sends
- *   `no_space`; running out shows only as `corrupted`.
+ *   `no_space`; running out shows only as `corrupted`. Its copied chunks wait in memory until
+ *   more than 16 are queued (chunk_maximum_in_queue), so the storage fills, and overflows, only
+ *   from the 17th copied chunk on; upstream stores each chunk at once.
  */
 
 import assert from "node:assert/strict";
@@ -82,6 +84,8 @@ labTest({
         }
       };
       const upstream = presentProfile() === "upstream";
+      /** Chunks to copy before the module writes to the storage at all. */
+      const storing = upstream ? 1 : 17;
 
       await t.step(
         `3 MiB: ${upstream ? "no_space asking for the limit" : "no no_space"}, 1 MiB of chunks fit`,
@@ -109,7 +113,7 @@ labTest({
             assert.equal(info.state, "taken");
             const image = info.devices[0].locator!;
             assertSameBytes(await readAt(image, 0, 4 * CHUNK), atTake, image);
-            for (let chunk = 4; chunk < 12; chunk++) await touchChunk(origin, chunk);
+            for (let chunk = 4; chunk < 4 + 8 + storing; chunk++) await touchChunk(origin, chunk);
             const events = await eventsUntilCorrupted(client, id, 30_000);
             const corrupted = events.at(-1);
             assert.ok(
@@ -121,10 +125,10 @@ labTest({
       );
 
       await t.step(
-        "2 MiB: corrupted at the first copy-on-write, no no_space before",
+        "2 MiB: corrupted once the module stores a chunk, no no_space before",
         () =>
           withSnapshot("two", 2 * MiB, async (id) => {
-            await touchChunk(origin, 20);
+            for (let chunk = 40; chunk < 40 + storing; chunk++) await touchChunk(origin, chunk);
             const events = await eventsUntilCorrupted(client, id, 30_000);
             assert.deepEqual(
               events.map((event) => event.code),
