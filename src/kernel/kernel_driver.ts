@@ -9,6 +9,9 @@
  *   module still has (CBTINFO per device, COLLECT for snapshots).
  * - Devices: the id is the name given at attach or the path's base name. The
  *   path must be a block device (BLKGETSIZE64 answers; else INVALID_ARGUMENT).
+ *   It is opened once (O_PATH|O_NOFOLLOW), verified by the descriptor's real
+ *   path, and the module is given `/proc/self/fd/N` (open_checked.ts); a
+ *   device that is a snapshot's storage is a CONFLICT.
  *   Attaching a device the module already tracks with blksnap (EALREADY:
  *   attached by an earlier run of the service, or by another tool) adopts it
  *   and keeps its CBT; another filter on it (EBUSY) is a CONFLICT. Detach
@@ -19,9 +22,12 @@
  *   ranges are checked against the capacity and sent in batches, one range
  *   per ioctl on the upstream profile (its v7 CBTDIRTY reads only the first
  *   element of the array, see seed 004).
- * - Snapshots: create takes a regular file (created empty if missing, and
- *   removed again at destroy), a block device, or a directory (the module
- *   makes an unnamed file there); the limit is `limitBytes` rounded down to
+ * - Snapshots: create takes a regular file (created empty and exclusively if
+ *   missing, and removed again at destroy; an existing non-empty one only
+ *   with `overwrite`), a block device, or a directory (the module makes an
+ *   unnamed file there), opened and verified as devices are and given to
+ *   the module as `/proc/self/fd/N`; it may not be the service's own file,
+ *   another snapshot's storage or an attached device; the limit is `limitBytes` rounded down to
  *   512-byte sectors. Devices are added with SNAPSHOTADD; when one fails, the
  *   new snapshot is destroyed again. Info asks SNAPSHOTINFO per device: the
  *   image locator is the device directory plus the name the module reports,
@@ -30,7 +36,13 @@
  *   no devices. Storage usage is not reported: the module does not tell it.
  *   `writable` is recorded as asked; the module's images are block devices
  *   that accept writes either way (writes to them mark both CBT tables).
- * - Events: SNAPSHOT_WAIT_EVENT on a worker thread (event_waiter.ts).
+ * - Events: one reader per known snapshot drains SNAPSHOT_WAIT_EVENT on a
+ *   worker thread into the snapshot's event log (event_reader.ts); every
+ *   waitEvents() reads that log after an id.
+ * - Change tokens: CBTINFO just before and right after SNAPSHOT_TAKE gives
+ *   each image's position (change_token.ts); for a snapshot adopted later,
+ *   CBTINFO while the device is in it gives the same, as no other take can
+ *   happen meanwhile.
  * - Images: size by BLKGETSIZE64 on the image device, data by node:fs
  *   positioned reads; SNAPSHOT_CORRUPTED once the module reports an error.
  * - close(): destroys the snapshots this service created (unless
@@ -51,31 +63,37 @@ import type {
   DeviceInfo,
   DriverStats,
   DriverVersion,
+  EventPage,
   SectorRange,
   SnapshotDriver,
-  SnapshotEvent,
   SnapshotImageInfo,
   SnapshotInfo,
+  WaitEventsOptions,
 } from "../driver.ts";
+import {
+  type CbtPosition,
+  type ChangePoint,
+  encodeChangeToken,
+  pointOf,
+  previousPoint,
+} from "../change_token.ts";
 import { errnoName, isServiceError, ServiceError } from "../errors.ts";
 import { formatUuid, SECTOR_SIZE } from "./abi.ts";
 import { type BlockingIoctl, WorkerIoctl } from "./blocking_ioctl.ts";
 import { ioctlError } from "./errno.ts";
-import { EventWaiter } from "./event_waiter.ts";
+import { EventReader } from "./event_reader.ts";
 import { decodeEvent } from "./events.ts";
 import { ImageReader } from "./image_reader.ts";
 import { type DeviceNumber, type Libc, realLibc } from "./libc.ts";
 import { ModuleClient } from "./module_client.ts";
 import { detectProfile } from "./profiles.ts";
 import { DriverRecords, type SnapshotRecord } from "./records.ts";
-import {
-  checkCreateOptions,
-  checkRanges,
-  createIfMissing,
-  deviceName,
-  invalid,
-  isCount,
-} from "./validate.ts";
+import { openDevice, openStorage } from "./open_checked.ts";
+import { findServiceFile, sameObject } from "../store/service_files.ts";
+import { removeCreated } from "../store/open_verified.ts";
+import type { StoreIdentity } from "../engine/block_store.ts";
+import { splitDeviceNumber } from "../store/dev_numbers.ts";
+import { checkCreateOptions, checkRanges, deviceName, invalid, isCount } from "./validate.ts";
 
 /** Options of {@link KernelDriver}. */
 export interface KernelDriverOptions {
@@ -99,13 +117,19 @@ export interface KernelDriverOptions {
   cbtMapPieceBytes?: number;
   /** Ranges per CBTDIRTY ioctl on the out-of-tree profile (default 4096). */
   dirtyBatchRanges?: number;
-  /** Extra milliseconds a waitEvent allows for the trip through the worker (default 50). */
-  eventGraceMs?: number;
+  /** The longest `timeout_ms` of one SNAPSHOT_WAIT_EVENT of the event readers (default 250). */
+  eventSliceMs?: number;
 }
 
 interface Kernel {
   client: ModuleClient;
-  waiter: EventWaiter;
+  waiter: EventReader;
+}
+
+/** A device's CBT position at a take: the image's point and its previous snapshot's. */
+interface TakeMark {
+  point: ChangePoint;
+  previous?: ChangePoint;
 }
 
 const CAPABILITIES: Capability[] = [
@@ -132,7 +156,11 @@ export class KernelDriver implements SnapshotDriver {
   #kernel?: Promise<Kernel>;
   #records: DriverRecords;
   #images = new ImageReader();
+  /** Identity of each snapshot's storage as opened here, by snapshot id (identity rules). */
+  #storageIdentities = new Map<string, StoreIdentity>();
   #eventsSeen = 0;
+  /** CBT positions at take, by snapshot id and device id. */
+  #takeMarks = new Map<string, Map<string, TakeMark>>();
   #closed = false;
 
   /** Keeps the options; nothing is opened until {@link KernelDriver.start} or the first call. */
@@ -170,8 +198,8 @@ export class KernelDriver implements SnapshotDriver {
       (this.#options.libc === undefined
         ? new WorkerIoctl({ libraryPath: this.#options.waitLibraryPath })
         : directIoctl(this.#libc));
-    const waiter = new EventWaiter(blocking, client.controlFd, {
-      graceMs: this.#options.eventGraceMs,
+    const waiter = new EventReader(blocking, client.controlFd, {
+      sliceMs: this.#options.eventSliceMs,
     });
     try {
       await this.#records.restore(client, this.#libc);
@@ -180,7 +208,9 @@ export class KernelDriver implements SnapshotDriver {
       client.close();
       throw error;
     }
-    return { client, waiter };
+    const kernel = { client, waiter };
+    for (const snapshot of this.#records.snapshots()) this.#watchEvents(kernel, snapshot);
+    return kernel;
   }
 
   /** Queues a write of the records. */
@@ -193,27 +223,136 @@ export class KernelDriver implements SnapshotDriver {
     return this.#records.flush();
   }
 
-  /** The record of snapshot `id` (adopting one only the module knows). NOT_FOUND otherwise. */
-  #snapshot({ client }: Kernel, id: string): SnapshotRecord {
-    return this.#records.resolveSnapshot(client, id);
+  /**
+   * The record of snapshot `id` (adopting one only the module knows), with
+   * its event reader running. NOT_FOUND otherwise.
+   */
+  #snapshot(kernel: Kernel, id: string): SnapshotRecord {
+    const snapshot = this.#records.resolveSnapshot(kernel.client, id);
+    this.#watchEvents(kernel, snapshot);
+    return snapshot;
+  }
+
+  /** Starts the one reader of the snapshot's kernel events (once). */
+  #watchEvents({ waiter }: Kernel, snapshot: SnapshotRecord): void {
+    if (waiter.watching(snapshot.id)) return;
+    waiter.watch(snapshot.id, snapshot.uuid, (raw) => {
+      const event = decodeEvent(raw, {
+        monotonicNowNs: this.#libc.monotonicNs(),
+        epochNowMs: Date.now(),
+        deviceIdOf: (major, minor) =>
+          snapshot.deviceIds.find((id) => {
+            const number = this.#records.findDevice(id)?.number;
+            return number?.major === major && number.minor === minor;
+          }),
+      });
+      if (event) this.#eventsSeen++;
+      return event;
+    });
   }
 
   #imageInfo({ client }: Kernel, deviceId: string): SnapshotImageInfo {
     return this.#records.imageInfo(client, deviceId);
   }
 
-  #info({ client }: Kernel, snapshot: SnapshotRecord): SnapshotInfo {
-    return this.#records.snapshotInfo(client, snapshot);
+  #info(kernel: Kernel, snapshot: SnapshotRecord): SnapshotInfo {
+    const info = this.#records.snapshotInfo(kernel.client, snapshot);
+    return {
+      ...info,
+      devices: info.devices.map((image) => ({
+        ...image,
+        ...this.#tokens(kernel, snapshot, image),
+      })),
+    };
+  }
+
+  /**
+   * The change tokens of a taken image: from the CBT positions recorded at
+   * take, or (a snapshot adopted from an earlier run) from CBTINFO now,
+   * which is the same while the device is in the snapshot.
+   */
+  #tokens(
+    { client }: Kernel,
+    snapshot: SnapshotRecord,
+    image: SnapshotImageInfo,
+  ): { changeToken?: string; previousChangeToken?: string } {
+    if (image.locator === undefined) return {};
+    let marks = this.#takeMarks.get(snapshot.id);
+    let mark = marks?.get(image.deviceId);
+    if (!mark) {
+      const device = this.#records.findDevice(image.deviceId);
+      if (!device) return {};
+      let point: ChangePoint;
+      try {
+        point = pointOf(image.deviceId, client.cbtInfo(device));
+      } catch {
+        return {};
+      }
+      mark = { point, previous: previousPoint(point) };
+      if (!marks) this.#takeMarks.set(snapshot.id, marks = new Map());
+      marks.set(image.deviceId, mark);
+    }
+    return {
+      changeToken: encodeChangeToken(mark.point),
+      ...(mark.previous ? { previousChangeToken: encodeChangeToken(mark.previous) } : {}),
+    };
   }
 
   /** Drops the record of a snapshot the module no longer has (or just destroyed). */
   async #forget({ client, waiter }: Kernel, snapshot: SnapshotRecord): Promise<void> {
     this.#records.removeSnapshot(snapshot.id);
+    const identity = this.#storageIdentities.get(snapshot.id);
+    this.#storageIdentities.delete(snapshot.id);
+    this.#takeMarks.delete(snapshot.id);
     waiter.forget(snapshot.id);
     this.#persist(client);
     for (const path of snapshot.images) await this.#images.release(path);
     if (snapshot.storageCreated && snapshot.storage) {
-      await unlink(snapshot.storage.path).catch(() => {});
+      if (identity) await removeCreated(snapshot.storage.path, identity);
+      else await unlink(snapshot.storage.path).catch(() => {});
+    }
+  }
+
+  /**
+   * CONFLICT when the storage is the service's own file, another snapshot's
+   * storage, or a non-member attached device (members: INVALID_ARGUMENT).
+   */
+  async #refuseStorageIdentity(
+    identity: StoreIdentity,
+    memberIds: string[],
+    what: string,
+  ): Promise<void> {
+    const field = "diffStorage.path";
+    const own = await findServiceFile(this.#options.stateDir, identity);
+    if (own) {
+      throw new ServiceError(
+        "CONFLICT",
+        `${what}: the storage is the service's own file ${own.path}`,
+        {
+          field,
+        },
+      );
+    }
+    for (const [snapshotId, other] of this.#storageIdentities) {
+      if (sameObject(other, identity)) {
+        throw new ServiceError("CONFLICT", `${what}: snapshot ${snapshotId} uses this storage`, {
+          field,
+        });
+      }
+    }
+    if (identity.kind !== "block") return;
+    for (const device of this.#records.devices()) {
+      if (!device.number || !sameNumber(identity.device, device.number)) continue;
+      if (memberIds.includes(device.id)) {
+        throw invalid(`${what}: the storage cannot be device ${device.id} itself`, field);
+      }
+      throw new ServiceError(
+        "CONFLICT",
+        `${what}: the storage is the attached device ${device.id}`,
+        {
+          field,
+        },
+      );
     }
   }
 
@@ -241,16 +380,32 @@ export class KernelDriver implements SnapshotDriver {
     if (this.#records.findDevice(id)) {
       throw new ServiceError("CONFLICT", `${what}: a device named ${id} is already attached`);
     }
-    const number = this.#libc.blockDeviceNumber(path);
-    const same = (other?: DeviceNumber) =>
-      number !== undefined && other?.major === number.major && other.minor === number.minor;
-    for (const device of this.#records.devices()) {
-      if (device.path === path || same(device.number)) {
-        throw new ServiceError("CONFLICT", `${what}: it is already attached as ${device.id}`);
+    const opened = openDevice(this.#libc, path, { what, verify: options.verifyOpened });
+    let capacityBytes: number;
+    const number = opened.number;
+    try {
+      const same = (other?: DeviceNumber) =>
+        other?.major === number.major && other.minor === number.minor;
+      for (const device of this.#records.devices()) {
+        if (device.path === path || same(device.number)) {
+          throw new ServiceError("CONFLICT", `${what}: it is already attached as ${device.id}`);
+        }
       }
+      for (const [snapshotId, storage] of this.#storageIdentities) {
+        if (storage.kind === "block" && sameNumber(storage.device, number)) {
+          throw new ServiceError(
+            "CONFLICT",
+            `${what}: it is the difference storage of snapshot ${snapshotId}`,
+            { field: "path" },
+          );
+        }
+      }
+      // The module opens /proc/self/fd/N: the very device that was checked.
+      capacityBytes = client.blockDeviceSize(opened.procPath, what);
+      client.attach(opened.procPath, what);
+    } finally {
+      opened.close();
     }
-    const capacityBytes = client.blockDeviceSize(path, what);
-    client.attach(path, what);
     const device = { id, path, capacityBytes, number };
     this.#records.addDevice(device);
     this.#persist(client);
@@ -348,15 +503,28 @@ export class KernelDriver implements SnapshotDriver {
       }
     };
     validate();
-    const storageCreated = await createIfMissing(path, what);
+    const storage = await openStorage(path, {
+      libc: this.#libc,
+      what,
+      verify: options.verifyOpened,
+      overwrite: options.diffStorage.overwrite,
+    });
+    const storageCreated = storage.created;
+    const dropStorage = async () => {
+      if (storageCreated) await removeCreated(path, storage.identity);
+    };
     let uuid: Uint8Array;
     try {
       validate();
-      uuid = client.createSnapshot(path, limitSectors);
+      await this.#refuseStorageIdentity(storage.identity, deviceIds, what);
+      // The module opens /proc/self/fd/N: the very storage that was checked.
+      uuid = client.createSnapshot(storage.procPath, limitSectors);
     } catch (error) {
-      if (storageCreated) await unlink(path).catch(() => {});
+      await storage.close();
+      await dropStorage();
       throw error;
     }
+    await storage.close();
     const snapshot: SnapshotRecord = {
       id: formatUuid(uuid),
       uuid,
@@ -375,10 +543,12 @@ export class KernelDriver implements SnapshotDriver {
       }
     } catch (error) {
       client.destroy(uuid);
-      if (storageCreated) await unlink(path).catch(() => {});
+      await dropStorage();
       throw error;
     }
+    this.#storageIdentities.set(snapshot.id, storage.identity);
     this.#records.addSnapshot(snapshot);
+    this.#watchEvents(kernel, snapshot);
     this.#persist(client);
     return this.#info(kernel, snapshot);
   }
@@ -414,12 +584,31 @@ export class KernelDriver implements SnapshotDriver {
     if (snapshot.storage !== undefined && snapshot.deviceIds.length === 0) {
       throw new ServiceError("CONFLICT", `${what}: it has no devices`);
     }
+    const devices = snapshot.deviceIds.flatMap((id) => this.#records.findDevice(id) ?? []);
+    // CBTINFO around the take is best effort: without it the tokens come from CBTINFO later.
+    const cbtInfo = (device: (typeof devices)[number]) => {
+      try {
+        return kernel.client.cbtInfo(device);
+      } catch {
+        return undefined;
+      }
+    };
+    const before = new Map<string, CbtPosition | undefined>();
+    for (const device of devices) before.set(device.id, cbtInfo(device));
     try {
       kernel.client.take(snapshot.uuid, what);
     } catch (error) {
       if (isServiceError(error, "NOT_FOUND")) await this.#forget(kernel, snapshot);
       throw error;
     }
+    const marks = new Map<string, TakeMark>();
+    for (const device of devices) {
+      const after = cbtInfo(device);
+      if (!after) continue;
+      const point = pointOf(device.id, after);
+      marks.set(device.id, { point, previous: previousPoint(point, before.get(device.id)) });
+    }
+    this.#takeMarks.set(snapshot.id, marks);
     snapshot.takenAt = new Date().toISOString();
     this.#persist(kernel.client);
     return this.#info(kernel, snapshot);
@@ -458,33 +647,23 @@ export class KernelDriver implements SnapshotDriver {
     }
   }
 
-  /** The next event of the snapshot, or undefined after `timeoutMs` without one. */
-  async waitEvent(snapshotId: string, timeoutMs: number): Promise<SnapshotEvent | undefined> {
+  /**
+   * The events of the snapshot's log after `options.after` (see
+   * SnapshotDriver.waitEvents), read from the module by the snapshot's one
+   * reader. INVALID_ARGUMENT for a bad timeout or id, NOT_FOUND for an
+   * unknown snapshot or one destroyed meanwhile, the mapped errno when the
+   * module's wait fails.
+   */
+  async waitEvents(snapshotId: string, options: WaitEventsOptions): Promise<EventPage> {
     const kernel = await this.#ready();
-    if (!isCount(timeoutMs)) {
+    if (!isCount(options?.timeoutMs)) {
       throw invalid("Cannot wait for events: timeoutMs must be an integer >= 0", "timeoutMs");
     }
-    const snapshot = this.#snapshot(kernel, snapshotId);
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const left = Math.max(0, deadline - Date.now());
-      const raw = await kernel.waiter.wait(snapshot.id, snapshot.uuid, left);
-      if (!raw) return undefined;
-      const event = decodeEvent(raw, {
-        monotonicNowNs: this.#libc.monotonicNs(),
-        epochNowMs: Date.now(),
-        deviceIdOf: (major, minor) =>
-          snapshot.deviceIds.find((id) => {
-            const number = this.#records.findDevice(id)?.number;
-            return number?.major === major && number.minor === minor;
-          }),
-      });
-      if (event) {
-        this.#eventsSeen++;
-        return event;
-      }
-      if (Date.now() >= deadline) return undefined;
+    if (options.after !== undefined && !isCount(options.after)) {
+      throw invalid("Cannot wait for events: after must be an integer >= 0", "after");
     }
+    const snapshot = this.#snapshot(kernel, snapshotId);
+    return await kernel.waiter.wait(snapshot.id, options);
   }
 
   /** The image device of `deviceId` in a taken snapshot. */
@@ -593,4 +772,10 @@ export async function createKernelDriver(
   const driver = new KernelDriver(options);
   await driver.start();
   return driver;
+}
+
+/** True when `rdev` (a dev_t) is the device `number`. */
+function sameNumber(rdev: number, number: DeviceNumber): boolean {
+  const split = splitDeviceNumber(rdev);
+  return split.major === number.major && split.minor === number.minor;
 }

@@ -136,6 +136,7 @@ interface Tracker {
   previous: number;
   active: number;
   generation: Uint8Array;
+  corrupted?: boolean;
   snapshot?: Snapshot;
   imageName?: string;
   errorCode: number;
@@ -304,6 +305,12 @@ export class FakeKernel implements Libc {
     return this.#devices.get(path)?.tracker !== undefined;
   }
 
+  /** The CBT map of the device at `path` is corrupted (a marking failed): CBTMAP fails with EFAULT until the next take resets it. */
+  corruptCbt(path: string): void {
+    const tracker = this.#devices.get(path)?.tracker;
+    if (tracker) tracker.corrupted = true;
+  }
+
   /** The module forgets everything (module reload): trackers and snapshots are gone. */
   reload(): void {
     for (const device of this.#devices.values()) device.tracker = undefined;
@@ -322,7 +329,28 @@ export class FakeKernel implements Libc {
 
   // ---- Libc ----
 
-  open(path: string, _flags: number): SyscallResult {
+  /**
+   * The path a `/proc/self/fd/N` name stands for, as the kernel resolves it:
+   * the path of a fake fd, or the real link of a real one; other paths as they are.
+   */
+  #unproc(path: string): string {
+    const match = /^\/proc\/self\/fd\/(\d+)$/.exec(path);
+    if (!match) return path;
+    const fake = this.#fds.get(Number(match[1]));
+    if (fake) return fake.path;
+    try {
+      return Deno.readLinkSync(path);
+    } catch {
+      return path;
+    }
+  }
+
+  realPathOf(fd: number): string | undefined {
+    return this.#fds.get(fd)?.path;
+  }
+
+  open(name: string, _flags: number): SyscallResult {
+    const path = this.#unproc(name);
     const kind = this.#kindOf(path);
     if (!kind) return fail(E.ENOENT);
     const fd = this.#nextFd++;
@@ -347,7 +375,7 @@ export class FakeKernel implements Libc {
   }
 
   blockDeviceNumber(path: string): DeviceNumber | undefined {
-    const device = this.#devices.get(path);
+    const device = this.#devices.get(this.#unproc(path));
     return device ? { major: device.major, minor: device.minor } : undefined;
   }
 
@@ -394,7 +422,7 @@ export class FakeKernel implements Libc {
       if (address >= base && address < base + buffer.length) {
         const tail = buffer.subarray(address - base);
         const end = tail.indexOf(0);
-        return end < 0 ? undefined : decoder.decode(tail.subarray(0, end));
+        return end < 0 ? undefined : this.#unproc(decoder.decode(tail.subarray(0, end)));
       }
     }
     return undefined;
@@ -554,6 +582,7 @@ export class FakeKernel implements Libc {
         if (!raw) return fail(E.EINVAL);
         const map = BlksnapCbtmap.decode(raw);
         record.mapLength = map.length;
+        if (tracker.corrupted) return fail(E.EFAULT);
         if (map.length > tracker.blockCount - map.offset) return fail(E.ENODATA);
         const target = this.#resolve(map.buffer, map.length);
         if (!target) return fail(E.EINVAL);
@@ -682,6 +711,15 @@ export class FakeKernel implements Libc {
   #take(snapshot: Snapshot): void {
     snapshot.taken = true;
     for (const tracker of snapshot.trackers) {
+      if (tracker.corrupted) {
+        // cbt_map_reset: cleared tables, numbers from the start, a new generation.
+        tracker.corrupted = false;
+        tracker.read.fill(0);
+        tracker.write.fill(0);
+        tracker.previous = 0;
+        tracker.active = 1;
+        tracker.generation = crypto.getRandomValues(new Uint8Array(16));
+      }
       tracker.previous = tracker.active;
       tracker.active += 1;
       if (tracker.active === 256) {

@@ -30,20 +30,33 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const CHUNK = 256 * KiB;
 
-/** The events of `snapshotId` until one is `corrupted` or none comes within `timeoutMs`. */
-async function eventsUntilCorrupted(
-  client: BlksnapClient,
-  snapshotId: string,
-  timeoutMs: number,
-): Promise<SnapshotEvent[]> {
-  const events: SnapshotEvent[] = [];
-  for (let i = 0; i < 64; i++) {
-    const event = await client.snapshots.waitEvent(snapshotId, timeoutMs);
-    if (event === undefined) break;
-    events.push(event);
-    if (event.code === "corrupted") break;
-  }
-  return events;
+/** A snapshot's event log, read from its start a page at a time. */
+interface EventCursor {
+  /** The events after those already read, waiting up to `timeoutMs` for one (none: empty). */
+  next(timeoutMs: number): Promise<SnapshotEvent[]>;
+  /** The events after those already read, until a `corrupted` one or a quiet `timeoutMs`. */
+  untilCorrupted(timeoutMs: number): Promise<SnapshotEvent[]>;
+}
+
+function eventCursor(client: BlksnapClient, snapshotId: string): EventCursor {
+  let after = 0;
+  const next = async (timeoutMs: number) => {
+    const page = await client.snapshots.waitEvents(snapshotId, { after, timeoutMs });
+    after = page.lastId;
+    return page.events;
+  };
+  return {
+    next,
+    async untilCorrupted(timeoutMs) {
+      const events: SnapshotEvent[] = [];
+      for (let i = 0; i < 64 && !events.some((e) => e.code === "corrupted"); i++) {
+        const page = await next(timeoutMs);
+        if (page.length === 0) break;
+        events.push(...page);
+      }
+      return events;
+    },
+  };
 }
 
 /** Writes 4 KiB into chunk `chunk` of `origin` (a copy-on-write of that chunk). */
@@ -93,7 +106,8 @@ labTest({
           withSnapshot("three", 3 * MiB, async (id) => {
             const atTake = await readAt(origin, 0, 4 * CHUNK);
             await touchChunk(origin, 0);
-            const first = await client.snapshots.waitEvent(id, upstream ? 30_000 : 5000);
+            const log = eventCursor(client, id);
+            const first = (await log.next(upstream ? 30_000 : 5000))[0];
             if (upstream) {
               assert.ok(
                 first?.code === "no_space",
@@ -104,7 +118,7 @@ labTest({
               assert.equal(first, undefined, "no event at the first copy-on-write");
             }
             for (let chunk = 1; chunk < 4; chunk++) await touchChunk(origin, chunk);
-            const quiet = await eventsUntilCorrupted(client, id, 3000);
+            const quiet = await log.untilCorrupted(3000);
             assert.ok(
               quiet.every((event) => event.code === "no_space"),
               `1 MiB of chunks fit (got ${JSON.stringify(quiet)})`,
@@ -114,7 +128,7 @@ labTest({
             const image = info.devices[0].locator!;
             assertSameBytes(await readAt(image, 0, 4 * CHUNK), atTake, image);
             for (let chunk = 4; chunk < 4 + 8 + storing; chunk++) await touchChunk(origin, chunk);
-            const events = await eventsUntilCorrupted(client, id, 30_000);
+            const events = await log.untilCorrupted(30_000);
             const corrupted = events.at(-1);
             assert.ok(
               corrupted?.code === "corrupted" && corrupted.errorName === "ENOSPC",
@@ -129,7 +143,7 @@ labTest({
         () =>
           withSnapshot("two", 2 * MiB, async (id) => {
             for (let chunk = 40; chunk < 40 + storing; chunk++) await touchChunk(origin, chunk);
-            const events = await eventsUntilCorrupted(client, id, 30_000);
+            const events = await eventCursor(client, id).untilCorrupted(30_000);
             assert.deepEqual(
               events.map((event) => event.code),
               ["corrupted"],
