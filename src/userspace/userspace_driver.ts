@@ -10,6 +10,21 @@
  * device names are restricted to letters, digits, '.', '_', ':' and '-' (as
  * in the kernel backend), so no name needs percent-encoding.
  *
+ * Restarts (with a state folder): the folder is locked (one service per
+ * folder) and every tracked device is flocked (one service per device).
+ * Attached devices are listed in `userspace-devices.json`; an attach is
+ * undone when that list cannot be saved. Each device's CBT has a
+ * write-intent record (cbt_journal.ts) unless `cbtPersistence` is false, so
+ * a restart keeps the generation and the changes, and a crash keeps a
+ * superset of them. A clean stop saves the snapshots too
+ * (snapshot_persistence.ts) unless `destroySnapshotsOnClose`; after a crash
+ * they are lost and the storage files the service created are removed. At
+ * start, devices that cannot be opened stay listed as "missing" and are
+ * retried every `retryMissingMs` (and by {@link UserspaceDriver.retryMissing});
+ * devices whose path `checkPath` refuses stay listed as "refused" and are
+ * not opened. Devices and snapshots are restored before the NBD server
+ * starts, so no write can come before their state is back.
+ *
  * @module
  */
 
@@ -32,7 +47,6 @@ import { Engine } from "../engine/engine.ts";
 import type { EngineParams } from "../engine/params.ts";
 import type { SnapshotImage } from "../engine/image.ts";
 import { type Snapshot, storageLivesOn } from "../engine/snapshot.ts";
-import type { StoreIdentity } from "../engine/block_store.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import { type NbdLogger, startNbdServer } from "../nbd/mod.ts";
 import type { NbdServer } from "../nbd/server.ts";
@@ -45,9 +59,21 @@ import {
   invalid,
   isCount,
 } from "./argument_checks.ts";
-import { DeviceListFile } from "./device_list_file.ts";
+import { DeviceListFile, type RememberedDevice } from "./device_list_file.ts";
 import { engineExports } from "./export_provider.ts";
 import { imageExportName } from "./image_export.ts";
+import { CbtJournal, cbtRecordPath, loadCbtRecord, removeCbtRecord } from "./cbt_journal.ts";
+import { DeviceLock } from "./device_lock.ts";
+import { deviceIdentity, distrust } from "./device_identity.ts";
+import { restoreSnapshot, saveSnapshot } from "./snapshot_persistence.ts";
+import {
+  type CreatedStorage,
+  removeCreatedStorage,
+  type SavedSnapshot,
+  SnapshotStateFile,
+} from "./snapshot_state_file.ts";
+import { STATE_LOCK_FILE_NAME, StateLock } from "../lock/state_lock.ts";
+import { join } from "node:path";
 
 const SECTOR_BYTES = 512;
 const DEVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
@@ -71,12 +97,29 @@ export interface UserspaceDriverOptions {
   engineParams?: Partial<EngineParams>;
   /** Log sink for the NBD server and start-up messages. */
   logger?: NbdLogger;
+  /** Keep each device's CBT on stable storage across restarts and crashes (default true; needs stateDir). */
+  cbtPersistence?: boolean;
+  /** Destroy snapshots at close instead of saving them for the next start (default false). */
+  destroySnapshotsOnClose?: boolean;
+  /** Checks a remembered path at start (the allowed prefixes); rejects with the reason to refuse it. */
+  checkPath?: (path: string) => Promise<unknown>;
+  /** How often devices missing at start are tried again, in ms (default 30000; 0: only on request). */
+  retryMissingMs?: number;
 }
 
 interface Attached {
   tracker: Tracker;
   store: FileStore;
   path: string;
+  lock?: DeviceLock;
+  journal?: CbtJournal;
+  /** True when the CBT came back from a record the service vouched for. */
+  vouched: boolean;
+}
+
+interface Absent extends RememberedDevice {
+  state: "missing" | "refused";
+  error: string;
 }
 
 function deviceNameFor(path: string): string {
@@ -91,68 +134,132 @@ function iso(timeMs: number | undefined): string | undefined {
 /** SnapshotDriver on the userspace engine and its NBD exports. */
 export class UserspaceDriver implements SnapshotDriver {
   readonly #engine: Engine;
-  readonly #server: NbdServer;
+  #server!: NbdServer;
   readonly #devices = new Map<string, Attached>();
-  /** Storage files this driver created, by snapshot id: removed again at destroy. */
-  readonly #createdStorage = new Map<string, string>();
-  /** The identity of each snapshot's difference storage, by snapshot id. */
-  readonly #storageIdentities = new Map<string, StoreIdentity>();
+  /** Remembered devices not tracked now (missing or refused at start). */
+  readonly #absent = new Map<string, Absent>();
+  /** Storage files this driver created (removed again at destroy), by snapshot id. */
+  readonly #createdStorage = new Map<string, CreatedStorage>();
+  /** Each snapshot's difference storage store, by snapshot id. */
+  readonly #storages = new Map<string, FileStore>();
+  readonly #options: UserspaceDriverOptions;
   readonly #deviceList?: DeviceListFile;
-  readonly #baseUri: (name: string) => string;
+  readonly #snapshotState?: SnapshotStateFile;
+  #stateLock?: StateLock;
+  #baseUri: (name: string) => string = () => "";
+  #retryTimer?: ReturnType<typeof setInterval>;
+  #retrying?: Promise<void>;
   #closed = false;
 
-  private constructor(
-    engine: Engine,
-    server: NbdServer,
-    deviceList: DeviceListFile | undefined,
-    tcpHost: string | undefined,
-  ) {
+  private constructor(engine: Engine, options: UserspaceDriverOptions) {
     this.#engine = engine;
-    this.#server = server;
-    this.#deviceList = deviceList;
-    this.#baseUri = server.tcpPort !== undefined
-      ? (name) => `nbd://${tcpHost}:${server.tcpPort}/${name}`
-      : (name) => `nbd+unix:///${name}?socket=${server.unixPath}`;
+    this.#options = options;
+    if (options.stateDir) {
+      this.#deviceList = new DeviceListFile(options.stateDir);
+      this.#snapshotState = new SnapshotStateFile(options.stateDir);
+    }
   }
 
   /**
-   * Starts the engine and the NBD server and re-attaches remembered devices
-   * (a device that cannot be opened again is logged and forgotten).
-   * CONFLICT when the NBD port or socket is taken.
+   * Locks the state folder, restores remembered devices (with their CBT)
+   * and saved snapshots, then starts the NBD server. CONFLICT when another
+   * service holds the state folder (naming its pid) or the NBD port or
+   * socket is taken.
    */
   static async start(options: UserspaceDriverOptions = {}): Promise<UserspaceDriver> {
     const engine = new Engine({ params: options.engineParams });
-    const listen = options.nbd ?? { tcp: { hostname: "127.0.0.1", port: 10809 } };
-    const server = await startNbdServer(engineExports(engine), {
-      ...listen,
-      logger: options.logger,
-    });
-    const deviceList = options.stateDir ? new DeviceListFile(options.stateDir) : undefined;
-    const driver = new UserspaceDriver(
-      engine,
-      server,
-      deviceList,
-      listen.tcp?.hostname ?? "127.0.0.1",
-    );
-    if (deviceList) await driver.#restoreDevices(deviceList, options.logger);
+    const driver = new UserspaceDriver(engine, options);
+    const { stateDir } = options;
+    if (stateDir) {
+      driver.#stateLock = StateLock.acquire(
+        join(stateDir, STATE_LOCK_FILE_NAME),
+        `the state folder ${stateDir}`,
+      );
+    }
+    try {
+      await driver.#restore();
+      const listen = options.nbd ?? { tcp: { hostname: "127.0.0.1", port: 10809 } };
+      const server = await startNbdServer(engineExports(engine), {
+        ...listen,
+        logger: options.logger,
+      });
+      const tcpHost = listen.tcp?.hostname ?? "127.0.0.1";
+      driver.#server = server;
+      driver.#baseUri = server.tcpPort !== undefined
+        ? (name) => `nbd://${tcpHost}:${server.tcpPort}/${name}`
+        : (name) => `nbd+unix:///${name}?socket=${server.unixPath}`;
+    } catch (error) {
+      await driver.#release({ saveState: false });
+      throw error;
+    }
+    const every = options.retryMissingMs ?? 30_000;
+    if (every > 0 && driver.#deviceList) {
+      driver.#retryTimer = setInterval(() => driver.retryMissing(), every);
+    }
     return driver;
   }
 
-  async #restoreDevices(deviceList: DeviceListFile, logger: NbdLogger | undefined): Promise<void> {
-    const { devices, problem } = await deviceList.load();
-    if (problem) logger?.("warn", `userspace: ${problem}; starting with no devices`);
-    for (const { name, path } of devices) {
+  #log(level: "info" | "warn" | "error", message: string): void {
+    this.#options.logger?.(level, `userspace: ${message}`);
+  }
+
+  get #persistCbt(): boolean {
+    return this.#options.stateDir !== undefined && this.#options.cbtPersistence !== false;
+  }
+
+  async #restore(): Promise<void> {
+    if (!this.#deviceList) return;
+    const { devices, problem } = await this.#deviceList.load();
+    if (problem) this.#log("warn", `${problem}; starting with no devices`);
+    for (const remembered of devices) await this.#restoreDevice(remembered);
+    await this.#saveDevices();
+    await this.#restoreSnapshots();
+  }
+
+  async #restoreDevice({ name, path }: RememberedDevice): Promise<boolean> {
+    if (this.#options.checkPath) {
       try {
-        await this.#attach(path, name);
-        logger?.("info", `userspace: re-attached ${name} (${path}) with a new CBT generation`);
+        await this.#options.checkPath(path);
       } catch (error) {
-        logger?.(
-          "warn",
-          `userspace: cannot re-attach ${name} (${path}): ${(error as Error).message}`,
-        );
+        const reason = (error as Error).message;
+        this.#absent.set(name, { name, path, state: "refused", error: reason });
+        this.#log("warn", `not re-attaching ${name} (${path}): ${reason}`);
+        return false;
       }
     }
-    await this.#saveDevices();
+    try {
+      const attached = await this.#attach(path, name, { restore: true });
+      this.#absent.delete(name);
+      const how = attached.vouched ? "its CBT generation kept" : "a new CBT generation";
+      this.#log("info", `re-attached ${name} (${path}) with ${how}`);
+      return true;
+    } catch (error) {
+      const reason = (error as Error).message;
+      this.#absent.set(name, { name, path, state: "missing", error: reason });
+      this.#log("warn", `cannot re-attach ${name} (${path}), listed as missing: ${reason}`);
+      return false;
+    }
+  }
+
+  /**
+   * Tries again to open the devices missing since start (the periodic retry
+   * runs this too); those that open come back with their CBT. Resolves once done.
+   */
+  retryMissing(): Promise<void> {
+    this.#retrying ??= (async () => {
+      try {
+        let changed = false;
+        for (const absent of [...this.#absent.values()]) {
+          if (this.#closed || absent.state !== "missing") continue;
+          if (this.#devices.has(absent.name)) continue;
+          changed = (await this.#restoreDevice(absent)) || changed;
+        }
+        if (changed && !this.#closed) await this.#saveDevices().catch(() => {});
+      } finally {
+        this.#retrying = undefined;
+      }
+    })();
+    return this.#retrying;
   }
 
   /** The NBD server (its port and socket). */
@@ -176,8 +283,26 @@ export class UserspaceDriver implements SnapshotDriver {
 
   #device(deviceId: string): Attached {
     const attached = this.#devices.get(deviceId);
-    if (!attached) throw new ServiceError("NOT_FOUND", `No device ${deviceId} is attached`);
-    return attached;
+    if (attached) return attached;
+    const absent = this.#absent.get(deviceId);
+    if (absent) {
+      throw new ServiceError(
+        "UNAVAILABLE",
+        `Device ${deviceId} (${absent.path}) is ${absent.state}: ${absent.error}`,
+      );
+    }
+    throw new ServiceError("NOT_FOUND", `No device ${deviceId} is attached`);
+  }
+
+  #absentInfo(absent: Absent): DeviceInfo {
+    return {
+      id: absent.name,
+      path: absent.path,
+      capacityBytes: 0,
+      locator: this.nbdUri(absent.name),
+      state: absent.state,
+      error: absent.error,
+    };
   }
 
   #snapshot(snapshotId: string): Snapshot {
@@ -226,12 +351,80 @@ export class UserspaceDriver implements SnapshotDriver {
   }
 
   async #saveDevices(): Promise<void> {
-    await this.#deviceList?.save(
-      [...this.#devices.values()].map((d) => ({ name: d.tracker.name, path: d.path })),
-    );
+    await this.#deviceList?.save([
+      ...[...this.#devices.values()].map((d) => ({ name: d.tracker.name, path: d.path })),
+      ...[...this.#absent.values()].map(({ name, path }) => ({ name, path })),
+    ]);
   }
 
-  async #attach(path: string, name: string): Promise<Attached> {
+  /**
+   * Locks the device, restores its CBT from its record when `restore` (and
+   * the record can be vouched for) and starts its journal, the tracker
+   * frozen meanwhile. Rejects (leaving the lock to the caller's undo) when
+   * the lock is refused or the record cannot be written.
+   */
+  async #persistDevice(attached: Attached, restore: boolean): Promise<void> {
+    const { tracker, store, path } = attached;
+    if (!this.#options.stateDir) return;
+    attached.lock = DeviceLock.acquire(path, store.identity);
+    if (!this.#persistCbt) return;
+    const recordPath = cbtRecordPath(this.#options.stateDir, tracker.name);
+    await tracker.freeze();
+    try {
+      const identity = await deviceIdentity(path, store);
+      if (restore) {
+        const { record, problem } = await loadCbtRecord(recordPath);
+        let reason = problem ?? (record ? distrust(record, identity) : "it has no CBT record");
+        if (record && reason === undefined) {
+          try {
+            tracker.cbt.restoreState(record.state);
+            attached.vouched = record.clean;
+            if (!record.clean) {
+              this.#log(
+                "warn",
+                `${tracker.name}: the service stopped uncleanly; its CBT is restored as a ` +
+                  "superset of the changes (write-intent record)",
+              );
+            }
+          } catch (error) {
+            reason = (error as Error).message;
+          }
+        }
+        if (reason !== undefined) {
+          this.#log(
+            "warn",
+            `${tracker.name}: new CBT generation ${tracker.cbt.generationId}: ${reason}`,
+          );
+        }
+      }
+      attached.journal = await CbtJournal.open(recordPath, tracker.cbt, {
+        identity,
+        logger: this.#options.logger,
+      });
+      tracker.setWriteIntent(attached.journal);
+    } finally {
+      tracker.unfreeze();
+    }
+  }
+
+  /** Undoes an attach that failed after the engine took the device. */
+  async #undoAttach(attached: Attached, removeRecord: boolean): Promise<void> {
+    this.#devices.delete(attached.tracker.name);
+    attached.tracker.setWriteIntent(undefined);
+    await this.#engine.detach(attached.tracker.name).catch(() => {});
+    await attached.journal?.close({ clean: false }).catch(() => {});
+    if (removeRecord && this.#options.stateDir) {
+      await removeCbtRecord(cbtRecordPath(this.#options.stateDir, attached.tracker.name));
+    }
+    attached.lock?.release();
+    await attached.store.close().catch(() => {});
+  }
+
+  async #attach(
+    path: string,
+    name: string,
+    { restore = false }: { restore?: boolean } = {},
+  ): Promise<Attached> {
     if (!DEVICE_NAME.test(name)) {
       throw new ServiceError(
         "INVALID_ARGUMENT",
@@ -239,7 +432,7 @@ export class UserspaceDriver implements SnapshotDriver {
         { field: "name" },
       );
     }
-    if (this.#devices.has(name)) {
+    if (this.#devices.has(name) || (!restore && this.#absent.has(name))) {
       throw new ServiceError("CONFLICT", `Cannot attach ${path}: the name ${name} is taken`, {
         field: "name",
       });
@@ -262,15 +455,22 @@ export class UserspaceDriver implements SnapshotDriver {
         { field: "path" },
       );
     }
+    let attached: Attached;
     try {
       const tracker = await this.#engine.attach(name, store);
-      const attached = { tracker, store, path };
+      attached = { tracker, store, path, vouched: false };
       this.#devices.set(name, attached);
-      return attached;
     } catch (error) {
       await store.close();
       throw error;
     }
+    try {
+      await this.#persistDevice(attached, restore);
+    } catch (error) {
+      await this.#undoAttach(attached, !restore);
+      throw error;
+    }
+    return attached;
   }
 
   /** Backend kind and capabilities. */
@@ -287,28 +487,55 @@ export class UserspaceDriver implements SnapshotDriver {
     this.#refuseClosed();
     checkAbsolute(path, `Cannot attach ${path}`, "path");
     const attached = await this.#attach(path, options.name ?? deviceNameFor(path));
-    await this.#saveDevices();
+    try {
+      await this.#saveDevices();
+    } catch (error) {
+      await this.#undoAttach(attached, true);
+      throw error;
+    }
     return this.#deviceInfo(attached);
   }
 
-  /** Stops tracking and closes the device. CONFLICT while it is in a snapshot. */
+  /**
+   * Stops tracking and closes the device (its CBT record is removed); a
+   * missing or refused device is forgotten. CONFLICT while it is in a snapshot.
+   */
   async detach(deviceId: string): Promise<void> {
     this.#refuseClosed();
+    if (!this.#devices.has(deviceId) && this.#absent.delete(deviceId)) {
+      await this.#saveDevices();
+      return;
+    }
     const attached = this.#device(deviceId);
     await this.#engine.detach(deviceId);
     this.#devices.delete(deviceId);
+    attached.tracker.setWriteIntent(undefined);
+    await attached.journal?.close({ clean: false }).catch(() => {});
+    if (this.#options.stateDir) {
+      await removeCbtRecord(cbtRecordPath(this.#options.stateDir, deviceId));
+    }
+    attached.lock?.release();
     await attached.store.close();
     await this.#saveDevices();
   }
 
-  /** All attached devices. */
+  /** All remembered devices: attached ones, then missing and refused ones. */
   listDevices(): Promise<DeviceInfo[]> {
-    return Promise.resolve([...this.#devices.values()].map((d) => this.#deviceInfo(d)));
+    return Promise.resolve([
+      ...[...this.#devices.values()].map((d) => this.#deviceInfo(d)),
+      ...[...this.#absent.values()].filter((a) => !this.#devices.has(a.name)).map((a) =>
+        this.#absentInfo(a)
+      ),
+    ]);
   }
 
-  /** One attached device. */
+  /** One device (a missing or refused one with its state and error). */
   getDevice(deviceId: string): Promise<DeviceInfo> {
-    return Promise.resolve().then(() => this.#deviceInfo(this.#device(deviceId)));
+    return Promise.resolve().then(() => {
+      const absent = this.#absent.get(deviceId);
+      if (absent && !this.#devices.has(deviceId)) return this.#absentInfo(absent);
+      return this.#deviceInfo(this.#device(deviceId));
+    });
   }
 
   /** The device's CBT info. */
@@ -329,11 +556,13 @@ export class UserspaceDriver implements SnapshotDriver {
 
   /** Marks sector ranges dirty in both tables. OUT_OF_RANGE past the device's last (possibly partial) sector. */
   markDirty(deviceId: string, ranges: SectorRange[]): Promise<void> {
-    return Promise.resolve().then(() => {
-      const { cbt } = this.#device(deviceId).tracker;
+    return Promise.resolve().then(async () => {
+      const { tracker } = this.#device(deviceId);
+      const { cbt } = tracker;
       const what = `Cannot mark ranges of device ${deviceId} dirty`;
       checkDirtyRanges(ranges, Math.ceil(cbt.capacityBytes / SECTOR_BYTES), what);
       cbt.markDirtySectors(ranges);
+      await tracker.marksDurable();
     });
   }
 
@@ -379,9 +608,73 @@ export class UserspaceDriver implements SnapshotDriver {
       if (!existed) await Deno.remove(path).catch(() => {});
       throw error;
     }
-    if (!existed) this.#createdStorage.set(snapshot.id, path);
-    this.#storageIdentities.set(snapshot.id, storage.identity);
+    this.#storages.set(snapshot.id, storage);
+    if (!existed) {
+      this.#createdStorage.set(snapshot.id, {
+        snapshotId: snapshot.id,
+        path,
+        device: storage.identity.device,
+        inode: storage.identity.inode,
+      });
+      try {
+        await this.#saveSnapshotState({ clean: false, snapshots: [] });
+      } catch (error) {
+        await this.destroySnapshot(snapshot.id).catch(() => {});
+        throw error;
+      }
+    }
     return this.#snapshotInfo(snapshot);
+  }
+
+  /** Writes the snapshot state file (the created storage files, and at a clean stop the snapshots). */
+  async #saveSnapshotState(
+    state: { clean: boolean; snapshots: SavedSnapshot[] },
+  ): Promise<void> {
+    await this.#snapshotState?.save({
+      ...state,
+      createdStorage: [...this.#createdStorage.values()],
+    });
+  }
+
+  /**
+   * At start: restores the snapshots a clean stop saved; after an unclean
+   * stop reports them lost and removes the storage files the service
+   * created. Then marks the state as running (not clean).
+   */
+  async #restoreSnapshots(): Promise<void> {
+    if (!this.#snapshotState) return;
+    const { state, problem } = await this.#snapshotState.load();
+    if (problem) this.#log("warn", `${problem}; no snapshots are restored`);
+    if (!state) return;
+    const created = new Map(state.createdStorage.map((c) => [c.snapshotId, c]));
+    if (!state.clean) {
+      this.#log(
+        "warn",
+        "the service did not stop cleanly: its snapshots are lost (their copy-on-write state " +
+          `was in memory); removing the ${created.size} storage file(s) it created`,
+      );
+    } else {
+      for (const saved of state.snapshots) {
+        const outcome = await restoreSnapshot(saved, {
+          engine: this.#engine,
+          vouched: (name) => this.#devices.get(name)?.vouched === true,
+          logger: this.#options.logger,
+        });
+        if ("lost" in outcome) {
+          this.#log("warn", `snapshot ${saved.id} is lost: ${outcome.lost}`);
+          continue;
+        }
+        this.#storages.set(saved.id, outcome.storage);
+        const mine = created.get(saved.id);
+        if (mine) this.#createdStorage.set(saved.id, mine);
+        created.delete(saved.id);
+        this.#log("info", `restored snapshot ${saved.id} (${outcome.snapshot.state})`);
+      }
+    }
+    for (const storage of created.values()) {
+      if (await removeCreatedStorage(storage)) this.#log("info", `removed ${storage.path}`);
+    }
+    await this.#saveSnapshotState({ clean: false, snapshots: [] });
   }
 
   /**
@@ -404,7 +697,7 @@ export class UserspaceDriver implements SnapshotDriver {
     }
     const { kind, device, inode } = storage.identity;
     for (const snapshot of this.#engine.snapshots()) {
-      const other = this.#storageIdentities.get(snapshot.id);
+      const other = this.#storages.get(snapshot.id)?.identity;
       if (other && other.kind === kind && other.device === device && other.inode === inode) {
         throw new ServiceError(
           "CONFLICT",
@@ -448,15 +741,21 @@ export class UserspaceDriver implements SnapshotDriver {
   /** Destroys the snapshot; its image exports go away. */
   async destroySnapshot(snapshotId: string): Promise<void> {
     await this.#snapshot(snapshotId).destroy();
-    this.#storageIdentities.delete(snapshotId);
-    await this.#removeCreatedStorage(snapshotId);
+    this.#storages.delete(snapshotId);
+    if (await this.#removeCreatedStorage(snapshotId)) {
+      await this.#saveSnapshotState({ clean: false, snapshots: [] }).catch((error) =>
+        this.#log("error", (error as Error).message)
+      );
+    }
   }
 
-  async #removeCreatedStorage(snapshotId: string): Promise<void> {
-    const path = this.#createdStorage.get(snapshotId);
-    if (path === undefined) return;
+  /** Removes the storage file created for `snapshotId`, if any; true when there was one. */
+  async #removeCreatedStorage(snapshotId: string): Promise<boolean> {
+    const created = this.#createdStorage.get(snapshotId);
+    if (created === undefined) return false;
     this.#createdStorage.delete(snapshotId);
-    await Deno.remove(path).catch(() => {});
+    await removeCreatedStorage(created);
+    return true;
   }
 
   /**
@@ -517,14 +816,78 @@ export class UserspaceDriver implements SnapshotDriver {
     return Promise.resolve({ cowCopies, chunksStored, events });
   }
 
-  /** Destroys snapshots, stops the NBD server, closes devices (the device list stays for the next start). */
+  /**
+   * Stops the NBD server and, with a state folder, saves the snapshots
+   * (unless destroySnapshotsOnClose, then destroys them) and each device's
+   * CBT record (closed cleanly); closes devices and releases the locks.
+   * The device list stays for the next start.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#retryTimer);
+    await this.#retrying;
     await this.#server.close();
-    await this.#engine.close();
-    await Promise.all([...this.#createdStorage.keys()].map((id) => this.#removeCreatedStorage(id)));
-    await Promise.all([...this.#devices.values()].map((d) => d.store.close().catch(() => {})));
+    await this.#release({ saveState: true });
+  }
+
+  /** Saves what survives (when `saveState`), then closes the engine, devices and locks. */
+  async #release({ saveState }: { saveState: boolean }): Promise<void> {
+    const trackers = this.#engine.trackers();
+    await Promise.all(trackers.map((tracker) => tracker.freeze()));
+    try {
+      if (saveState) await this.#saveForNextStart();
+      await this.#engine.close().catch((error) => this.#log("error", (error as Error).message));
+    } finally {
+      for (const tracker of trackers) tracker.unfreeze();
+    }
+    if (!saveState || this.#options.destroySnapshotsOnClose) {
+      for (const id of [...this.#createdStorage.keys()]) await this.#removeCreatedStorage(id);
+    }
+    for (const attached of this.#devices.values()) {
+      await attached.store.close().catch(() => {});
+      attached.lock?.release();
+    }
     this.#devices.clear();
+    this.#stateLock?.release();
+  }
+
+  /** Clean stop: snapshots and CBT records for the next start (writes are stopped). */
+  async #saveForNextStart(): Promise<void> {
+    if (!this.#options.stateDir) return;
+    const saved: SavedSnapshot[] = [];
+    if (!this.#options.destroySnapshotsOnClose) {
+      for (const snapshot of this.#engine.snapshots()) {
+        const storage = this.#storages.get(snapshot.id);
+        const kept = storage
+          ? await saveSnapshot(snapshot, storage).catch(() => undefined)
+          : undefined;
+        if (kept) saved.push(kept);
+        else this.#log("warn", `snapshot ${snapshot.id} cannot be kept across the restart`);
+      }
+      const keptIds = new Set(saved.map((s) => s.id));
+      for (const id of [...this.#createdStorage.keys()]) {
+        if (!keptIds.has(id)) await this.#removeCreatedStorage(id);
+      }
+    } else {
+      for (const id of [...this.#createdStorage.keys()]) await this.#removeCreatedStorage(id);
+    }
+    await this.#saveSnapshotState({ clean: true, snapshots: saved }).catch((error) =>
+      this.#log("error", (error as Error).message)
+    );
+    for (const attached of this.#devices.values()) {
+      attached.tracker.setWriteIntent(undefined);
+      if (!attached.journal) continue;
+      try {
+        await attached.store.flush();
+        const identity = await deviceIdentity(attached.path, attached.store);
+        await attached.journal.close({ clean: true, identity });
+      } catch (error) {
+        this.#log(
+          "error",
+          `cannot save the CBT of ${attached.tracker.name}: ${(error as Error).message}`,
+        );
+      }
+    }
   }
 }
