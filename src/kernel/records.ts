@@ -6,6 +6,17 @@
  * checked against the module when a driver starts (state_file.ts). It also
  * joins them with the module's SNAPSHOTINFO answers into the driver's views.
  *
+ * Adoption at start, with or without a state file: every block device in
+ * the device directory that answers CBTINFO is a tracker of the module and
+ * is adopted (named after its node) unless the state names it already;
+ * every snapshot COLLECT lists is kept (with its saved record) or adopted.
+ * An adopted snapshot's devices are known only when it is the one snapshot
+ * of the module: then they are the trackers whose SNAPSHOTINFO shows an
+ * image or that the state file put in no other snapshot (SNAPSHOTINFO does
+ * not name the snapshot, so with several snapshots and no state file the
+ * devices cannot be attributed). Snapshot image devices and optical or
+ * floppy drives are not probed.
+ *
  * @module
  */
 
@@ -57,11 +68,9 @@ export class DriverRecords {
    * answer CBTINFO, snapshots that COLLECT lists (restored as not created
    * here). INTERNAL when the file is unreadable.
    */
-  async restore(client: ModuleClient, libc: Libc): Promise<void> {
-    if (this.#stateDir === undefined) return;
-    const state = await loadState(this.#stateDir);
-    if (!state) return;
-    for (const saved of state.devices) {
+  async restore(client: ModuleClient, libc: Libc, devDir = "/dev"): Promise<void> {
+    const state = this.#stateDir === undefined ? undefined : await loadState(this.#stateDir);
+    for (const saved of state?.devices ?? []) {
       const device: DeviceRecord = { ...saved, number: libc.blockDeviceNumber(saved.path) };
       try {
         device.capacityBytes = client.cbtInfo(device).capacityBytes;
@@ -70,10 +79,11 @@ export class DriverRecords {
         if (!isServiceError(error, "NOT_FOUND")) throw error;
       }
     }
-    const listed = new Set(client.collect());
-    for (const saved of state.snapshots) {
+    this.#adoptTrackers(client, libc, devDir);
+    const listed = client.collect();
+    for (const saved of state?.snapshots ?? []) {
       const uuid = parseUuid(saved.id);
-      if (!uuid || !listed.has(saved.id)) continue;
+      if (!uuid || !listed.includes(saved.id)) continue;
       const deviceIds = saved.deviceIds.filter((id) => this.#devices.has(id));
       this.#snapshots.set(saved.id, {
         ...saved,
@@ -83,7 +93,60 @@ export class DriverRecords {
         images: new Set(),
       });
     }
+    for (const id of listed) {
+      const uuid = parseUuid(id);
+      if (!uuid || this.#snapshots.has(id)) continue;
+      const deviceIds = listed.length === 1 ? this.#devicesWithImages(client) : [];
+      this.#snapshots.set(id, {
+        id,
+        uuid,
+        deviceIds,
+        createdAt: new Date().toISOString(),
+        writable: false,
+        createdHere: false,
+        images: new Set(),
+      });
+    }
     this.persist(client.profile);
+  }
+
+  /** Adopts every block device of `devDir` the module tracks and the records do not name. */
+  #adoptTrackers(client: ModuleClient, libc: Libc, devDir: string): void {
+    let names: string[];
+    try {
+      names = [...Deno.readDirSync(devDir)].map((entry) => entry.name).sort();
+    } catch {
+      return;
+    }
+    const known = (path: string, number: DeviceNumber) =>
+      [...this.#devices.values()].some((d) =>
+        d.path === path || (d.number?.major === number.major && d.number.minor === number.minor)
+      );
+    for (const name of names) {
+      if (/^(sr|fd)\d|^blksnap-|^veeamblksnap|^bdevfilter/.test(name)) continue;
+      const path = `${devDir.replace(/\/+$/, "")}/${name}`;
+      const number = libc.blockDeviceNumber(path);
+      if (!number || known(path, number) || this.#devices.has(name)) continue;
+      const device: DeviceRecord = { id: name, path, capacityBytes: 0, number };
+      try {
+        device.capacityBytes = client.cbtInfo(device).capacityBytes;
+      } catch {
+        continue;
+      }
+      this.#devices.set(name, device);
+    }
+  }
+
+  /** Ids of the devices in no known snapshot whose SNAPSHOTINFO shows an image. */
+  #devicesWithImages(client: ModuleClient): string[] {
+    return [...this.#devices.values()].filter((device) => {
+      if (this.ownerOf(device.id)) return false;
+      try {
+        return client.snapshotState(device).image !== undefined;
+      } catch {
+        return false;
+      }
+    }).map((device) => device.id);
   }
 
   /** Queues a write of the current records (when there is a state directory). */

@@ -42,7 +42,7 @@ import type {
   SnapshotEvent,
   SnapshotInfo,
 } from "../driver.ts";
-import { errnoName, ServiceError } from "../errors.ts";
+import { errnoName, isServiceError, ServiceError } from "../errors.ts";
 import { Engine } from "../engine/engine.ts";
 import type { EngineParams } from "../engine/params.ts";
 import type { SnapshotImage } from "../engine/image.ts";
@@ -222,7 +222,8 @@ export class UserspaceDriver implements SnapshotDriver {
         await this.#options.checkPath(path);
       } catch (error) {
         const reason = (error as Error).message;
-        this.#absent.set(name, { name, path, state: "refused", error: reason });
+        const state = isServiceError(error, "NOT_FOUND") ? "missing" : "refused";
+        this.#absent.set(name, { name, path, state, error: reason });
         this.#log("warn", `not re-attaching ${name} (${path}): ${reason}`);
         return false;
       }
