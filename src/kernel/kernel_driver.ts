@@ -191,12 +191,12 @@ export class KernelDriver implements SnapshotDriver {
 
   async #init(): Promise<Kernel> {
     const { devDir } = this.#options;
-    const locks = this.#lock();
-    let client: ModuleClient;
+    const client = new ModuleClient(this.#libc, detectProfile(this.#libc, { devDir }), { devDir });
+    let locks: StateLock[];
     try {
-      client = new ModuleClient(this.#libc, detectProfile(this.#libc, { devDir }), { devDir });
+      locks = this.#lock();
     } catch (error) {
-      for (const lock of locks) lock.release();
+      client.close();
       throw error;
     }
     const blocking = this.#options.blockingIoctl ??
