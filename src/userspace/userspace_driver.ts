@@ -189,7 +189,8 @@ export class UserspaceDriver implements SnapshotDriver {
         ? (name) => `nbd://${tcpHost}:${server.tcpPort}/${name}`
         : (name) => `nbd+unix:///${name}?socket=${server.unixPath}`;
     } catch (error) {
-      await driver.#release({ saveState: false });
+      // Nothing was written yet: what was restored is saved back as it was.
+      await driver.#release();
       throw error;
     }
     const every = options.retryMissingMs ?? 30_000;
@@ -829,21 +830,18 @@ export class UserspaceDriver implements SnapshotDriver {
     clearInterval(this.#retryTimer);
     await this.#retrying;
     await this.#server.close();
-    await this.#release({ saveState: true });
+    await this.#release();
   }
 
-  /** Saves what survives (when `saveState`), then closes the engine, devices and locks. */
-  async #release({ saveState }: { saveState: boolean }): Promise<void> {
+  /** Saves what survives, then closes the engine, devices and locks. */
+  async #release(): Promise<void> {
     const trackers = this.#engine.trackers();
     await Promise.all(trackers.map((tracker) => tracker.freeze()));
     try {
-      if (saveState) await this.#saveForNextStart();
+      await this.#saveForNextStart();
       await this.#engine.close().catch((error) => this.#log("error", (error as Error).message));
     } finally {
       for (const tracker of trackers) tracker.unfreeze();
-    }
-    if (!saveState || this.#options.destroySnapshotsOnClose) {
-      for (const id of [...this.#createdStorage.keys()]) await this.#removeCreatedStorage(id);
     }
     for (const attached of this.#devices.values()) {
       await attached.store.close().catch(() => {});
@@ -855,7 +853,10 @@ export class UserspaceDriver implements SnapshotDriver {
 
   /** Clean stop: snapshots and CBT records for the next start (writes are stopped). */
   async #saveForNextStart(): Promise<void> {
-    if (!this.#options.stateDir) return;
+    if (!this.#options.stateDir) {
+      for (const id of [...this.#createdStorage.keys()]) await this.#removeCreatedStorage(id);
+      return;
+    }
     const saved: SavedSnapshot[] = [];
     if (!this.#options.destroySnapshotsOnClose) {
       for (const snapshot of this.#engine.snapshots()) {
