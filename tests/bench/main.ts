@@ -128,7 +128,7 @@ if (persistence.on.length > 0) {
     Object.fromEntries(
       Object.keys(rows[0]).map((k) => [k, median(rows.map((r) => r[k as keyof PersistenceRow]))]),
     ) as unknown as PersistenceRow;
-  console.log(formatPersistence(medians(persistence.on), medians(persistence.off)));
+  console.log(`\n${formatPersistence(medians(persistence.on), medians(persistence.off))}`);
 }
 console.log(`results: ${dir}/results.json`);
 
