@@ -64,7 +64,7 @@ export class StateLock {
     return new StateLock(path, fd);
   }
 
-  /** Releases the lock (the file stays, emptied of nothing: the next owner rewrites it). Idempotent. */
+  /** Releases the lock; the file stays (the next owner writes its own pid). Idempotent. */
   release(): void {
     if (this.#fd === undefined) return;
     closeSync(this.#fd);

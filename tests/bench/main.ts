@@ -31,7 +31,12 @@ import { runTool, toolsMissing } from "../_helpers/nbd_fixture.ts";
 import { type Contender, CONTENDERS, startContender } from "./contenders.ts";
 import { fio, nbdcopy } from "./measure.ts";
 import { formatTables, type Results } from "./report.ts";
-import { benchPersistence, formatPersistence, type PersistenceRow } from "./persistence.ts";
+import {
+  benchPersistence,
+  formatPersistence,
+  type PersistenceRow,
+  removePersistenceLeftovers,
+} from "./persistence.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -106,6 +111,7 @@ for (let round = 1; round <= repeat; round++) {
 }
 const persistence = { on: [] as PersistenceRow[], off: [] as PersistenceRow[] };
 if (only === undefined || only.includes("persistence")) {
+  await removePersistenceLeftovers(dir);
   for (let round = 1; round <= repeat; round++) {
     for (const mode of ["on", "off"] as const) {
       const row = await benchPersistence({ dir, disk, source, sizeMiB, runtime }, mode);

@@ -29,11 +29,13 @@ const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 
 /** One persistence mode's figures. */
 export interface PersistenceRow {
-  /** 4 KiB random writes, each on a fresh tracking block, IOPS at QD1 and QD16. */
+  /** 4 KiB writes, each on a fresh tracking block, IOPS at QD1. */
   freshQd1: number;
+  /** The same at QD16. */
   freshQd16: number;
-  /** 4 KiB random writes on marked blocks, IOPS at QD1 and QD16. */
+  /** 4 KiB random writes on marked blocks, IOPS at QD1. */
   markedQd1: number;
+  /** The same at QD16. */
   markedQd16: number;
   /** Sequential write, MiB/s. */
   seqWrite: number;
