@@ -220,3 +220,76 @@ for (
     });
   });
 }
+
+Deno.test("a corrupted snapshot stays corrupted across a clean restart", async () => {
+  await withDir(async (dir) => {
+    const engineParams = {
+      trackingBlockMinimumShift: 16,
+      chunkMinimumShift: 16,
+      chunkMaximumInQueue: 0,
+      diffStorageMinimumSectors: 512,
+    };
+    const first = await userspaceFixture({ dir, persist: true, engineParams });
+    let id: string;
+    try {
+      const a = await first.driver.attach(await first.createDevice(2 * MiB), { name: "a" });
+      ({ id } = await first.driver.createSnapshot({
+        deviceIds: ["a"],
+        diffStorage: { path: `${dir}/diff`, limitBytes: 256 * KiB },
+      }));
+      await first.driver.takeSnapshot(id);
+      for (let offset = 0; offset < 2 * MiB; offset += 64 * KiB) {
+        await first.writeDevice(a, offset, new Uint8Array(512).fill(3));
+      }
+      const info = await first.driver.snapshotInfo(id);
+      assert.equal(info.state, "corrupted");
+      assert.equal(info.devices[0].errorCode, 28);
+    } finally {
+      await first.cleanup();
+    }
+    const second = await userspaceFixture({ dir, persist: true, engineParams });
+    try {
+      const info = await second.driver.snapshotInfo(id);
+      assert.equal(info.state, "corrupted");
+      assert.deepEqual([info.devices[0].errorCode, info.devices[0].errorName], [28, "ENOSPC"]);
+      await assert.rejects(readImage(second.driver, id, "a", 4096));
+    } finally {
+      await second.cleanup();
+    }
+  });
+});
+
+Deno.test("writes to a writable image survive a clean restart", async () => {
+  await withDir(async (dir) => {
+    const origin = new Prng(5).bytes(MiB);
+    const first = await userspaceFixture({ dir, persist: true });
+    let id: string;
+    let expected: Uint8Array;
+    try {
+      await first.driver.attach(await first.createDevice(MiB, { content: origin }), { name: "a" });
+      ({ id } = await first.driver.createSnapshot({
+        deviceIds: ["a"],
+        diffStorage: { path: `${dir}/diff`, limitBytes: 1 << 26 },
+        writable: true,
+      }));
+      const taken = await first.driver.takeSnapshot(id);
+      const image = await first.connect(taken.devices[0].locator!);
+      const data = new Uint8Array(12 * KiB).fill(0xab);
+      await image.pwrite(300 * KiB, data);
+      expected = origin.slice();
+      expected.set(data, 300 * KiB);
+      assertSameBytes(await readImage(first.driver, id, "a", MiB), expected, "before");
+    } finally {
+      await first.cleanup();
+    }
+    const second = await userspaceFixture({ dir, persist: true });
+    try {
+      assert.equal((await second.driver.snapshotInfo(id)).writable, true);
+      assertSameBytes(await readImage(second.driver, id, "a", MiB), expected, "after");
+      const device = await second.connect((await second.driver.getDevice("a")).locator);
+      assertSameBytes(await device.pread(0, MiB), origin, "the origin never saw image writes");
+    } finally {
+      await second.cleanup();
+    }
+  });
+});
