@@ -68,6 +68,7 @@ export async function saveSnapshot(
         chunkShift: area?.chunkShift ?? 0,
         errorCode: area?.errorCode ?? 0,
         storedChunks: area?.storedChunks() ?? [],
+        ...(taken ? { cbtAtTake: snapshot.cbtAtTake(tracker.name) } : {}),
       };
     }),
   };
@@ -141,6 +142,7 @@ export async function restoreSnapshot(
           chunkShift: d.chunkShift,
           storedChunks: d.storedChunks,
           errorCode: d.errorCode,
+          cbtAtTake: d.cbtAtTake,
         })),
         saved.takenAtMs,
       );

@@ -20,6 +20,7 @@
  */
 
 import { join } from "node:path";
+import type { CbtAtTake } from "../engine/snapshot.ts";
 import { ServiceError } from "../errors.ts";
 
 /** The file's name in the state folder. */
@@ -49,6 +50,8 @@ export interface SavedSnapshotDevice {
   errorCode: number;
   /** STORED chunks: flat pairs of chunk index and storage byte offset. */
   storedChunks: number[];
+  /** CBT positions at take (the image's change tokens). */
+  cbtAtTake?: CbtAtTake;
 }
 
 /** A snapshot saved at a clean stop. */

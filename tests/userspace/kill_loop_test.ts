@@ -2,7 +2,8 @@
  * kill -9 at random moments during QD16 writes with flushes, on the real
  * service (`blksnap serve`, userspace backend) and a real NBD connection:
  * after each restart the CBT generation is the same, the change numbers of
- * the last take survived, and the changes since the last snapshot cover
+ * the last take survived, and the changes since the last snapshot (the CBT
+ * map, and `.../changes?since=<the last snapshot's change token>`) cover
  * every write the service acknowledged before it died. Snapshots are lost
  * by a crash, and the storage files the service created are removed.
  * Runs on a regular file and, when a loop device can be set up (root and
@@ -81,6 +82,7 @@ async function killLoop(options: { devicePath: string; allow: string[]; kills: n
     let lastNumber = 0;
     let acked = new Set<number>();
     let checkedBlocks = 0;
+    let lastToken: string | undefined;
     for (let round = 0; round <= options.kills; round++) {
       const started = await start(env);
       try {
@@ -97,7 +99,7 @@ async function killLoop(options: { devicePath: string; allow: string[]; kills: n
           devices: ["d"],
           diffStorage: { path: join(disks, `diff-${round}`), limitBytes: 1 << 30 },
         });
-        await client.snapshots.take(snapshot.id);
+        const taken = await client.snapshots.take(snapshot.id);
         const info = await client.cbt.info("d");
         assert.equal(info.generationId, generationId, `round ${round}: same generation`);
         assert.equal(info.changesNumber, lastNumber + 1, `round ${round}: the take's numbers`);
@@ -105,6 +107,18 @@ async function killLoop(options: { devicePath: string; allow: string[]; kills: n
         const missed = [...acked].filter((block) => map[block] < info.changesNumber);
         assert.deepEqual(missed, [], `round ${round}: acknowledged writes missing from the CBT`);
         checkedBlocks += acked.size;
+        if (lastToken !== undefined) {
+          const changes = await client.images.changes(snapshot.id, "d", { since: lastToken });
+          const covered = new Set<number>();
+          for (const { offset, length } of changes.extents) {
+            for (let b = offset / BLOCK_BYTES; b < (offset + length) / BLOCK_BYTES; b++) {
+              covered.add(b);
+            }
+          }
+          const uncovered = [...acked].filter((block) => !covered.has(block));
+          assert.deepEqual(uncovered, [], `round ${round}: changes since the last token`);
+        }
+        lastToken = taken.devices[0].changeToken;
         lastNumber = info.changesNumber;
         if (round === options.kills) {
           started.serve.kill("SIGTERM");

@@ -44,6 +44,7 @@ Deno.test("a clean restart keeps devices, the CBT generation and changes, and ta
     let snapshotId: string;
     let before: { generationId: string; changesNumber: number; map: Uint8Array };
     let image: Uint8Array;
+    let changeToken: string | undefined;
     try {
       const a = await first.driver.attach(await first.createDevice(2 * MiB, { content: origin }), {
         name: "a",
@@ -54,7 +55,8 @@ Deno.test("a clean restart keeps devices, the CBT generation and changes, and ta
         diffStorage: { path: `${dir}/diff`, limitBytes: 1 << 26 },
       });
       snapshotId = snapshot.id;
-      await first.driver.takeSnapshot(snapshotId);
+      changeToken = (await first.driver.takeSnapshot(snapshotId)).devices[0].changeToken;
+      assert.ok(changeToken, "a taken image has a change token");
       // Copy-on-write: these chunks are in memory, queued, when the service stops.
       await first.writeDevice(a, 0, new Uint8Array(4 * KiB).fill(9));
       await first.writeDevice(a, MiB, new Uint8Array(64 * KiB).fill(7));
@@ -83,6 +85,7 @@ Deno.test("a clean restart keeps devices, the CBT generation and changes, and ta
       const [restored] = await second.driver.listSnapshots();
       assert.equal(restored?.id, snapshotId);
       assert.equal(restored.state, "taken");
+      assert.equal(restored.devices[0].changeToken, changeToken, "the same change token");
       assertSameBytes(
         await readImage(second.driver, snapshotId, "a", 2 * MiB),
         image,
