@@ -116,6 +116,8 @@ export interface KernelDriverOptions {
   destroySnapshotsOnClose?: boolean;
   /** A host-wide lock file (one kernel-backend service per host); none by default. */
   hostLockPath?: string;
+  /** Checks each device's path at start (the allowed prefixes); rejects with the reason to refuse it. */
+  checkPath?: (path: string) => Promise<unknown>;
   /** Bytes of CBT map per CBTMAP ioctl (default 1 MiB). */
   cbtMapPieceBytes?: number;
   /** Ranges per CBTDIRTY ioctl on the out-of-tree profile (default 4096). */
@@ -229,7 +231,10 @@ export class KernelDriver implements SnapshotDriver {
       sliceMs: this.#options.eventSliceMs,
     });
     try {
-      await this.#records.restore(client, this.#libc, devDir);
+      await this.#records.restore(client, this.#libc, {
+        devDir,
+        checkPath: this.#options.checkPath,
+      });
     } catch (error) {
       waiter.close();
       client.close();
@@ -396,10 +401,11 @@ export class KernelDriver implements SnapshotDriver {
     return this.#records.devices().map((device) => this.#records.deviceInfo(device));
   }
 
-  /** One attached device. NOT_FOUND when unknown. */
+  /** One attached device (a refused one with its state and error). NOT_FOUND when unknown. */
   async getDevice(deviceId: string): Promise<DeviceInfo> {
     await this.#ready();
-    return this.#records.deviceInfo(this.#records.device(deviceId));
+    const device = this.#records.findDevice(deviceId) ?? this.#records.device(deviceId);
+    return this.#records.deviceInfo(device);
   }
 
   /** CBTINFO of a device. */

@@ -15,7 +15,9 @@
  * image or that the state file put in no other snapshot (SNAPSHOTINFO does
  * not name the snapshot, so with several snapshots and no state file the
  * devices cannot be attributed). Snapshot image devices and optical or
- * floppy drives are not probed.
+ * floppy drives are not probed. A device whose path the current allowed
+ * prefixes refuse stays listed as "refused" (the module keeps tracking it)
+ * and every call naming it answers UNAVAILABLE.
  *
  * @module
  */
@@ -39,6 +41,16 @@ export interface DeviceRecord {
   capacityBytes: number;
   /** Its device number, to name the device of a corrupted event. */
   number?: DeviceNumber;
+  /** Why the service refuses to use it (its path is outside the allowed prefixes now). */
+  refused?: string;
+}
+
+/** Options of {@link DriverRecords.restore}. */
+export interface RestoreOptions {
+  /** Directory of device nodes to look for trackers in (default /dev). */
+  devDir?: string;
+  /** Checks a device's path (the allowed prefixes); rejects with the reason to refuse it. */
+  checkPath?: (path: string) => Promise<unknown>;
 }
 
 /** A snapshot the driver knows. */
@@ -68,7 +80,8 @@ export class DriverRecords {
    * answer CBTINFO, snapshots that COLLECT lists (restored as not created
    * here). INTERNAL when the file is unreadable.
    */
-  async restore(client: ModuleClient, libc: Libc, devDir = "/dev"): Promise<void> {
+  async restore(client: ModuleClient, libc: Libc, options: RestoreOptions = {}): Promise<void> {
+    const devDir = options.devDir ?? "/dev";
     const state = this.#stateDir === undefined ? undefined : await loadState(this.#stateDir);
     for (const saved of state?.devices ?? []) {
       const device: DeviceRecord = { ...saved, number: libc.blockDeviceNumber(saved.path) };
@@ -80,6 +93,15 @@ export class DriverRecords {
       }
     }
     this.#adoptTrackers(client, libc, devDir);
+    if (options.checkPath) {
+      for (const device of this.#devices.values()) {
+        try {
+          await options.checkPath(device.path);
+        } catch (error) {
+          device.refused = (error as Error).message;
+        }
+      }
+    }
     const listed = client.collect();
     for (const saved of state?.snapshots ?? []) {
       const uuid = parseUuid(saved.id);
@@ -176,6 +198,12 @@ export class DriverRecords {
   device(id: string): DeviceRecord {
     const device = this.#devices.get(id);
     if (!device) throw new ServiceError("NOT_FOUND", `Device ${id} is not attached`);
+    if (device.refused) {
+      throw new ServiceError(
+        "UNAVAILABLE",
+        `Device ${id} (${device.path}) is refused: ${device.refused}`,
+      );
+    }
     return device;
   }
 
@@ -215,6 +243,7 @@ export class DriverRecords {
       capacityBytes: device.capacityBytes,
       snapshotId: this.ownerOf(device.id)?.id,
       locator: device.path,
+      ...(device.refused ? { state: "refused" as const, error: device.refused } : {}),
     };
   }
 

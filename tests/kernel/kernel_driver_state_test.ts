@@ -145,6 +145,33 @@ for (const profile of ["upstream", "outoftree"] as const) {
     }
   });
 
+  Deno.test(`[${profile}] a device whose path is no longer allowed is listed as refused`, async () => {
+    const fx = await kernelFixture(profile);
+    try {
+      const stateDir = `${fx.dir}/state`;
+      const first = await fx.driver({ stateDir });
+      await first.attach(fx.devices[0].path);
+      await first.attach(fx.devices[1].path);
+      await first.close();
+      const refusing = (path: string) =>
+        path === fx.devices[1].path
+          ? Promise.reject(new Error(`${path} is outside the allowed prefixes`))
+          : Promise.resolve();
+      const second = await fx.driver({ stateDir, checkPath: refusing });
+      assert.deepEqual((await second.listDevices()).map((d) => [d.id, d.state]), [
+        ["vdb", undefined],
+        ["vdc", "refused"],
+      ]);
+      assert.match((await second.getDevice("vdc")).error!, /outside the allowed prefixes/);
+      await assert.rejects(second.cbtInfo("vdc"), (e) => isServiceError(e, "UNAVAILABLE"));
+      await second.cbtInfo("vdb");
+      assert.ok(fx.fake.isTracked(fx.devices[1].path), "the module keeps tracking it");
+      await second.close();
+    } finally {
+      await fx.cleanup();
+    }
+  });
+
   Deno.test(`[${profile}] a second driver on the same state folder or host lock is refused`, async () => {
     const fx = await kernelFixture(profile);
     try {

@@ -189,6 +189,8 @@ async function openDriver(
       stateDir: settings.stateDir,
       hostLockPath: io.env("BLKSNAP_KERNEL_LOCK") ?? KERNEL_HOST_LOCK_PATH,
       destroySnapshotsOnClose: settings.destroySnapshotsOnExit,
+      checkPath: (path) =>
+        paths.resolve(path, { field: "path", purpose: "re-attach", mustExist: true }),
     });
   }
   const { UserspaceDriver } = await import("../../userspace/userspace_driver.ts");
