@@ -10,9 +10,9 @@
  * device names are restricted to letters, digits, '.', '_', ':' and '-' (as
  * in the kernel backend), so no name needs percent-encoding.
  *
- * Restarts (with a state folder): the folder is locked (one service per
- * folder) and every tracked device is flocked (one service per device).
- * Attached devices are listed in `userspace-devices.json`; an attach is
+ * One owner: every tracked device is flocked (one service per device), and
+ * a state folder is locked (one service per folder).
+ * Restarts (with a state folder): attached devices are listed in `userspace-devices.json`; an attach is
  * undone when that list cannot be saved. Each device's CBT has a
  * write-intent record (cbt_journal.ts) unless `cbtPersistence` is false, so
  * a restart keeps the generation and the changes, and a crash keeps a
@@ -370,9 +370,8 @@ export class UserspaceDriver implements SnapshotDriver {
    */
   async #persistDevice(attached: Attached, restore: boolean): Promise<void> {
     const { tracker, store, path } = attached;
-    if (!this.#options.stateDir) return;
     attached.lock = DeviceLock.acquire(path, store.identity);
-    if (!this.#persistCbt) return;
+    if (!this.#persistCbt || !this.#options.stateDir) return;
     const recordPath = cbtRecordPath(this.#options.stateDir, tracker.name);
     await tracker.freeze();
     try {
