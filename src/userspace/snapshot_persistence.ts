@@ -23,7 +23,12 @@ import type { Snapshot } from "../engine/snapshot.ts";
 import type { NbdLogger } from "../nbd/mod.ts";
 import type { FileStore } from "../store/file_store.ts";
 import { openStore } from "../store/open_store.ts";
-import type { SavedSnapshot } from "./snapshot_state_file.ts";
+import {
+  type CreatedStorage,
+  removeCreatedStorage,
+  type SavedSnapshot,
+  type SnapshotStateFile,
+} from "./snapshot_state_file.ts";
 
 const SECTOR_BYTES = 512;
 
@@ -152,4 +157,55 @@ export async function restoreSnapshot(
     }
   }
   return { snapshot, storage };
+}
+
+/** A snapshot back after a restart, its storage store and its created-storage entry. */
+export interface RestoredSnapshot {
+  /** The snapshot, in the engine. */
+  snapshot: Snapshot;
+  /** Its difference storage store. */
+  storage: FileStore;
+  /** The entry of its storage file when the service created it. */
+  created?: CreatedStorage;
+}
+
+/**
+ * At start: restores the snapshots a clean stop saved in `file` (logging
+ * each one lost and why); after an unclean stop logs them all lost. Then
+ * removes every storage file the service created for a snapshot that did
+ * not come back. Resolves to the snapshots that came back.
+ */
+export async function restoreSavedSnapshots(
+  file: SnapshotStateFile,
+  options: RestoreSnapshotOptions,
+): Promise<RestoredSnapshot[]> {
+  const log = (level: "info" | "warn", message: string) =>
+    options.logger?.(level, `userspace: ${message}`);
+  const { state, problem } = await file.load();
+  if (problem) log("warn", `${problem}; no snapshots are restored`);
+  if (!state) return [];
+  const created = new Map(state.createdStorage.map((c) => [c.snapshotId, c]));
+  const restored: RestoredSnapshot[] = [];
+  if (!state.clean) {
+    log(
+      "warn",
+      "the service did not stop cleanly: its snapshots are lost (their copy-on-write state " +
+        `was in memory); removing the ${created.size} storage file(s) it created`,
+    );
+  } else {
+    for (const saved of state.snapshots) {
+      const outcome = await restoreSnapshot(saved, options);
+      if ("lost" in outcome) {
+        log("warn", `snapshot ${saved.id} is lost: ${outcome.lost}`);
+        continue;
+      }
+      restored.push({ ...outcome, created: created.get(saved.id) });
+      created.delete(saved.id);
+      log("info", `restored snapshot ${saved.id} (${outcome.snapshot.state})`);
+    }
+  }
+  for (const storage of created.values()) {
+    if (await removeCreatedStorage(storage)) log("info", `removed ${storage.path}`);
+  }
+  return restored;
 }

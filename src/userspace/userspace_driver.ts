@@ -63,10 +63,11 @@ import {
 import { DeviceListFile, type RememberedDevice } from "./device_list_file.ts";
 import { engineExports } from "./export_provider.ts";
 import { imageExportName } from "./image_export.ts";
-import { CbtJournal, cbtRecordPath, loadCbtRecord, removeCbtRecord } from "./cbt_journal.ts";
+import { type CbtJournal, cbtRecordPath, removeCbtRecord } from "./cbt_journal.ts";
+import { startCbtRecord } from "./cbt_record_start.ts";
 import { DeviceLock } from "./device_lock.ts";
-import { deviceIdentity, distrust } from "./device_identity.ts";
-import { restoreSnapshot, saveSnapshot } from "./snapshot_persistence.ts";
+import { deviceIdentity } from "./device_identity.ts";
+import { restoreSavedSnapshots, saveSnapshot } from "./snapshot_persistence.ts";
 import {
   type CreatedStorage,
   removeCreatedStorage,
@@ -371,44 +372,17 @@ export class UserspaceDriver implements SnapshotDriver {
   async #persistDevice(attached: Attached, restore: boolean): Promise<void> {
     const { tracker, store, path } = attached;
     attached.lock = DeviceLock.acquire(path, store.identity);
-    if (!this.#persistCbt || !this.#options.stateDir) return;
-    const recordPath = cbtRecordPath(this.#options.stateDir, tracker.name);
-    await tracker.freeze();
-    try {
-      const identity = await deviceIdentity(path, store);
-      if (restore) {
-        const { record, problem } = await loadCbtRecord(recordPath);
-        let reason = problem ?? (record ? distrust(record, identity) : "it has no CBT record");
-        if (record && reason === undefined) {
-          try {
-            tracker.cbt.restoreState(record.state);
-            attached.vouched = record.clean;
-            if (!record.clean) {
-              this.#log(
-                "warn",
-                `${tracker.name}: the service stopped uncleanly; its CBT is restored as a ` +
-                  "superset of the changes (write-intent record)",
-              );
-            }
-          } catch (error) {
-            reason = (error as Error).message;
-          }
-        }
-        if (reason !== undefined) {
-          this.#log(
-            "warn",
-            `${tracker.name}: new CBT generation ${tracker.cbt.generationId}: ${reason}`,
-          );
-        }
-      }
-      attached.journal = await CbtJournal.open(recordPath, tracker.cbt, {
-        identity,
-        logger: this.#options.logger,
-      });
-      tracker.setWriteIntent(attached.journal);
-    } finally {
-      tracker.unfreeze();
-    }
+    const { stateDir } = this.#options;
+    if (!this.#persistCbt || !stateDir) return;
+    const started = await startCbtRecord(tracker, {
+      path,
+      store,
+      stateDir,
+      restore,
+      logger: this.#options.logger,
+    });
+    attached.journal = started.journal;
+    attached.vouched = started.vouched;
   }
 
   /** Undoes an attach that failed after the engine took the device. */
@@ -647,36 +621,14 @@ export class UserspaceDriver implements SnapshotDriver {
    */
   async #restoreSnapshots(): Promise<void> {
     if (!this.#snapshotState) return;
-    const { state, problem } = await this.#snapshotState.load();
-    if (problem) this.#log("warn", `${problem}; no snapshots are restored`);
-    if (!state) return;
-    const created = new Map(state.createdStorage.map((c) => [c.snapshotId, c]));
-    if (!state.clean) {
-      this.#log(
-        "warn",
-        "the service did not stop cleanly: its snapshots are lost (their copy-on-write state " +
-          `was in memory); removing the ${created.size} storage file(s) it created`,
-      );
-    } else {
-      for (const saved of state.snapshots) {
-        const outcome = await restoreSnapshot(saved, {
-          engine: this.#engine,
-          vouched: (name) => this.#devices.get(name)?.vouched === true,
-          logger: this.#options.logger,
-        });
-        if ("lost" in outcome) {
-          this.#log("warn", `snapshot ${saved.id} is lost: ${outcome.lost}`);
-          continue;
-        }
-        this.#storages.set(saved.id, outcome.storage);
-        const mine = created.get(saved.id);
-        if (mine) this.#createdStorage.set(saved.id, mine);
-        created.delete(saved.id);
-        this.#log("info", `restored snapshot ${saved.id} (${outcome.snapshot.state})`);
-      }
-    }
-    for (const storage of created.values()) {
-      if (await removeCreatedStorage(storage)) this.#log("info", `removed ${storage.path}`);
+    const restored = await restoreSavedSnapshots(this.#snapshotState, {
+      engine: this.#engine,
+      vouched: (name) => this.#devices.get(name)?.vouched === true,
+      logger: this.#options.logger,
+    });
+    for (const { snapshot, storage, created } of restored) {
+      this.#storages.set(snapshot.id, storage);
+      if (created) this.#createdStorage.set(snapshot.id, created);
     }
     await this.#saveSnapshotState({ clean: false, snapshots: [] });
   }
