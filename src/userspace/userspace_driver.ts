@@ -228,7 +228,7 @@ export class UserspaceDriver implements SnapshotDriver {
         const reason = (error as Error).message;
         const state = isServiceError(error, "NOT_FOUND") ? "missing" : "refused";
         this.#absent.set(name, { name, path, state, error: reason });
-        this.#log("warn", `not re-attaching ${name} (${path}): ${reason}`);
+        this.#log("warn", `cannot re-attach ${name} (${path}), listed as ${state}: ${reason}`);
         return false;
       }
     }

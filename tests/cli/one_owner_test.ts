@@ -50,3 +50,34 @@ Deno.test("a second service on the same state folder or device is refused", asyn
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("after a restart `blksnap devices` lists a device that cannot be opened as missing", async () => {
+  const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "blksnap-missing-" }));
+  try {
+    const disk = join(root, "disk.img");
+    await Deno.writeFile(disk, new Uint8Array(1 << 20));
+    const env = {
+      BLKSNAP_LISTEN: "127.0.0.1:0",
+      BLKSNAP_BACKEND: "userspace",
+      BLKSNAP_STATE_DIR: join(root, "state"),
+      BLKSNAP_ALLOW_PATH: root,
+      BLKSNAP_NBD_LISTEN: "127.0.0.1:0",
+    };
+    {
+      await using serve = new RunningCli(["serve"], env);
+      await (await apiOf(serve)).devices.attach({ path: disk, name: "d" });
+      serve.kill("SIGTERM");
+      assert.equal((await serve.finishedWithin(15_000)).code, 0);
+    }
+    await Deno.rename(disk, `${disk}.away`);
+    await using serve = new RunningCli(["serve"], env);
+    await apiOf(serve);
+    const [, port] = await serve.waitForStderr(/^HTTP API on http:\/\/[^ ]+:(\d+)\/v1 /);
+    await serve.waitForStderr(/cannot re-attach d \(.*disk\.img\), listed as missing/);
+    const listed = await runCli(["devices", "--url", `http://127.0.0.1:${port}`]);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stdout, /^d\t.*disk\.img\tmissing: Cannot .*disk\.img/m);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
