@@ -1,9 +1,12 @@
 /**
  * `flock(fd, LOCK_EX | LOCK_NB)` through FFI: an exclusive advisory lock that
  * is refused at once when another open file holds it (Deno's FsFile.lock
- * waits instead). The lock belongs to the open file description, so closing
- * the descriptor releases it, and the kernel releases it when the process
- * dies, however it dies (kill -9 included).
+ * waits instead). The lock belongs to the open file description, and the
+ * kernel releases it when the process dies, however it dies (kill -9
+ * included). Release unlocks explicitly (LOCK_UN) before the descriptor is
+ * closed: a child being spawned by another thread shares the description
+ * until its exec closes it, and would otherwise hold the lock a moment
+ * longer.
  *
  * libc is opened on the first lock and closed when the last one is released
  * (each held lock is a reference), so importing this file opens nothing.
@@ -15,6 +18,7 @@ import { ServiceError } from "../errors.ts";
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
+const LOCK_UN = 8;
 const EWOULDBLOCK = 11;
 const EINTR = 4;
 
@@ -43,8 +47,8 @@ function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
 
 /**
  * Takes an exclusive lock on open descriptor `fd` without waiting. Returns
- * true when taken (then call {@link releaseFlock} once the descriptor is
- * closed), false when another open file holds it. IO for other failures,
+ * true when taken (then call {@link releaseFlock} just before closing the
+ * descriptor), false when another open file holds it. IO for other failures,
  * UNAVAILABLE without FFI.
  */
 export function tryFlock(fd: number, what: string): boolean {
@@ -69,8 +73,12 @@ function closeLibrary(): void {
   library = undefined;
 }
 
-/** Drops the reference a successful {@link tryFlock} took (after closing its descriptor). */
-export function releaseFlock(): void {
+/**
+ * Unlocks `fd` (LOCK_UN; the caller closes it next) and drops the reference
+ * a successful {@link tryFlock} took.
+ */
+export function releaseFlock(fd: number): void {
+  library?.symbols.flock(fd, LOCK_UN);
   held = Math.max(0, held - 1);
   if (held === 0) closeLibrary();
 }

@@ -67,9 +67,9 @@ export class StateLock {
   /** Releases the lock; the file stays (the next owner writes its own pid). Idempotent. */
   release(): void {
     if (this.#fd === undefined) return;
+    releaseFlock(this.#fd);
     closeSync(this.#fd);
     this.#fd = undefined;
-    releaseFlock();
   }
 }
 

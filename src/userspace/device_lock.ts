@@ -64,8 +64,8 @@ export class DeviceLock {
   /** Releases the lock. Idempotent. */
   release(): void {
     if (this.#fd === undefined) return;
+    releaseFlock(this.#fd);
     closeSync(this.#fd);
     this.#fd = undefined;
-    releaseFlock();
   }
 }
