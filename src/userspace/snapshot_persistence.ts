@@ -108,7 +108,10 @@ export async function restoreSnapshot(
   }
   let storage: FileStore;
   try {
-    storage = await openStore(saved.storage.path);
+    storage = await openStore(saved.storage.path, {
+      purpose: "use as difference storage",
+      guardTruncation: true,
+    });
   } catch (error) {
     return { lost: `its storage ${saved.storage.path} cannot be opened: ${error}` };
   }

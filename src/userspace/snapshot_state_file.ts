@@ -22,6 +22,7 @@
 import { join } from "node:path";
 import type { CbtAtTake } from "../engine/snapshot.ts";
 import { ServiceError } from "../errors.ts";
+import { removeCreated } from "../store/open_verified.ts";
 
 /** The file's name in the state folder. */
 export const SNAPSHOT_STATE_FILE_NAME = "userspace-snapshots.json";
@@ -162,16 +163,16 @@ export class SnapshotStateFile {
 
 /**
  * Removes a storage file the service created, when `path` still names the
- * same file (device and inode); anything else there is left alone.
- * Resolves to true when removed.
+ * same file (device and inode, checked through its opened folder:
+ * open_verified.ts); anything else there is left alone. Resolves to true
+ * when the file is gone.
  */
 export async function removeCreatedStorage(storage: CreatedStorage): Promise<boolean> {
+  await removeCreated(storage.path, storage);
   try {
     const info = await Deno.lstat(storage.path);
-    if (!info.isFile || info.dev !== storage.device || info.ino !== storage.inode) return false;
-    await Deno.remove(storage.path);
-    return true;
+    return !(info.dev === storage.device && info.ino === storage.inode);
   } catch {
-    return false;
+    return true;
   }
 }

@@ -52,7 +52,9 @@ import type { Tracker } from "../engine/tracker.ts";
 import { type NbdLogger, startNbdServer } from "../nbd/mod.ts";
 import type { NbdServer } from "../nbd/server.ts";
 import type { FileStore } from "../store/file_store.ts";
-import { openStore } from "../store/open_store.ts";
+import { openStoreVerified } from "../store/open_store.ts";
+import type { CreatedFile, VerifyOpened } from "../store/open_verified.ts";
+import { findServiceFile, sameObject } from "../store/service_files.ts";
 import {
   checkAbsolute,
   checkDeviceIds,
@@ -92,8 +94,8 @@ const CAPABILITIES: Capability[] = [
 
 /** Options of {@link UserspaceDriver.start}. */
 export interface UserspaceDriverOptions {
-  /** Where the NBD server listens: TCP (default 127.0.0.1:10809) and/or a Unix socket. */
-  nbd?: { tcp?: { hostname?: string; port: number }; unixPath?: string };
+  /** Where the NBD server listens: TCP (default 127.0.0.1:10809) and/or a Unix socket; its connection limit. */
+  nbd?: { tcp?: { hostname?: string; port: number }; unixPath?: string; maxConnections?: number };
   /** Folder where attached devices are remembered across restarts; nothing is persisted without it. */
   stateDir?: string;
   /** Engine parameters over the kernel's defaults. */
@@ -143,6 +145,8 @@ export class UserspaceDriver implements SnapshotDriver {
   readonly #absent = new Map<string, Absent>();
   /** Storage files this driver created (removed again at destroy), by snapshot id. */
   readonly #createdStorage = new Map<string, CreatedStorage>();
+  /** The folders (kept open) of the storage files created in this run, by snapshot id. */
+  readonly #createdFiles = new Map<string, CreatedFile>();
   /** Each snapshot's difference storage store, by snapshot id. */
   readonly #storages = new Map<string, FileStore>();
   readonly #options: UserspaceDriverOptions;
@@ -398,10 +402,40 @@ export class UserspaceDriver implements SnapshotDriver {
     await attached.store.close().catch(() => {});
   }
 
+  /**
+   * CONFLICT when the opened `store` is the service's own file, another
+   * attached device, or (or holds) a snapshot's difference storage.
+   */
+  async #refuseDeviceIdentity(path: string, store: FileStore): Promise<void> {
+    const what = `Cannot attach ${path}`;
+    const own = await findServiceFile(this.#options.stateDir, store.identity);
+    if (own) {
+      throw new ServiceError("CONFLICT", `${what}: it is the service's own file ${own.path}`, {
+        field: "path",
+      });
+    }
+    for (const [name, attached] of this.#devices) {
+      if (sameObject(attached.store.identity, store.identity)) {
+        throw new ServiceError("CONFLICT", `${what}: it is already attached as ${name}`, {
+          field: "path",
+        });
+      }
+    }
+    for (const [id, storage] of this.#storages) {
+      if (storageLivesOn(storage.identity, store.identity)) {
+        throw new ServiceError(
+          "CONFLICT",
+          `${what}: it is (or holds) the difference storage of snapshot ${id}`,
+          { field: "path" },
+        );
+      }
+    }
+  }
+
   async #attach(
     path: string,
     name: string,
-    { restore = false }: { restore?: boolean } = {},
+    { restore = false, verify }: { restore?: boolean; verify?: VerifyOpened } = {},
   ): Promise<Attached> {
     if (!DEVICE_NAME.test(name)) {
       throw new ServiceError(
@@ -415,23 +449,20 @@ export class UserspaceDriver implements SnapshotDriver {
         field: "name",
       });
     }
-    // openStore gives a directory an unnamed file: a device cannot be one.
-    const info = await Deno.stat(path).catch(() => undefined);
-    if (info?.isDirectory) {
-      throw new ServiceError(
-        "INVALID_ARGUMENT",
-        `Cannot attach ${path}: it is a directory, not a regular file or a block device`,
-        { field: "path" },
-      );
-    }
-    const store = await openStore(path);
-    if (store.identity.kind !== "file" && store.identity.kind !== "block") {
+    const { store } = await openStoreVerified(path, {
+      noDirectory: true,
+      verify,
+      purpose: "attach",
+    }).catch((error) => {
+      throw isServiceError(error) && error.field === undefined
+        ? new ServiceError(error.code, error.message, { field: "path", errno: error.errno })
+        : error;
+    });
+    try {
+      await this.#refuseDeviceIdentity(path, store);
+    } catch (error) {
       await store.close();
-      throw new ServiceError(
-        "INVALID_ARGUMENT",
-        `Cannot attach ${path}: only regular files and block devices can be tracked`,
-        { field: "path" },
-      );
+      throw error;
     }
     let attached: Attached;
     try {
@@ -464,7 +495,9 @@ export class UserspaceDriver implements SnapshotDriver {
   async attach(path: string, options: AttachOptions = {}): Promise<DeviceInfo> {
     this.#refuseClosed();
     checkAbsolute(path, `Cannot attach ${path}`, "path");
-    const attached = await this.#attach(path, options.name ?? deviceNameFor(path));
+    const attached = await this.#attach(path, options.name ?? deviceNameFor(path), {
+      verify: options.verifyOpened,
+    });
     try {
       await this.#saveDevices();
     } catch (error) {
@@ -564,17 +597,24 @@ export class UserspaceDriver implements SnapshotDriver {
       });
     }
     const path = options.diffStorage.path;
-    const existed = await Deno.lstat(path).then(() => true, () => false);
+    const opened = await openStoreVerified(path, {
+      create: true,
+      verify: options.verifyOpened,
+      purpose: "use as difference storage",
+      guardTruncation: true,
+    }).catch((error) => {
+      throw isServiceError(error) && error.field === undefined
+        ? new ServiceError(error.code, error.message, {
+          field: "diffStorage.path",
+          errno: error.errno,
+        })
+        : error;
+    });
+    const { store: storage, createdIn } = opened;
     let snapshot: Snapshot;
-    let storage: FileStore;
     try {
-      storage = await openStore(path, { create: true });
-      try {
-        this.#refuseStorageInUse(storage, options.deviceIds);
-      } catch (error) {
-        await storage.close();
-        throw error;
-      }
+      await this.#refuseStorageInUse(storage, options.deviceIds);
+      await this.#claimStorage(storage, options.diffStorage.overwrite ?? false);
       snapshot = await this.#engine.createSnapshot({
         storage,
         storagePath: path,
@@ -583,11 +623,13 @@ export class UserspaceDriver implements SnapshotDriver {
         trackers: options.deviceIds,
       });
     } catch (error) {
-      if (!existed) await Deno.remove(path).catch(() => {});
+      await storage.close().catch(() => {});
+      await createdIn?.remove();
       throw error;
     }
     this.#storages.set(snapshot.id, storage);
-    if (!existed) {
+    if (createdIn) {
+      this.#createdFiles.set(snapshot.id, createdIn);
       this.#createdStorage.set(snapshot.id, {
         snapshotId: snapshot.id,
         path,
@@ -639,9 +681,26 @@ export class UserspaceDriver implements SnapshotDriver {
    * is another snapshot's storage (both would hand out the same space). The
    * engine refuses a member's own device itself.
    */
-  #refuseStorageInUse(storage: FileStore, memberIds: string[]): void {
+  async #refuseStorageInUse(storage: FileStore, memberIds: string[]): Promise<void> {
+    const own = await findServiceFile(this.#options.stateDir, storage.identity);
+    if (own) {
+      throw new ServiceError(
+        "CONFLICT",
+        `Cannot use ${storage.name} as difference storage: it is the service's own file ${own.path}`,
+        { field: "diffStorage.path" },
+      );
+    }
     for (const [name, attached] of this.#devices) {
-      if (memberIds.includes(name)) continue;
+      if (memberIds.includes(name)) {
+        if (storageLivesOn(storage.identity, attached.store.identity)) {
+          throw invalid(
+            `Cannot use ${storage.name} as difference storage: it is (or lives on) the member ` +
+              `device ${name}`,
+            "diffStorage.path",
+          );
+        }
+        continue;
+      }
       if (storageLivesOn(storage.identity, attached.store.identity)) {
         throw new ServiceError(
           "CONFLICT",
@@ -662,6 +721,24 @@ export class UserspaceDriver implements SnapshotDriver {
         );
       }
     }
+  }
+
+  /**
+   * An existing regular file must be empty, or `overwrite` given (it is then
+   * emptied): it may hold data of a crashed run or of someone else, and a
+   * store larger than the limit would break it. CONFLICT otherwise.
+   */
+  async #claimStorage(storage: FileStore, overwrite: boolean): Promise<void> {
+    if (storage.identity.kind !== "file" || storage.capacityBytes === 0) return;
+    if (!overwrite) {
+      throw new ServiceError(
+        "CONFLICT",
+        `Cannot use ${storage.name} as difference storage: it is a non-empty file ` +
+          `(${storage.capacityBytes} bytes); give overwrite to reuse it`,
+        { field: "diffStorage.path" },
+      );
+    }
+    await storage.truncate(0);
   }
 
   /** Adds a device to a snapshot that is not taken yet. */
@@ -708,9 +785,15 @@ export class UserspaceDriver implements SnapshotDriver {
   /** Removes the storage file created for `snapshotId`, if any; true when there was one. */
   async #removeCreatedStorage(snapshotId: string): Promise<boolean> {
     const created = this.#createdStorage.get(snapshotId);
-    if (created === undefined) return false;
+    const file = this.#createdFiles.get(snapshotId);
+    this.#createdFiles.delete(snapshotId);
+    if (created === undefined) {
+      await file?.remove();
+      return false;
+    }
     this.#createdStorage.delete(snapshotId);
-    await removeCreatedStorage(created);
+    if (file) await file.remove();
+    else await removeCreatedStorage(created);
     return true;
   }
 
@@ -835,6 +918,8 @@ export class UserspaceDriver implements SnapshotDriver {
     await this.#saveSnapshotState({ clean: true, snapshots: saved }).catch((error) =>
       this.#log("error", (error as Error).message)
     );
+    for (const file of this.#createdFiles.values()) await file.release();
+    this.#createdFiles.clear();
     for (const attached of this.#devices.values()) {
       attached.tracker.setWriteIntent(undefined);
       if (!attached.journal) continue;

@@ -11,6 +11,8 @@
  *   engine snapshot is taken against nbdkit's cow filter;
  * - the tracked device through the service with CBT persistence on and off
  *   (persistence.ts; `--only persistence`).
+ * - mark-dirty (`--only mark-dirty`, tests/bench/mark_dirty.ts): 65,536
+ *   whole-device ranges on a 2,097,152-block device under NBD writes.
  *
  * Prints Markdown tables with ratios (ours / nbdkit) and writes
  * results.json to the bench directory. Speeds are reported, never asserted.
@@ -37,6 +39,7 @@ import {
   type PersistenceRow,
   removePersistenceLeftovers,
 } from "./persistence.ts";
+import { benchMarkDirty, formatMarkDirty } from "./mark_dirty.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -124,6 +127,12 @@ for (const [key, metrics] of samples) {
   results.rows[key] = Object.fromEntries(
     Object.entries(metrics).map(([metric, values]) => [metric, median(values)]),
   );
+}
+
+if (only === undefined || only.includes("mark-dirty")) {
+  const markDirty = await benchMarkDirty(dir);
+  await Deno.writeTextFile(`${dir}/mark-dirty.json`, JSON.stringify(markDirty, null, 2));
+  console.log(formatMarkDirty(markDirty));
 }
 
 await removeLeftovers();

@@ -12,12 +12,15 @@ import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import type { SnapshotDriver } from "../../driver.ts";
 import { createApp } from "../../api/app.ts";
+import { type HttpServer, serveHttp } from "../../api/http_listener.ts";
 import { PathPolicy } from "../../api/path_policy.ts";
 import { ServiceError } from "../../errors.ts";
 import { SERVICE_VERSION } from "../../version.ts";
 import type { Command } from "../command.ts";
 import type { CliIo } from "../context.ts";
 import { UsageError } from "../exit_codes.ts";
+import { raiseOpenFileLimit } from "../open_file_limit.ts";
+import { limitFlags, LIMITS_HELP, type ServeLimits, serveLimits } from "./serve_limits.ts";
 
 /** The kernel backend's host-wide lock (one kernel-backend service per host). */
 const KERNEL_HOST_LOCK_PATH = "/run/blksnap-service/kernel-backend.lock";
@@ -45,7 +48,7 @@ userspace backend.
   --destroy-snapshots-on-exit  destroy snapshots when the service stops instead of keeping
                           them for the next start (env BLKSNAP_DESTROY_SNAPSHOTS_ON_EXIT=1)
   -h, --help              show this help
-`;
+${LIMITS_HELP}`;
 
 /** The serve settings after flags and environment are merged. */
 export interface ServeSettings {
@@ -67,6 +70,8 @@ export interface ServeSettings {
   cbtPersistence: boolean;
   /** Destroy snapshots at stop. */
   destroySnapshotsOnExit: boolean;
+  /** Connection and request limits. */
+  limits: ServeLimits;
 }
 
 /** Parses "HOST:PORT" ("[::1]:8037" for IPv6); `what` names the option in errors. */
@@ -93,6 +98,15 @@ async function readTokenFile(path: string): Promise<string> {
   }
 }
 
+/** BLKSNAP_TOKEN trimmed (a trailing newline is no part of it); UsageError when set but empty. */
+function tokenFromEnv(io: CliIo): string | undefined {
+  const text = io.env("BLKSNAP_TOKEN");
+  if (text === undefined) return undefined;
+  const token = text.trim();
+  if (!token) throw new UsageError("BLKSNAP_TOKEN is set but empty: give a token or unset it");
+  return token;
+}
+
 /** Merges flags `args` with the environment into settings. */
 export async function serveSettings(args: string[], io: CliIo): Promise<ServeSettings | "help"> {
   let values;
@@ -109,6 +123,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
         "nbd-socket": { type: "string" },
         "cbt-persistence": { type: "string" },
         "destroy-snapshots-on-exit": { type: "boolean" },
+        ...limitFlags,
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -129,7 +144,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   const allowFromEnv = io.env("BLKSNAP_ALLOW_PATH")?.split(":").filter(Boolean);
   const allowPaths = (values["allow-path"] ?? allowFromEnv ?? [stateDir]).map((p) => resolve(p));
   const tokenFile = values["token-file"] ?? io.env("BLKSNAP_TOKEN_FILE");
-  const token = tokenFile ? await readTokenFile(tokenFile) : io.env("BLKSNAP_TOKEN") || undefined;
+  const token = tokenFile ? await readTokenFile(tokenFile) : tokenFromEnv(io);
   if (!isLoopback(listen.hostname) && !token) {
     throw new UsageError(
       `Listening on ${listen.hostname} (not loopback) requires a bearer token: ` +
@@ -149,6 +164,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   const destroyFromEnv = io.env("BLKSNAP_DESTROY_SNAPSHOTS_ON_EXIT");
   const destroySnapshotsOnExit = values["destroy-snapshots-on-exit"] ??
     (destroyFromEnv !== undefined && !["", "0", "false", "no"].includes(destroyFromEnv));
+  const limits = serveLimits(values, io);
   return {
     listen,
     backend,
@@ -159,6 +175,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
     nbdSocket,
     cbtPersistence: persistence === "on",
     destroySnapshotsOnExit,
+    limits,
   };
 }
 
@@ -199,6 +216,7 @@ async function openDriver(
     nbd: {
       ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
       ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
+      maxConnections: settings.limits.nbdMaxConnections,
     },
     logger: log,
     cbtPersistence: settings.cbtPersistence,
@@ -222,26 +240,28 @@ async function openDriver(
 /** Runs the service until SIGINT or SIGTERM. */
 async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   await Deno.mkdir(settings.stateDir, { recursive: true });
+  const files = raiseOpenFileLimit();
+  io.err(`open-file limit: ${files.soft} (hard ${files.hard})\n`);
   const paths = await PathPolicy.create(settings.allowPaths);
   io.err(`blksnap service ${SERVICE_VERSION}, state in ${settings.stateDir}\n`);
   const driver = await openDriver(settings, io, paths);
   const app = createApp(driver, { paths, token: settings.token });
   const stopped = Promise.withResolvers<void>();
-  let server: Deno.HttpServer;
+  let server: HttpServer;
   try {
-    server = Deno.serve({
-      hostname: settings.listen.hostname,
-      port: settings.listen.port,
-      onListen: ({ hostname, port }) => {
-        const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-        io.err(
-          `HTTP API on http://${host}:${port}/v1 (bearer token ${
-            settings.token ? "required" : "not required"
-          })\n`,
-        );
-        io.err(`allowed paths: ${paths.prefixes.join(", ")}\n`);
-      },
-    }, app.fetch);
+    const { hostname, port } = settings.listen;
+    server = serveHttp(Deno.listen({ hostname, port }), app.fetch, {
+      ...settings.limits.http,
+      log: (message) => io.err(`${message}\n`),
+    });
+    const addr = server.addr as Deno.NetAddr;
+    const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+    io.err(
+      `HTTP API on http://${host}:${addr.port}/v1 (bearer token ${
+        settings.token ? "required" : "not required"
+      })\n`,
+    );
+    io.err(`allowed paths: ${paths.prefixes.join(", ")}\n`);
   } catch (error) {
     await driver.close();
     const { hostname, port } = settings.listen;
