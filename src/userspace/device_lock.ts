@@ -25,15 +25,16 @@ export class DeviceLock {
   }
 
   /**
-   * Locks the device at `path`, whose open store has `identity`. CONFLICT
-   * when another process holds the lock (another service tracks it) or when
-   * the path no longer names the store's object; IO when it cannot be opened.
+   * Locks the device opened from `path` as `store` (its descriptor and
+   * identity). CONFLICT when another process holds the lock (another
+   * service tracks it); IO when it cannot be opened.
    */
-  static acquire(path: string, identity: StoreIdentity): DeviceLock {
+  static acquire(path: string, store: { fd: number; identity: StoreIdentity }): DeviceLock {
     const what = `Cannot attach ${path}`;
+    const { identity } = store;
     let fd: number;
     try {
-      fd = openSync(path, constants.O_RDONLY);
+      fd = openSync(`/proc/self/fd/${store.fd}`, constants.O_RDONLY);
     } catch (error) {
       throw new ServiceError("IO", `${what}: cannot open it to lock it: ${error}`, {
         cause: error,
@@ -45,7 +46,7 @@ export class DeviceLock {
         ? stat.isBlockDevice() && stat.rdev === identity.device
         : stat.dev === identity.device && stat.ino === identity.inode;
       if (!same) {
-        throw new ServiceError("CONFLICT", `${what}: the path changed while it was being opened`);
+        throw new ServiceError("CONFLICT", `${what}: its descriptor names another object`);
       }
       if (!tryFlock(fd, what)) {
         throw new ServiceError(

@@ -375,7 +375,7 @@ export class UserspaceDriver implements SnapshotDriver {
    */
   async #persistDevice(attached: Attached, restore: boolean): Promise<void> {
     const { tracker, store, path } = attached;
-    attached.lock = DeviceLock.acquire(path, store.identity);
+    attached.lock = DeviceLock.acquire(path, store);
     const { stateDir } = this.#options;
     if (!this.#persistCbt || !stateDir) return;
     const started = await startCbtRecord(tracker, {
