@@ -168,12 +168,6 @@ export class KernelDriver implements SnapshotDriver {
   #images = new ImageReader();
   /** Identity of each snapshot's storage as opened here, by snapshot id (identity rules). */
   #storageIdentities = new Map<string, StoreIdentity>();
-  /**
-   * The verified storage handle of each snapshot not yet taken: the module
-   * may open its /proc/self/fd path again at take, so it stays open until
-   * the take (or destroy, or close).
-   */
-  #storageHandles = new Map<string, () => Promise<void>>();
   #eventsSeen = 0;
   /** CBT positions at take, by snapshot id and device id. */
   #takeMarks = new Map<string, Map<string, TakeMark>>();
@@ -345,7 +339,6 @@ export class KernelDriver implements SnapshotDriver {
 
   /** Drops the record of a snapshot the module no longer has (or just destroyed). */
   async #forget({ client, waiter }: Kernel, snapshot: SnapshotRecord): Promise<void> {
-    await this.#closeStorageHandle(snapshot.id);
     this.#records.removeSnapshot(snapshot.id);
     const identity = this.#storageIdentities.get(snapshot.id);
     this.#storageIdentities.delete(snapshot.id);
@@ -400,12 +393,6 @@ export class KernelDriver implements SnapshotDriver {
         },
       );
     }
-  }
-
-  async #closeStorageHandle(snapshotId: string): Promise<void> {
-    const close = this.#storageHandles.get(snapshotId);
-    this.#storageHandles.delete(snapshotId);
-    await close?.();
   }
 
   /** Backend kind, profile, module version and capabilities. */
@@ -577,7 +564,7 @@ export class KernelDriver implements SnapshotDriver {
       await dropStorage();
       throw error;
     }
-    this.#storageHandles.set(formatUuid(uuid), storage.close);
+    await storage.close();
     const snapshot: SnapshotRecord = {
       id: formatUuid(uuid),
       uuid,
@@ -596,7 +583,6 @@ export class KernelDriver implements SnapshotDriver {
       }
     } catch (error) {
       client.destroy(uuid);
-      await this.#closeStorageHandle(formatUuid(uuid));
       await dropStorage();
       throw error;
     }
@@ -663,7 +649,6 @@ export class KernelDriver implements SnapshotDriver {
       marks.set(device.id, { point, previous: previousPoint(point, before.get(device.id)) });
     }
     this.#takeMarks.set(snapshot.id, marks);
-    await this.#closeStorageHandle(snapshot.id);
     snapshot.takenAt = new Date().toISOString();
     this.#persist(kernel.client);
     return this.#info(kernel, snapshot);
@@ -811,7 +796,6 @@ export class KernelDriver implements SnapshotDriver {
         await this.#forget(kernel, snapshot);
       }
     }
-    for (const id of [...this.#storageHandles.keys()]) await this.#closeStorageHandle(id);
     await this.#images.close();
     await this.#records.flush().catch(() => {});
     kernel.client.close();

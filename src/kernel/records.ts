@@ -136,9 +136,7 @@ export class DriverRecords {
   #adoptTrackers(client: ModuleClient, libc: Libc, devDir: string): void {
     let names: string[];
     try {
-      // Links (/dev/cdrom, /dev/disk/...) name nodes listed under their own names already.
-      names = [...Deno.readDirSync(devDir)].filter((entry) => !entry.isSymlink)
-        .map((entry) => entry.name).sort();
+      names = [...Deno.readDirSync(devDir)].map((entry) => entry.name).sort();
     } catch {
       return;
     }
