@@ -136,7 +136,9 @@ export class DriverRecords {
   #adoptTrackers(client: ModuleClient, libc: Libc, devDir: string): void {
     let names: string[];
     try {
-      names = [...Deno.readDirSync(devDir)].map((entry) => entry.name).sort();
+      // Links (/dev/cdrom, /dev/disk/...) name nodes listed under their own names already.
+      names = [...Deno.readDirSync(devDir)].filter((entry) => !entry.isSymlink)
+        .map((entry) => entry.name).sort();
     } catch {
       return;
     }
