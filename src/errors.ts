@@ -58,6 +58,7 @@ export type ErrorCode =
   | "INVALID_ARGUMENT"
   | "OUT_OF_RANGE"
   | "RANGE_NOT_SATISFIABLE"
+  | "PRECONDITION_FAILED"
   | "NOT_FOUND"
   | "CONFLICT"
   | "READ_ONLY"
@@ -92,6 +93,12 @@ export const errorTable: Readonly<Record<ErrorCode, ErrorMapping>> = {
   RANGE_NOT_SATISFIABLE: {
     status: 416,
     title: "Range not satisfiable",
+    errno: "EINVAL",
+    nbdError: 22,
+  },
+  PRECONDITION_FAILED: {
+    status: 412,
+    title: "Precondition failed",
     errno: "EINVAL",
     nbdError: 22,
   },
