@@ -39,6 +39,7 @@ export const Errno = {
   ESHUTDOWN: 108,
   ETIMEDOUT: 110,
   EALREADY: 114,
+  ECANCELED: 125,
 } as const;
 
 /** The name of a known errno. */
@@ -59,6 +60,7 @@ export type ErrorCode =
   | "OUT_OF_RANGE"
   | "RANGE_NOT_SATISFIABLE"
   | "PRECONDITION_FAILED"
+  | "HOOK_FAILED"
   | "NOT_FOUND"
   | "CONFLICT"
   | "READ_ONLY"
@@ -101,6 +103,12 @@ export const errorTable: Readonly<Record<ErrorCode, ErrorMapping>> = {
     title: "Precondition failed",
     errno: "EINVAL",
     nbdError: 22,
+  },
+  HOOK_FAILED: {
+    status: 424,
+    title: "Take hook failed",
+    errno: "ECANCELED",
+    nbdError: 5,
   },
   NOT_FOUND: { status: 404, title: "Not found", errno: "ENOENT", nbdError: 22 },
   CONFLICT: { status: 409, title: "Conflict", errno: "EBUSY", nbdError: 22 },

@@ -59,8 +59,11 @@ function honoPath(path: string): string {
   return path.replaceAll(/\{(\w+)\}/g, ":$1");
 }
 
-async function readJsonBody(request: Request): Promise<unknown> {
+/** The request's JSON body; undefined when it is empty and `optional`. */
+async function readJsonBody(request: Request, { optional = false } = {}): Promise<unknown> {
   const type = request.headers.get("content-type") ?? "";
+  const text = await request.text();
+  if (optional && text.trim() === "") return undefined;
   if (!/^application\/(.+\+)?json\b/i.test(type)) {
     throw new ServiceError(
       "INVALID_ARGUMENT",
@@ -68,7 +71,6 @@ async function readJsonBody(request: Request): Promise<unknown> {
       { field: "body" },
     );
   }
-  const text = await request.text();
   try {
     return JSON.parse(text);
   } catch (cause) {
@@ -155,7 +157,10 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
     app.on(route.method.toUpperCase(), honoPath(route.path), async (c) => {
       const params = route.params ? route.params.parse(c.req.param(), "") : undefined;
       const query = route.query ? route.query.parse(c.req.query(), "") : undefined;
-      const body = route.body ? parseBody(route.body, await readJsonBody(c.req.raw)) : undefined;
+      const json = route.body
+        ? await readJsonBody(c.req.raw, { optional: route.bodyOptional })
+        : undefined;
+      const body = route.body && json !== undefined ? parseBody(route.body, json) : undefined;
       return await route.handle({ params, query, body, services, c });
     });
   }

@@ -37,6 +37,11 @@ userspace backend.
   --nbd-listen HOST:PORT  NBD server address, userspace backend (env BLKSNAP_NBD_LISTEN,
                           default 127.0.0.1:10809; "off" for none)
   --nbd-socket PATH       NBD server Unix socket, userspace backend (env BLKSNAP_NBD_SOCKET)
+  --hooks-dir DIR         executables run before the freeze ("pre") and after the thaw
+                          ("post") of every take, in name order (env BLKSNAP_HOOKS_DIR)
+  --hook-timeout SECONDS  each hook is killed after this (env BLKSNAP_HOOK_TIMEOUT, default 30)
+  --max-freeze SECONDS    file systems are thawed after this even if the take is still
+                          running (env BLKSNAP_MAX_FREEZE, default 10)
   -h, --help              show this help
 `;
 
@@ -56,6 +61,20 @@ export interface ServeSettings {
   nbdListen?: { hostname: string; port: number };
   /** NBD Unix socket path. */
   nbdSocket?: string;
+  /** Folder of take hooks. */
+  hooksDir?: string;
+  /** Milliseconds each hook may run. */
+  hookTimeoutMs: number;
+  /** Milliseconds file systems may stay frozen. */
+  maxFreezeMs: number;
+}
+
+function secondsSetting(text: string, what: string): number {
+  const seconds = Number(text);
+  if (!/^\d+(\.\d+)?$/.test(text.trim()) || !(seconds > 0) || seconds > 3600) {
+    throw new UsageError(`${what} must be a number of seconds from 0 to 3600, got "${text}"`);
+  }
+  return Math.round(seconds * 1000);
 }
 
 /** Parses "HOST:PORT" ("[::1]:8037" for IPv6); `what` names the option in errors. */
@@ -96,6 +115,9 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
         "token-file": { type: "string" },
         "nbd-listen": { type: "string" },
         "nbd-socket": { type: "string" },
+        "hooks-dir": { type: "string" },
+        "hook-timeout": { type: "string" },
+        "max-freeze": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -129,7 +151,28 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   if (!nbdListen && !nbdSocket && backend === "userspace") {
     throw new UsageError("The userspace backend needs --nbd-listen or --nbd-socket");
   }
-  return { listen, backend, stateDir, allowPaths, token, nbdListen, nbdSocket };
+  const hooksText = values["hooks-dir"] ?? io.env("BLKSNAP_HOOKS_DIR");
+  const hooksDir = hooksText ? resolve(hooksText) : undefined;
+  const hookTimeoutMs = secondsSetting(
+    values["hook-timeout"] ?? io.env("BLKSNAP_HOOK_TIMEOUT") ?? "30",
+    "--hook-timeout",
+  );
+  const maxFreezeMs = secondsSetting(
+    values["max-freeze"] ?? io.env("BLKSNAP_MAX_FREEZE") ?? "10",
+    "--max-freeze",
+  );
+  return {
+    listen,
+    backend,
+    stateDir,
+    allowPaths,
+    token,
+    nbdListen,
+    nbdSocket,
+    hooksDir,
+    hookTimeoutMs,
+    maxFreezeMs,
+  };
 }
 
 async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotDriver> {
@@ -175,12 +218,41 @@ async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotD
   return driver;
 }
 
+/** Wraps `driver` so that takes freeze file systems and run the hooks of --hooks-dir. */
+async function consistentTakes(
+  driver: SnapshotDriver,
+  settings: ServeSettings,
+  io: CliIo,
+): Promise<SnapshotDriver> {
+  const { ConsistentDriver } = await import("../../consistency/consistent_driver.ts");
+  const { ioctlFreezer } = await import("../../consistency/fs_freezer.ts");
+  const { Hooks } = await import("../../consistency/hooks.ts");
+  const log = (line: string) => io.err(`${line}\n`);
+  try {
+    const hooks = settings.hooksDir
+      ? await Hooks.fromDirectory(settings.hooksDir, { timeoutMs: settings.hookTimeoutMs, log })
+      : undefined;
+    if (hooks) {
+      io.err(`take hooks from ${settings.hooksDir}: ${hooks.names.join(", ") || "none"}\n`);
+    }
+    return new ConsistentDriver(driver, {
+      freezer: ioctlFreezer(),
+      hooks,
+      maxFreezeMs: settings.maxFreezeMs,
+      log,
+    });
+  } catch (error) {
+    await driver.close();
+    throw error;
+  }
+}
+
 /** Runs the service until SIGINT or SIGTERM. */
 async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   await Deno.mkdir(settings.stateDir, { recursive: true });
   const paths = await PathPolicy.create(settings.allowPaths);
   io.err(`blksnap service ${SERVICE_VERSION}, state in ${settings.stateDir}\n`);
-  const driver = await openDriver(settings, io);
+  const driver = await consistentTakes(await openDriver(settings, io), settings, io);
   const app = createApp(driver, { paths, token: settings.token });
   const stopped = Promise.withResolvers<void>();
   let server: Deno.HttpServer;
