@@ -77,6 +77,20 @@ import {
   isCount,
 } from "./validate.ts";
 
+/** The image device of one device in a taken snapshot. */
+export interface TakenImage {
+  /** The snapshot's id. */
+  snapshotId: string;
+  /** The device's id. */
+  deviceId: string;
+  /** The image device's path. */
+  path: string;
+  /** Its size in bytes. */
+  sizeBytes: number;
+  /** Whether the snapshot was created writable. */
+  writable: boolean;
+}
+
 /** Options of {@link KernelDriver}. */
 export interface KernelDriverOptions {
   /** The libc calls; the process's libc (opened on first use) by default. */
@@ -130,6 +144,7 @@ export class KernelDriver implements SnapshotDriver {
   #libc: Libc;
   #options: KernelDriverOptions;
   #kernel?: Promise<Kernel>;
+  #started?: Kernel;
   #records: DriverRecords;
   #images = new ImageReader();
   #eventsSeen = 0;
@@ -180,7 +195,8 @@ export class KernelDriver implements SnapshotDriver {
       client.close();
       throw error;
     }
-    return { client, waiter };
+    this.#started = { client, waiter };
+    return this.#started;
   }
 
   /** Queues a write of the records. */
@@ -543,6 +559,42 @@ export class KernelDriver implements SnapshotDriver {
       if (now.errorCode !== 0) throw corrupted(now.errorCode);
       throw error;
     }
+  }
+
+  /**
+   * The image devices of every taken snapshot, now (synchronous, for the NBD
+   * export provider's handshakes); empty before start and after close.
+   * Images whose device cannot be measured (gone meanwhile) are left out.
+   */
+  takenImages(): TakenImage[] {
+    const kernel = this.#started;
+    if (!kernel || this.#closed) return [];
+    const images: TakenImage[] = [];
+    for (const snapshot of this.#records.snapshots()) {
+      if (snapshot.takenAt === undefined) continue;
+      for (const deviceId of snapshot.deviceIds) {
+        try {
+          const { locator: path } = this.#imageInfo(kernel, deviceId);
+          if (path === undefined) continue;
+          const what = `Cannot read the size of image ${path}`;
+          const sizeBytes = this.#images.size(
+            path,
+            () => kernel.client.blockDeviceSize(path, what),
+          );
+          snapshot.images.add(path);
+          images.push({
+            snapshotId: snapshot.id,
+            deviceId,
+            path,
+            sizeBytes,
+            writable: snapshot.writable,
+          });
+        } catch {
+          continue;
+        }
+      }
+    }
+    return images;
   }
 
   /**

@@ -11,13 +11,9 @@
 import type { SnapshotImage } from "../engine/image.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import type { NbdExport, NbdExtent } from "../nbd/export.ts";
-import { CBT_CONTEXTS, cbtExtents } from "./cbt_contexts.ts";
+import { CBT_CONTEXTS, cbtExtents } from "../cbt_contexts.ts";
+import { imageExportName } from "../export_names.ts";
 import { ENGINE_BLOCK_SIZE } from "./device_export.ts";
-
-/** The export name of `deviceId`'s image in `snapshotId`. */
-export function imageExportName(deviceId: string, snapshotId: string): string {
-  return `${deviceId}@${snapshotId}`;
-}
 
 /** Serves `image` of `tracker`'s device in `snapshotId`. */
 export function imageExport(tracker: Tracker, image: SnapshotImage, snapshotId: string): NbdExport {

@@ -47,7 +47,7 @@ import {
 } from "./argument_checks.ts";
 import { DeviceListFile } from "./device_list_file.ts";
 import { engineExports } from "./export_provider.ts";
-import { imageExportName } from "./image_export.ts";
+import { imageExportName } from "../export_names.ts";
 
 const SECTOR_BYTES = 512;
 const DEVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;

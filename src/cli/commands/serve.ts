@@ -11,6 +11,7 @@
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import type { SnapshotDriver } from "../../driver.ts";
+import type { KernelDriver } from "../../kernel/kernel_driver.ts";
 import { createApp } from "../../api/app.ts";
 import { PathPolicy } from "../../api/path_policy.ts";
 import { ServiceError } from "../../errors.ts";
@@ -175,7 +176,53 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   };
 }
 
-async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotDriver> {
+/**
+ * Serves the kernel backend's images over NBD (`<device>@<snapshot-id>`, as
+ * the userspace backend does) when an NBD listener is configured; returns
+ * what stops it.
+ */
+async function serveKernelImages(
+  driver: KernelDriver,
+  settings: ServeSettings,
+  io: CliIo,
+): Promise<() => Promise<void>> {
+  if (!settings.nbdListen && !settings.nbdSocket) return () => Promise.resolve();
+  const { KernelImageExports } = await import("../../kernel/image_exports.ts");
+  const { startNbdServer } = await import("../../nbd/server.ts");
+  const exports = new KernelImageExports(driver);
+  let server;
+  try {
+    server = await startNbdServer(exports, {
+      ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
+      ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
+    });
+  } catch (error) {
+    await driver.close();
+    throw error;
+  }
+  if (server.tcpPort !== undefined) {
+    io.err(
+      `NBD image exports on nbd://${
+        settings.nbdListen!.hostname
+      }:${server.tcpPort}/<device>@<snapshot>\n`,
+    );
+  }
+  if (server.unixPath) {
+    io.err(`NBD image exports on nbd+unix:///<device>@<snapshot>?socket=${server.unixPath}\n`);
+  }
+  return async () => {
+    await server.close();
+    await exports.close();
+  };
+}
+
+/** The backend, and what stops the servers started beside it. */
+interface OpenedDriver {
+  driver: SnapshotDriver;
+  stop: () => Promise<void>;
+}
+
+async function openDriver(settings: ServeSettings, io: CliIo): Promise<OpenedDriver> {
   const log = (level: string, message: string) => {
     if (level !== "debug") io.err(`${message}\n`);
   };
@@ -194,7 +241,8 @@ async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotD
   }
   if (backend === "kernel") {
     const { createKernelDriver } = await import("../../kernel/kernel_driver.ts");
-    return await createKernelDriver({ stateDir: settings.stateDir });
+    const driver = await createKernelDriver({ stateDir: settings.stateDir });
+    return { driver, stop: await serveKernelImages(driver, settings, io) };
   }
   const { UserspaceDriver } = await import("../../userspace/userspace_driver.ts");
   const driver = await UserspaceDriver.start({
@@ -215,7 +263,7 @@ async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotD
     }
   }
   if (server.unixPath) io.err(`NBD exports on nbd+unix:///<device>?socket=${server.unixPath}\n`);
-  return driver;
+  return { driver, stop: () => Promise.resolve() };
 }
 
 /** Wraps `driver` so that takes freeze file systems and run the hooks of --hooks-dir. */
@@ -252,7 +300,11 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   await Deno.mkdir(settings.stateDir, { recursive: true });
   const paths = await PathPolicy.create(settings.allowPaths);
   io.err(`blksnap service ${SERVICE_VERSION}, state in ${settings.stateDir}\n`);
-  const driver = await consistentTakes(await openDriver(settings, io), settings, io);
+  const opened = await openDriver(settings, io);
+  const driver = await consistentTakes(opened.driver, settings, io).catch(async (error) => {
+    await opened.stop();
+    throw error;
+  });
   const app = createApp(driver, { paths, token: settings.token });
   const stopped = Promise.withResolvers<void>();
   let server: Deno.HttpServer;
@@ -271,6 +323,7 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
       },
     }, app.fetch);
   } catch (error) {
+    await opened.stop();
     await driver.close();
     const { hostname, port } = settings.listen;
     throw new ServiceError(
@@ -289,6 +342,7 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   // Stop accepting first, then close the driver: that ends event streams and
   // long polls, which the server's graceful shutdown would otherwise wait for.
   const drained = server.shutdown();
+  await opened.stop();
   await driver.close();
   await drained;
   return 0;
