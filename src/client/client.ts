@@ -114,7 +114,8 @@ export interface BlksnapClient {
   snapshots: {
     create(request: CreateSnapshotRequest): Promise<SnapshotInfo>;
     addDevice(snapshotId: string, deviceId: string): Promise<SnapshotInfo>;
-    take(snapshotId: string): Promise<SnapshotInfo>;
+    /** Takes the snapshot; `freeze: false` leaves the mounted file systems unfrozen. */
+    take(snapshotId: string, options?: { freeze?: boolean }): Promise<SnapshotInfo>;
     list(): Promise<SnapshotInfo[]>;
     get(snapshotId: string): Promise<SnapshotInfo>;
     destroy(snapshotId: string): Promise<void>;
@@ -234,7 +235,7 @@ export function createClient(options: ClientOptions): BlksnapClient {
       create: (request) => postJson("v1/snapshots", request),
       addDevice: (snapshotId, deviceId) =>
         postJson(`v1/snapshots/${segment(snapshotId)}/devices`, { device: deviceId }),
-      take: (snapshotId) => postJson(`v1/snapshots/${segment(snapshotId)}/take`),
+      take: (snapshotId, options) => postJson(`v1/snapshots/${segment(snapshotId)}/take`, options),
       list: () => getJson("v1/snapshots"),
       get: (snapshotId) => getJson(`v1/snapshots/${segment(snapshotId)}`),
       destroy: (snapshotId) => remove(`v1/snapshots/${segment(snapshotId)}`),

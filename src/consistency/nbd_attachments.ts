@@ -5,11 +5,12 @@
  * freeze.
  *
  * A connected nbdX has a non-zero `size` in sysfs. It belongs to export
- * NAME when its `backend` attribute (set with `nbd-client -i NAME`,
- * Linux 5.13+) is NAME, or else when the process in its `pid` attribute
- * (nbd-client, which stays alive in ioctl mode) was started with `-N NAME`
- * and the service's NBD port. A device connected by other means is not
- * found, and the take then reports nothing frozen for it.
+ * NAME when its `backend` attribute (the netlink backend identifier, set
+ * by `nbd-client -i NAME` where nbd-client has that option) is NAME, or
+ * else when the process in its `pid` attribute (nbd-client in ioctl mode,
+ * `-L`, which stays running) was started with `-N NAME` and the service's
+ * NBD port. A device connected by netlink without an identifier cannot be
+ * traced back to its export, and the take then reports nothing frozen for it.
  *
  * @module
  */
