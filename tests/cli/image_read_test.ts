@@ -313,3 +313,19 @@ Deno.test({
     });
   },
 });
+
+Deno.test("image read --nbd-server pulls from a given NBD server by export name (as for kernel hosts)", async () => {
+  await withService({}, async (fixture) => {
+    const content = sparseContent(4);
+    const id = await attachAndTake(fixture, content);
+    const out = join(fixture.root, "by-server.raw");
+    const server = `nbd://127.0.0.1:${fixture.driver.nbdServer.tcpPort}`;
+    const report = ok(
+      await runCli(["image", "read", id, "vda", "-o", out, "--nbd-server", server, "--json"], {
+        BLKSNAP_URL: fixture.baseUrl,
+      }),
+    );
+    assert.equal(report.via, "NBD");
+    assert.deepEqual(await Deno.readFile(out), content);
+  });
+});

@@ -19,6 +19,7 @@ import { UsageError } from "../exit_codes.ts";
 import { Progress } from "../progress.ts";
 import { ProblemError } from "../../client/problem_error.ts";
 import { isServiceError, ServiceError } from "../../errors.ts";
+import { imageExportName } from "../../export_names.ts";
 import { type ByteExtent, httpSource, type ImageSource, nbdSource } from "../pull/image_source.ts";
 import { applyChanges, pullFull, type PullResult, pullToStream } from "../pull/pull.ts";
 
@@ -45,6 +46,8 @@ Verbs:
   --in-place          read --into: write into FILE directly (no copy of it first;
                       a failure leaves it partly updated)
   --nbd               read: pull the bytes from the image's NBD export instead of HTTP
+  --nbd-server URI    read: the NBD server to pull from (nbd://HOST:PORT), for the kernel
+                      backend whose locators are /dev paths; implies --nbd
 ${CLIENT_FLAGS_HELP}`;
 
 type Client = Awaited<ReturnType<typeof clientFor>>;
@@ -53,12 +56,18 @@ type Client = Awaited<ReturnType<typeof clientFor>>;
 async function openSource(
   client: Client,
   image: { snapshotId: string; deviceId: string },
-  nbd: boolean,
+  nbd: { wanted: boolean; server?: string },
 ): Promise<ImageSource> {
-  if (!nbd) return await httpSource(client, image);
+  if (nbd.server) {
+    const name = encodeURIComponent(imageExportName(image.deviceId, image.snapshotId));
+    return await nbdSource(`${nbd.server.replace(/\/+$/, "")}/${name}`);
+  }
+  if (!nbd.wanted) return await httpSource(client, image);
   const { locator } = await client.images.locator(image.snapshotId, image.deviceId);
   if (!/^nbd(\+unix)?:/.test(locator)) {
-    throw new UsageError(`--nbd: the image is not served over NBD (its locator is ${locator})`);
+    throw new UsageError(
+      `--nbd: the image's locator is ${locator}; give --nbd-server nbd://HOST:PORT (kernel backend)`,
+    );
   }
   return await nbdSource(locator);
 }
@@ -134,7 +143,10 @@ async function read(
   const part = requestedPart(values);
   const name = `${image.deviceId}@${image.snapshotId}`;
   const extents = since !== undefined ? await changedExtents(client, image, since) : undefined;
-  const source = await openSource(client, image, values.nbd === true);
+  const source = await openSource(client, image, {
+    wanted: values.nbd === true,
+    server: values["nbd-server"] as string | undefined,
+  });
   try {
     const extent = into ? undefined : requestedExtent(part, source.sizeBytes);
     const total = extents
@@ -193,6 +205,7 @@ export const command: Command = {
       into: { type: "string" },
       "in-place": { type: "boolean", default: false },
       nbd: { type: "boolean", default: false },
+      "nbd-server": { type: "string" },
     });
     const snapshotId = positional(parsed, 0, "SNAPSHOT");
     const deviceId = positional(parsed, 1, "DEVICE");
