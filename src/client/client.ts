@@ -134,7 +134,13 @@ export interface BlksnapClient {
     read(
       snapshotId: string,
       deviceId: string,
-      range?: { offset?: number; length?: number; signal?: AbortSignal },
+      range?: {
+        offset?: number;
+        length?: number;
+        /** Several ranges at once (a 206 multipart/byteranges answer); overrides offset/length. */
+        ranges?: Array<{ offset: number; length: number }>;
+        signal?: AbortSignal;
+      },
     ): Promise<Response>;
     changes(
       snapshotId: string,
@@ -282,7 +288,11 @@ export function createClient(options: ClientOptions): BlksnapClient {
         }
         return call(() => {
           const headers: Record<string, string> = {};
-          if (range.offset !== undefined || range.length !== undefined) {
+          if (range.ranges?.length) {
+            headers.range = `bytes=${
+              range.ranges.map((r) => `${r.offset}-${r.offset + r.length - 1}`).join(",")
+            }`;
+          } else if (range.offset !== undefined || range.length !== undefined) {
             const first = range.offset ?? 0;
             headers.range = range.length === undefined
               ? `bytes=${first}-`

@@ -1,8 +1,9 @@
 /**
  * Where `image read` pulls bytes from: the service's HTTP data route
- * (ranged GETs) or the image's NBD export (pipelined READs, and
- * `base:allocation` to skip what the export reports as zeros without
- * reading it). Both yield a range's bytes in order, in pieces.
+ * (one GET for up to 256 extents, answered as multipart/byteranges) or the
+ * image's NBD export (pipelined READs, and `base:allocation` to skip what
+ * the export reports as zeros without reading it). Both yield the bytes of
+ * a list of extents as positioned pieces, in order.
  *
  * @module
  */
@@ -11,6 +12,7 @@ import type { BlksnapClient } from "../../client/client.ts";
 import { ServiceError } from "../../errors.ts";
 import { NbdClient } from "../../nbd/client.ts";
 import { BASE_ALLOCATION, NBD_STATE_ZERO } from "../../nbd/constants.ts";
+import { byterangePieces, type PositionedPiece } from "./byteranges_reader.ts";
 
 /** `length` bytes from byte `offset`. */
 export interface ByteExtent {
@@ -26,8 +28,11 @@ export interface ImageSource {
   readonly sizeBytes: number;
   /** How the bytes travel, for messages ("HTTP", "NBD"). */
   readonly via: string;
-  /** The bytes of `extent` in order, in pieces; IO when the source ends early. */
-  pieces(extent: ByteExtent): AsyncIterable<Uint8Array>;
+  /**
+   * The bytes of `extents` (sorted, disjoint) as positioned pieces, in
+   * ascending order; IO when the source ends early.
+   */
+  read(extents: readonly ByteExtent[]): AsyncIterable<PositionedPiece>;
   /** Extents within `extent` the source reports as reading zeros (sorted); none when unknown. */
   zeroExtents(extent: ByteExtent): Promise<ByteExtent[]>;
   /** Releases connections. */
@@ -52,23 +57,36 @@ export async function httpSource(
   return {
     sizeBytes,
     via: "HTTP",
-    async *pieces(extent) {
-      if (extent.length === 0) return;
-      const response = await client.images.read(image.snapshotId, image.deviceId, extent);
-      let got = 0;
-      try {
-        for await (const piece of response.body!) {
-          got += piece.length;
-          yield piece;
+    async *read(extents) {
+      for (let first = 0; first < extents.length; first += HTTP_RANGES_PER_REQUEST) {
+        const batch = extents.slice(first, first + HTTP_RANGES_PER_REQUEST);
+        const span = { offset: batch[0].offset, length: sumOf(batch) };
+        if (span.length === 0) continue;
+        const response = await client.images.read(image.snapshotId, image.deviceId, {
+          ranges: batch,
+        });
+        let got = 0;
+        try {
+          for await (const piece of byterangePieces(response)) {
+            got += piece.bytes.length;
+            yield piece;
+          }
+        } catch (error) {
+          throw shortRead(got, span, (error as Error).message);
         }
-      } catch (error) {
-        throw shortRead(got, extent, (error as Error).message);
+        if (got !== span.length) throw shortRead(got, span, "the service cut the response");
       }
-      if (got !== extent.length) throw shortRead(got, extent, "the service cut the response");
     },
     zeroExtents: () => Promise.resolve([]),
     close: () => Promise.resolve(),
   };
+}
+
+/** Ranges asked for per HTTP request (the service answers up to 256 in one multipart body). */
+const HTTP_RANGES_PER_REQUEST = 256;
+
+function sumOf(extents: readonly ByteExtent[]): number {
+  return extents.reduce((sum, e) => sum + e.length, 0);
 }
 
 /** Bytes per NBD READ. */
@@ -76,34 +94,42 @@ const NBD_READ_BYTES = 1 << 20;
 /** READs kept in flight. */
 const NBD_READ_DEPTH = 4;
 
+/** `extent` of the export as positioned pieces, NBD_READ_DEPTH READs in flight. */
+async function* nbdPieces(client: NbdClient, extent: ByteExtent): AsyncGenerator<PositionedPiece> {
+  const end = extent.offset + extent.length;
+  let next = extent.offset;
+  const inFlight: Array<Promise<PositionedPiece>> = [];
+  const issue = () => {
+    const offset = next;
+    const bytes = new Uint8Array(Math.min(NBD_READ_BYTES, end - next));
+    const read = client.pread(offset, bytes).then(() => ({ offset, bytes }));
+    read.catch(() => {}); // Awaited in order below; this only keeps an early failure handled.
+    inFlight.push(read);
+    next += bytes.length;
+  };
+  let got = 0;
+  try {
+    while (next < end && inFlight.length < NBD_READ_DEPTH) issue();
+    while (inFlight.length > 0) {
+      const piece = await inFlight.shift()!;
+      if (next < end) issue();
+      got += piece.bytes.length;
+      yield piece;
+    }
+  } catch (error) {
+    throw shortRead(got, extent, (error as Error).message);
+  }
+}
+
 /** An image read from its NBD export at `uri`. */
 export async function nbdSource(uri: string): Promise<ImageSource> {
   const client = await NbdClient.connect(uri, { metaContexts: [BASE_ALLOCATION] });
   return {
     sizeBytes: client.sizeBytes,
     via: "NBD",
-    async *pieces(extent) {
-      const end = extent.offset + extent.length;
-      let next = extent.offset;
-      const inFlight: Array<Promise<Uint8Array>> = [];
-      const issue = () => {
-        const into = new Uint8Array(Math.min(NBD_READ_BYTES, end - next));
-        const read = client.pread(next, into).then(() => into);
-        read.catch(() => {}); // Awaited in order below; this only keeps an early failure handled.
-        inFlight.push(read);
-        next += into.length;
-      };
-      let got = 0;
-      try {
-        while (next < end && inFlight.length < NBD_READ_DEPTH) issue();
-        while (inFlight.length > 0) {
-          const piece = await inFlight.shift()!;
-          if (next < end) issue();
-          got += piece.length;
-          yield piece;
-        }
-      } catch (error) {
-        throw shortRead(got, extent, (error as Error).message);
+    async *read(extents) {
+      for (const extent of extents) {
+        for await (const bytes of nbdPieces(client, extent)) yield bytes;
       }
     },
     async zeroExtents(extent) {

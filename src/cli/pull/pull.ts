@@ -53,13 +53,9 @@ async function copyExtents(
   extents: readonly ByteExtent[],
   options: { writer: SparseWriter; base: number; progress: ProgressSink },
 ): Promise<void> {
-  for (const extent of extents) {
-    let at = extent.offset;
-    for await (const piece of source.pieces(extent)) {
-      await options.writer.write(at - options.base, piece);
-      at += piece.length;
-      options.progress.advance(piece.length);
-    }
+  for await (const { offset, bytes } of source.read(extents)) {
+    await options.writer.write(offset - options.base, bytes);
+    options.progress.advance(bytes.length);
   }
 }
 
@@ -195,10 +191,10 @@ export async function pullToStream(
   const writer = writable.getWriter();
   let bytes = 0;
   try {
-    for await (const piece of source.pieces(extent)) {
-      await writer.write(piece);
-      bytes += piece.length;
-      options.progress.advance(piece.length);
+    for await (const piece of source.read([extent])) {
+      await writer.write(piece.bytes);
+      bytes += piece.bytes.length;
+      options.progress.advance(piece.bytes.length);
     }
   } finally {
     writer.releaseLock();
