@@ -173,8 +173,11 @@ export interface HookRunInfo {
 export interface ConsistencyReport {
   /** Whether freezing was asked for. */
   freeze: boolean;
-  /** Per device, the file systems found on it (empty when none, or freeze was off). */
-  devices: Array<{ deviceId: string; filesystems: FrozenFilesystem[] }>;
+  /**
+   * Per device, the file systems found on it (empty when none, or freeze was
+   * off), and why they could not be looked for, if so.
+   */
+  devices: Array<{ deviceId: string; filesystems: FrozenFilesystem[]; error?: string }>;
   /** The hooks that ran. */
   hooks: HookRunInfo[];
   /** True when the freeze limit passed before the take returned, so the thaw came first. */

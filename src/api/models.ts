@@ -154,6 +154,7 @@ export const snapshotInfo = object({
         frozenMs: optional(integer({ minimum: 0 })),
         error: optional(string()),
       })),
+      error: optional(string()),
     })),
     hooks: array(object({
       name: string(),

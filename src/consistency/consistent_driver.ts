@@ -182,10 +182,11 @@ export class ConsistentDriver implements SnapshotDriver {
       }
     }
     let targets: FreezeTarget[] = [];
+    const failures = new Map<string, string>();
     let thawedEarly = false;
     let taken: SnapshotInfo | undefined;
     try {
-      targets = freeze ? await this.#targets(deviceIds) : [];
+      targets = freeze ? await this.#targets(deviceIds, failures) : [];
       await this.#freezeAll(targets);
       let watchdog: ReturnType<typeof setTimeout> | undefined;
       const maxFreezeMs = this.#options.maxFreezeMs ?? DEFAULT_MAX_FREEZE_MS;
@@ -211,6 +212,7 @@ export class ConsistentDriver implements SnapshotDriver {
       devices: deviceIds.map((deviceId) => ({
         deviceId,
         filesystems: targets.filter((t) => t.deviceId === deviceId).map((t) => t.state),
+        ...(failures.has(deviceId) ? { error: failures.get(deviceId) } : {}),
       })),
       hooks,
       thawedEarly,
@@ -257,13 +259,35 @@ export class ConsistentDriver implements SnapshotDriver {
     return roots.flatMap((root) => devicesOn(this.#sys, root).map((node) => node.name));
   }
 
-  async #targets(deviceIds: string[]): Promise<FreezeTarget[]> {
-    const { backend } = await this.#inner.version();
-    const mounts = await (this.#options.mounts ?? (() => readMountinfo()))();
+  /**
+   * The file systems to freeze, per device; a device whose file systems
+   * cannot be looked for gets an error in `failures` and is taken unfrozen.
+   */
+  async #targets(deviceIds: string[], failures: Map<string, string>): Promise<FreezeTarget[]> {
     const targets: FreezeTarget[] = [];
+    let backend: string;
+    let mounts: MountEntry[];
+    try {
+      backend = (await this.#inner.version()).backend;
+      mounts = await (this.#options.mounts ?? (() => readMountinfo()))();
+    } catch (error) {
+      const why = `cannot read the mount table: ${(error as Error).message}`;
+      for (const deviceId of deviceIds) failures.set(deviceId, why);
+      this.#log(`take: ${why}; nothing is frozen`);
+      return targets;
+    }
     const seen = new Set<string>();
     for (const deviceId of deviceIds) {
-      for (const name of await this.#blockDevicesOf(deviceId, backend)) {
+      let names: string[];
+      try {
+        names = await this.#blockDevicesOf(deviceId, backend);
+      } catch (error) {
+        const why = `cannot find the block devices on ${deviceId}: ${(error as Error).message}`;
+        failures.set(deviceId, why);
+        this.#log(`take: ${why}; it is not frozen`);
+        continue;
+      }
+      for (const name of names) {
         const deviceNumber = this.#sys.read(`class/block/${name}/dev`);
         const mount = mounts.find((m) => m.deviceNumber === deviceNumber);
         if (!deviceNumber || !mount || seen.has(deviceNumber)) continue;

@@ -4,7 +4,7 @@ import { treeAt } from "../../src/consistency/block_topology.ts";
 import { ConsistentDriver } from "../../src/consistency/consistent_driver.ts";
 import type { FsFreezer } from "../../src/consistency/fs_freezer.ts";
 import { Hooks } from "../../src/consistency/hooks.ts";
-import { parseMountinfo } from "../../src/consistency/mountinfo.ts";
+import { type MountEntry, parseMountinfo } from "../../src/consistency/mountinfo.ts";
 import type { SnapshotDriver } from "../../src/driver.ts";
 import { ServiceError } from "../../src/errors.ts";
 import { rejectsWithProblem } from "../_helpers/api_problem.ts";
@@ -48,7 +48,12 @@ interface Setup {
 }
 
 async function withConsistentService(
-  options: { hooks?: Record<string, string>; maxFreezeMs?: number; slowTakeMs?: number },
+  options: {
+    hooks?: Record<string, string>;
+    maxFreezeMs?: number;
+    slowTakeMs?: number;
+    mounts?: () => Promise<MountEntry[]>;
+  },
   body: (fixture: ServiceFixture, setup: Setup) => Promise<void>,
 ): Promise<void> {
   const sysRoot = await makeTree({ ...SYSFS_FILES, "devices/nbd0/backend": "vda\n" }, SYSFS_LINKS);
@@ -82,7 +87,7 @@ async function withConsistentService(
           log: (line) => log.push(line),
           sys: treeAt(sysRoot),
           proc: treeAt(join(sysRoot, "proc")),
-          mounts: () => Promise.resolve(MOUNTINFO),
+          mounts: options.mounts ?? (() => Promise.resolve(MOUNTINFO)),
         });
       },
     }, async (fixture) => {
@@ -272,4 +277,19 @@ Deno.test("a pre hook that outlives its timeout is killed and aborts the take", 
       assert.match(problem.detail, /10-hangs was killed after 2000 ms: waiting/);
     },
   );
+});
+
+Deno.test("a mount table that cannot be read does not stop the take: nothing frozen, the reason reported", async () => {
+  const mounts = () => Promise.reject(new Error("permission denied"));
+  await withConsistentService({ mounts }, async (fixture, { freezer }) => {
+    const id = await create(fixture);
+    const taken = await fixture.client.snapshots.take(id);
+    assert.equal(taken.state, "taken");
+    assert.deepEqual(freezer.calls, []);
+    assert.deepEqual(taken.consistency!.devices, [{
+      deviceId: "vda",
+      filesystems: [],
+      error: "cannot read the mount table: permission denied",
+    }]);
+  });
 });
