@@ -38,9 +38,10 @@ labTest({
   requires: ["service", "module"],
   async fn() {
     await withCleanup(async (stack) => {
+      // The storage's tmpfs first: it unmounts after the service has destroyed the snapshots.
+      const tmpfs = (await mountTmpfs(stack, { sizeBytes: 128 * MiB })).dir;
       const { client } = await kernelService(stack);
       const { origin } = await scratchPartitions();
-      const tmpfs = (await mountTmpfs(stack, { sizeBytes: 128 * MiB })).dir;
       await writeAt(origin, 0, randomBytes(4 * MiB));
       const device = await client.devices.attach({ path: origin, name: "origin" });
       const storage = { path: `${tmpfs}/pull.diff`, limitBytes: 64 * MiB };
@@ -84,9 +85,10 @@ labTest({
   requires: ["service", "module"],
   async fn() {
     await withCleanup(async (stack) => {
+      // The storage's tmpfs first: it unmounts after the service has destroyed the snapshots.
+      const tmpfs = (await mountTmpfs(stack, { sizeBytes: 128 * MiB })).dir;
       const { client } = await kernelService(stack);
       const { origin } = await scratchPartitions();
-      const tmpfs = (await mountTmpfs(stack, { sizeBytes: 128 * MiB })).dir;
       const before = randomBytes(MiB);
       await writeAt(origin, 0, before);
       const device = await client.devices.attach({ path: origin, name: "origin" });
@@ -118,9 +120,10 @@ labTest({
   requires: ["service", "module"],
   async fn() {
     await withCleanup(async (stack) => {
+      // The storage's tmpfs first: it unmounts after the service has destroyed the snapshots.
+      const tmpfs = (await mountTmpfs(stack, { sizeBytes: 128 * MiB })).dir;
       const { client } = await kernelService(stack);
       const { origin } = await scratchPartitions();
-      const tmpfs = (await mountTmpfs(stack, { sizeBytes: 128 * MiB })).dir;
       await mkfsExt4(origin);
       const fs = await mount(origin, "/mnt/lab-origin");
       stack.defer(() => fs.unmount());
