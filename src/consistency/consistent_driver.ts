@@ -120,8 +120,8 @@ export class ConsistentDriver implements SnapshotDriver {
   addDevice: SnapshotDriver["addDevice"] = (snapshotId, deviceId) =>
     this.#inner.addDevice(snapshotId, deviceId);
   /** Passes through to the wrapped driver. */
-  waitEvent: SnapshotDriver["waitEvent"] = (snapshotId, timeoutMs) =>
-    this.#inner.waitEvent(snapshotId, timeoutMs);
+  waitEvents: SnapshotDriver["waitEvents"] = (snapshotId, options) =>
+    this.#inner.waitEvents(snapshotId, options);
   /** Passes through to the wrapped driver. */
   imageSize: SnapshotDriver["imageSize"] = (snapshotId, deviceId) =>
     this.#inner.imageSize(snapshotId, deviceId);

@@ -58,8 +58,10 @@ async function take(fixture: ServiceFixture): Promise<string> {
 
 /** The change token of the image of `deviceId` in `snapshotId`, to pass as --since later. */
 async function changeToken(fixture: ServiceFixture, snapshotId: string): Promise<string> {
-  const changes = await fixture.client.images.changes(snapshotId, "vda");
-  return String(changes.changesNumber);
+  const info = await fixture.client.snapshots.get(snapshotId);
+  const token = info.devices.find((d) => d.deviceId === "vda")?.changeToken;
+  assert.ok(token, `snapshot ${snapshotId} has a change token for vda`);
+  return token;
 }
 
 async function leftovers(dir: string): Promise<string[]> {
@@ -260,6 +262,9 @@ Deno.test("a read cut mid-way leaves no output and no temporary file, and says w
     const path = join(fixture.allowed, "vda.img");
     await Deno.writeFile(path, sparseContent(5));
     await fixture.client.devices.attach({ path, name: "vda" });
+    const first = await take(fixture);
+    const token = await changeToken(fixture, first);
+    await fixture.client.snapshots.destroy(first);
     await fixture.client.cbt.markDirty("vda", [{ offset: 0, count: (4 * MIB) / 512 }]);
     const id = await take(fixture);
     await withCuttingProxy(fixture.baseUrl, 2 * MIB, async (url) => {
@@ -284,7 +289,7 @@ Deno.test("a read cut mid-way leaves no output and no temporary file, and says w
       const old = sparseContent(9);
       await Deno.writeFile(backup, old);
       const apply = await runCli(
-        ["image", "read", id, "vda", "--since", "0", "--into", backup],
+        ["image", "read", id, "vda", "--since", token, "--into", backup],
         { BLKSNAP_URL: url },
       );
       assert.equal(apply.code, 1, apply.stderr);
@@ -327,5 +332,36 @@ Deno.test("image read --nbd-server pulls from a given NBD server by export name 
     );
     assert.equal(report.via, "NBD");
     assert.deepEqual(await Deno.readFile(out), content);
+  });
+});
+
+Deno.test("image read --since with a token the service cannot answer says: take a full backup: <reason>", async () => {
+  await withService({}, async (fixture) => {
+    const first = await attachAndTake(fixture, sparseContent(6));
+    const backup = join(fixture.root, "backup.raw");
+    await Deno.writeFile(backup, sparseContent(6));
+    const env = { BLKSNAP_URL: fixture.baseUrl };
+    const own = await runCli(
+      [
+        "image",
+        "read",
+        first,
+        "vda",
+        "--since",
+        await changeToken(fixture, first),
+        "--into",
+        backup,
+      ],
+      env,
+    );
+    assert.notEqual(own.code, 0);
+    assert.match(own.stderr, /^blksnap: take a full backup: not_earlier\n$/);
+    const garbage = await runCli(
+      ["image", "read", first, "vda", "--since", "not-a-token", "--into", backup],
+      env,
+    );
+    assert.notEqual(garbage.code, 0);
+    assert.match(garbage.stderr, /^blksnap: take a full backup: malformed\n$/);
+    assert.deepEqual(await Deno.readFile(backup), sparseContent(6), "the copy is left alone");
   });
 });

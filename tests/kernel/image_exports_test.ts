@@ -123,7 +123,7 @@ Deno.test({
       fx.fake.writeDevice(vdb.path, vdb.content.length - 10, pattern(10, 3)); // the short tail
       const second = await takeVdb(scenario);
       const dirty = await map(uri(`vdb@${second}`), "qemu:dirty-bitmap:cbt");
-      const changes = await readChanges(driver, "vdb");
+      const changes = await readChanges(driver, (await driver.snapshotInfo(second)).devices[0]);
       assert.ok(changes.extents.length > 0);
       assert.deepEqual(
         dirty.filter((e) => e.type === 1).map(({ offset, length }) => ({ offset, length })),

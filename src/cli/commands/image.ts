@@ -21,7 +21,13 @@ import { ProblemError } from "../../client/problem_error.ts";
 import { isServiceError, ServiceError } from "../../errors.ts";
 import { imageExportName } from "../../export_names.ts";
 import { type ByteExtent, httpSource, type ImageSource, nbdSource } from "../pull/image_source.ts";
-import { applyChanges, pullFull, type PullResult, pullToStream } from "../pull/pull.ts";
+import {
+  applyChanges,
+  checkFullCopy,
+  pullFull,
+  type PullResult,
+  pullToStream,
+} from "../pull/pull.ts";
 
 const HELP = `Usage: blksnap image VERB SNAPSHOT DEVICE [options]
 
@@ -33,15 +39,17 @@ Verbs:
             TOKEN to FILE, an existing full copy of the previous backup (a
             synthetic full). A progress bar is drawn on standard error when it
             is a terminal.
-  changes   the extents changed since the previous snapshot (--since N: changed
-            after change number N), for incremental backup
-  locate    where the image is: an nbd:// URI (userspace) or a /dev path (kernel)
+  changes   the extents changed since the snapshot of change token --since TOKEN
+            (default: the previous snapshot), for incremental backup; exit 3 with
+            FULL_BACKUP_REQUIRED and its reason when only a full backup is safe
+  locate    where the image is (an nbd:// URI or a /dev path) and its change token
 
   -o, --output FILE   read: where to write (default standard output)
   --offset BYTES      read: first byte (default 0)
   --length BYTES      read: number of bytes (default: to the end)
-  --since TOKEN       read: with --into, the change token of the previous backup;
-                      changes: report blocks with a change number above N
+  --since TOKEN       changes: the change token of an earlier snapshot of the device;
+                      read: with --into, the change token of the previous backup
+  --generation UUID   changes: with a bare change number in --since, its CBT generation
   --into FILE         read: the full copy to update with the changed extents
   --in-place          read --into: write into FILE directly (no copy of it first;
                       a failure leaves it partly updated)
@@ -72,6 +80,14 @@ async function openSource(
   return await nbdSource(locator);
 }
 
+/** The service cannot answer the changes since a token: only a full backup is safe. */
+class FullBackupRequired extends ServiceError {
+  /** `detail` is the line the CLI prints. */
+  constructor(detail: string) {
+    super("CONFLICT", detail);
+  }
+}
+
 /** The changed extents since `token`; a 409 FULL_BACKUP_REQUIRED becomes a one-line refusal. */
 async function changedExtents(
   client: Client,
@@ -80,13 +96,13 @@ async function changedExtents(
 ): Promise<ByteExtent[]> {
   try {
     const changes = await client.images.changes(image.snapshotId, image.deviceId, {
-      since: token as unknown as number,
+      since: token,
     });
     return changes.extents;
   } catch (error) {
     if (error instanceof ProblemError && String(error.code) === "FULL_BACKUP_REQUIRED") {
       const reason = (error.problem as { reason?: string }).reason ?? error.problem.detail;
-      throw new ServiceError("CONFLICT", `take a full backup: ${reason}`);
+      throw new FullBackupRequired(`take a full backup: ${reason}`);
     }
     throw error;
   }
@@ -142,12 +158,13 @@ async function read(
   }
   const part = requestedPart(values);
   const name = `${image.deviceId}@${image.snapshotId}`;
-  const extents = since !== undefined ? await changedExtents(client, image, since) : undefined;
   const source = await openSource(client, image, {
     wanted: values.nbd === true,
     server: values["nbd-server"] as string | undefined,
   });
   try {
+    if (into) await checkFullCopy(into, source.sizeBytes);
+    const extents = since !== undefined ? await changedExtents(client, image, since) : undefined;
     const extent = into ? undefined : requestedExtent(part, source.sizeBytes);
     const total = extents
       ? extents.reduce((sum, e) => sum + e.length, 0)
@@ -173,7 +190,7 @@ async function read(
       progress.finish();
     }
   } catch (error) {
-    if (error instanceof UsageError) throw error;
+    if (error instanceof UsageError || error instanceof FullBackupRequired) throw error;
     const reason = error instanceof ProblemError ? error.problem.detail : (error as Error).message;
     const left = output ? `; nothing was written to ${output}` : "";
     throw new ServiceError(
@@ -206,6 +223,7 @@ export const command: Command = {
       "in-place": { type: "boolean", default: false },
       nbd: { type: "boolean", default: false },
       "nbd-server": { type: "string" },
+      generation: { type: "string" },
     });
     const snapshotId = positional(parsed, 0, "SNAPSHOT");
     const deviceId = positional(parsed, 1, "DEVICE");
@@ -230,15 +248,16 @@ export const command: Command = {
         return 0;
       }
       case "changes": {
-        const since = parsed.values.since
-          ? integerArgument(parsed.values.since as string, "--since")
-          : undefined;
-        const changes = await client.images.changes(snapshotId, deviceId, { since });
+        const since = parsed.values.since as string | undefined;
+        const generation = parsed.values.generation as string | undefined;
+        const changes = await client.images.changes(snapshotId, deviceId, { since, generation });
         print(
           parsed,
           io,
           changes,
           () =>
+            `change token ${changes.changeToken}\n` +
+            `since token  ${changes.sinceToken ?? `(change number ${changes.since})`}\n` +
             `generation ${changes.generationId}, changes number ${changes.changesNumber}, ` +
             `blocks above ${changes.since}: ${changes.changedBytes} bytes in ${changes.extents.length} extents\n` +
             changes.extents.map((e) => `${e.offset}\t${e.length}\n`).join(""),
@@ -247,7 +266,14 @@ export const command: Command = {
       }
       case "locate": {
         const locator = await client.images.locator(snapshotId, deviceId);
-        print(parsed, io, locator, () => `${locator.locator}\t${locator.sizeBytes} bytes\n`);
+        print(
+          parsed,
+          io,
+          locator,
+          () =>
+            `${locator.locator}\t${locator.sizeBytes} bytes\n` +
+            (locator.changeToken ? `change token ${locator.changeToken}\n` : ""),
+        );
         return 0;
       }
       default:

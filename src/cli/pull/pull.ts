@@ -133,6 +133,23 @@ async function cloneFile(from: string, to: string): Promise<void> {
 }
 
 /**
+ * Checks that `path` is a regular file of `sizeBytes`, as a full copy of the
+ * image must be. NOT_FOUND when it cannot be opened, INVALID_ARGUMENT otherwise.
+ */
+export async function checkFullCopy(path: string, sizeBytes: number): Promise<void> {
+  const info = await Deno.stat(path).catch((cause) => {
+    throw new ServiceError("NOT_FOUND", `${path} cannot be opened: ${cause.message}`);
+  });
+  if (!info.isFile) throw new ServiceError("INVALID_ARGUMENT", `${path} is not a regular file`);
+  if (info.size !== sizeBytes) {
+    throw new ServiceError(
+      "INVALID_ARGUMENT",
+      `${path} has ${info.size} bytes but the image has ${sizeBytes}: it is not a full copy of this device`,
+    );
+  }
+}
+
+/**
  * Writes the `extents` of the image from `source` into an existing full copy
  * (a synthetic full). INVALID_ARGUMENT when the copy's size differs from the image's.
  */
@@ -141,18 +158,7 @@ export async function applyChanges(
   extents: readonly ByteExtent[],
   options: ApplyChangesOptions,
 ): Promise<PullResult> {
-  const info = await Deno.stat(options.into).catch((cause) => {
-    throw new ServiceError("NOT_FOUND", `${options.into} cannot be opened: ${cause.message}`);
-  });
-  if (!info.isFile) {
-    throw new ServiceError("INVALID_ARGUMENT", `${options.into} is not a regular file`);
-  }
-  if (info.size !== source.sizeBytes) {
-    throw new ServiceError(
-      "INVALID_ARGUMENT",
-      `${options.into} has ${info.size} bytes but the image has ${source.sizeBytes}: it is not a full copy of this device`,
-    );
-  }
+  await checkFullCopy(options.into, source.sizeBytes);
   const target = options.inPlace ? options.into : temporaryPath(options.into);
   if (!options.inPlace) await cloneFile(options.into, target);
   let file: Deno.FsFile | undefined;
