@@ -13,12 +13,15 @@ import { resolve } from "node:path";
 import type { SnapshotDriver } from "../../driver.ts";
 import type { KernelDriver } from "../../kernel/kernel_driver.ts";
 import { createApp } from "../../api/app.ts";
+import { type HttpServer, serveHttp } from "../../api/http_listener.ts";
 import { PathPolicy } from "../../api/path_policy.ts";
 import { ServiceError } from "../../errors.ts";
 import { SERVICE_VERSION } from "../../version.ts";
 import type { Command } from "../command.ts";
 import type { CliIo } from "../context.ts";
 import { UsageError } from "../exit_codes.ts";
+import { raiseOpenFileLimit } from "../open_file_limit.ts";
+import { limitFlags, LIMITS_HELP, type ServeLimits, serveLimits } from "./serve_limits.ts";
 
 const HELP = `Usage: blksnap serve [options]
 
@@ -44,7 +47,7 @@ userspace backend.
   --max-freeze SECONDS    file systems are thawed after this even if the take is still
                           running (env BLKSNAP_MAX_FREEZE, default 10)
   -h, --help              show this help
-`;
+${LIMITS_HELP}`;
 
 /** The serve settings after flags and environment are merged. */
 export interface ServeSettings {
@@ -68,6 +71,8 @@ export interface ServeSettings {
   hookTimeoutMs: number;
   /** Milliseconds file systems may stay frozen. */
   maxFreezeMs: number;
+  /** Connection and request limits. */
+  limits: ServeLimits;
 }
 
 function secondsSetting(text: string, what: string): number {
@@ -102,6 +107,15 @@ async function readTokenFile(path: string): Promise<string> {
   }
 }
 
+/** BLKSNAP_TOKEN trimmed (a trailing newline is no part of it); UsageError when set but empty. */
+function tokenFromEnv(io: CliIo): string | undefined {
+  const text = io.env("BLKSNAP_TOKEN");
+  if (text === undefined) return undefined;
+  const token = text.trim();
+  if (!token) throw new UsageError("BLKSNAP_TOKEN is set but empty: give a token or unset it");
+  return token;
+}
+
 /** Merges flags `args` with the environment into settings. */
 export async function serveSettings(args: string[], io: CliIo): Promise<ServeSettings | "help"> {
   let values;
@@ -119,6 +133,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
         "hooks-dir": { type: "string" },
         "hook-timeout": { type: "string" },
         "max-freeze": { type: "string" },
+        ...limitFlags,
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -139,7 +154,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   const allowFromEnv = io.env("BLKSNAP_ALLOW_PATH")?.split(":").filter(Boolean);
   const allowPaths = (values["allow-path"] ?? allowFromEnv ?? [stateDir]).map((p) => resolve(p));
   const tokenFile = values["token-file"] ?? io.env("BLKSNAP_TOKEN_FILE");
-  const token = tokenFile ? await readTokenFile(tokenFile) : io.env("BLKSNAP_TOKEN") || undefined;
+  const token = tokenFile ? await readTokenFile(tokenFile) : tokenFromEnv(io);
   if (!isLoopback(listen.hostname) && !token) {
     throw new UsageError(
       `Listening on ${listen.hostname} (not loopback) requires a bearer token: ` +
@@ -162,6 +177,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
     values["max-freeze"] ?? io.env("BLKSNAP_MAX_FREEZE") ?? "10",
     "--max-freeze",
   );
+  const limits = serveLimits(values, io);
   return {
     listen,
     backend,
@@ -173,6 +189,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
     hooksDir,
     hookTimeoutMs,
     maxFreezeMs,
+    limits,
   };
 }
 
@@ -195,6 +212,7 @@ async function serveKernelImages(
     server = await startNbdServer(exports, {
       ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
       ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
+      maxConnections: settings.limits.nbdMaxConnections,
     });
   } catch (error) {
     await driver.close();
@@ -250,6 +268,7 @@ async function openDriver(settings: ServeSettings, io: CliIo): Promise<OpenedDri
     nbd: {
       ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
       ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
+      maxConnections: settings.limits.nbdMaxConnections,
     },
     logger: log,
   });
@@ -298,6 +317,8 @@ async function consistentTakes(
 /** Runs the service until SIGINT or SIGTERM. */
 async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   await Deno.mkdir(settings.stateDir, { recursive: true });
+  const files = raiseOpenFileLimit();
+  io.err(`open-file limit: ${files.soft} (hard ${files.hard})\n`);
   const paths = await PathPolicy.create(settings.allowPaths);
   io.err(`blksnap service ${SERVICE_VERSION}, state in ${settings.stateDir}\n`);
   const opened = await openDriver(settings, io);
@@ -307,21 +328,21 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   });
   const app = createApp(driver, { paths, token: settings.token });
   const stopped = Promise.withResolvers<void>();
-  let server: Deno.HttpServer;
+  let server: HttpServer;
   try {
-    server = Deno.serve({
-      hostname: settings.listen.hostname,
-      port: settings.listen.port,
-      onListen: ({ hostname, port }) => {
-        const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-        io.err(
-          `HTTP API on http://${host}:${port}/v1 (bearer token ${
-            settings.token ? "required" : "not required"
-          })\n`,
-        );
-        io.err(`allowed paths: ${paths.prefixes.join(", ")}\n`);
-      },
-    }, app.fetch);
+    const { hostname, port } = settings.listen;
+    server = serveHttp(Deno.listen({ hostname, port }), app.fetch, {
+      ...settings.limits.http,
+      log: (message) => io.err(`${message}\n`),
+    });
+    const addr = server.addr as Deno.NetAddr;
+    const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+    io.err(
+      `HTTP API on http://${host}:${addr.port}/v1 (bearer token ${
+        settings.token ? "required" : "not required"
+      })\n`,
+    );
+    io.err(`allowed paths: ${paths.prefixes.join(", ")}\n`);
   } catch (error) {
     await opened.stop();
     await driver.close();
