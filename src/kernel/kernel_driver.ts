@@ -320,8 +320,8 @@ export class KernelDriver implements SnapshotDriver {
     const identity = this.#storageIdentities.get(snapshot.id);
     this.#storageIdentities.delete(snapshot.id);
     this.#takeMarks.delete(snapshot.id);
-    waiter.forget(snapshot.id);
     this.#persist(client);
+    await waiter.forget(snapshot.id);
     for (const path of snapshot.images) await this.#images.release(path);
     if (snapshot.storageCreated && snapshot.storage) {
       if (identity) await removeCreated(snapshot.storage.path, identity);
