@@ -21,6 +21,14 @@
  *   tables, previous 0 / active 1, new generation.
  * Offsets here are in bytes; markDirtySectors takes the kernel's sectors.
  *
+ * Flat state: both tables and a small Int32 header (active and previous
+ * change numbers, corrupted flag, epoch; {@link CbtHeader}) live in one
+ * SharedArrayBuffer, laid out header, read table, write table, so that
+ * other threads can later mark and read it without copies. The epoch
+ * counts switches and resets. The write path checks {@link CbtMap.isCorrupted}
+ * before marking and marks with {@link CbtMap.mark}, which reports a block
+ * beyond the map by its result rather than by an exception.
+ *
  * @module
  */
 
@@ -30,6 +38,21 @@ import { type EngineParams, SECTOR_BYTES, trackingBlockSizing } from "./params.t
 
 /** The last change number before the map restarts at 1 with a new generation. */
 export const CBT_MAX_CHANGE_NUMBER = 255;
+
+/** Int32 slots of a CBT map's header, at the start of its buffer. */
+export const CbtHeader = {
+  /** The change number writes mark now. */
+  ACTIVE: 0,
+  /** The change number of the last take. */
+  PREVIOUS: 1,
+  /** 1 after a marking error, until the next reset. */
+  CORRUPTED: 2,
+  /** Counts switches and resets (a new table layout or numbers). */
+  EPOCH: 3,
+} as const;
+
+/** Bytes of the header before the read table. */
+export const CBT_HEADER_BYTES = 16;
 
 /** CBT state as the CBTINFO control reports it. */
 export interface CbtMapInfo {
@@ -51,12 +74,11 @@ export class CbtMap {
   #blockShift = 0;
   #blockCount = 0;
   #capacityBytes = 0;
-  #readTable = new Uint8Array(0);
-  #writeTable = new Uint8Array(0);
-  #active = 1;
-  #previous = 0;
+  #buffer = new SharedArrayBuffer(CBT_HEADER_BYTES);
+  #header = new Int32Array(this.#buffer, 0, 4);
+  #readTable: Uint8Array = new Uint8Array(0);
+  #writeTable: Uint8Array = new Uint8Array(0);
   #generationId = "";
-  #corrupted = false;
 
   /** A fresh map sized for `capacityBytes` with the tracking-block rules of `params`. */
   constructor(capacityBytes: number, params: EngineParams) {
@@ -86,15 +108,26 @@ export class CbtMap {
   }
   /** The change number writes mark now. */
   get activeNumber(): number {
-    return this.#active;
+    return this.#header[CbtHeader.ACTIVE];
   }
   /** The change number of the last take. */
   get previousNumber(): number {
-    return this.#previous;
+    return this.#header[CbtHeader.PREVIOUS];
   }
   /** True after a marking error, until the next reset. */
   get isCorrupted(): boolean {
-    return this.#corrupted;
+    return this.#header[CbtHeader.CORRUPTED] !== 0;
+  }
+  /** Switches and resets so far. */
+  get epoch(): number {
+    return this.#header[CbtHeader.EPOCH];
+  }
+  /**
+   * The memory behind the map: {@link CbtHeader} Int32 slots, then the read
+   * table, then the write table (blockCount bytes each). Replaced at reset.
+   */
+  get buffer(): SharedArrayBuffer {
+    return this.#buffer;
   }
 
   #blockRange(offsetBytes: number, lengthBytes: number): [number, number] {
@@ -113,7 +146,7 @@ export class CbtMap {
   }
 
   #refuseCorrupted(action: string): void {
-    if (this.#corrupted) {
+    if (this.isCorrupted) {
       throw new ServiceError(
         "IO",
         `Cannot ${action}: the CBT map is corrupted until the next snapshot is taken`,
@@ -137,17 +170,30 @@ export class CbtMap {
   set(offsetBytes: number, lengthBytes: number): void {
     this.#refuseCorrupted("mark a write in the CBT map");
     if (lengthBytes === 0) return;
-    const [first, last] = this.#blockRange(offsetBytes, lengthBytes);
+    this.#blockRange(offsetBytes, lengthBytes);
+    if (!this.mark(offsetBytes, lengthBytes)) {
+      throw this.#outOfRange(Math.floor((offsetBytes + lengthBytes - 1) / 2 ** this.#blockShift));
+    }
+  }
+
+  /**
+   * The write path's {@link CbtMap.set} for a valid, non-empty byte range of
+   * a map the caller checked is not corrupted: marks what is in range and
+   * returns false, corrupting the map, when a block lies beyond it.
+   */
+  mark(offsetBytes: number, lengthBytes: number): boolean {
+    const size = 2 ** this.#blockShift;
+    const first = Math.floor(offsetBytes / size);
+    const last = Math.floor((offsetBytes + lengthBytes - 1) / size);
     const table = this.#writeTable;
-    const number = this.#active;
+    const number = this.#header[CbtHeader.ACTIVE];
     const end = Math.min(last, this.#blockCount - 1);
     for (let i = first; i <= end; i++) {
       if (table[i] < number) table[i] = number;
     }
-    if (last >= this.#blockCount) {
-      this.#corrupted = true;
-      throw this.#outOfRange(last);
-    }
+    if (last < this.#blockCount) return true;
+    this.#header[CbtHeader.CORRUPTED] = 1;
+    return false;
   }
 
   /**
@@ -158,14 +204,29 @@ export class CbtMap {
   setBoth(offsetBytes: number, lengthBytes: number): void {
     this.#refuseCorrupted("mark both CBT tables");
     if (lengthBytes === 0) return;
-    const [first, last] = this.#blockRange(offsetBytes, lengthBytes);
-    if (last >= this.#blockCount) throw this.#outOfRange(last);
-    const active = this.#active;
-    const previous = this.#previous;
+    const [, last] = this.#blockRange(offsetBytes, lengthBytes);
+    if (!this.markBoth(offsetBytes, lengthBytes)) throw this.#outOfRange(last);
+  }
+
+  /**
+   * {@link CbtMap.setBoth} for a valid, non-empty byte range of a map the
+   * caller checked is not corrupted: returns false, marking nothing, when a
+   * block lies beyond the map.
+   */
+  markBoth(offsetBytes: number, lengthBytes: number): boolean {
+    const size = 2 ** this.#blockShift;
+    const first = Math.floor(offsetBytes / size);
+    const last = Math.floor((offsetBytes + lengthBytes - 1) / size);
+    if (last >= this.#blockCount) return false;
+    const active = this.#header[CbtHeader.ACTIVE];
+    const previous = this.#header[CbtHeader.PREVIOUS];
+    const write = this.#writeTable;
+    const read = this.#readTable;
     for (let i = first; i <= last; i++) {
-      if (this.#writeTable[i] < active) this.#writeTable[i] = active;
-      if (this.#readTable[i] < previous) this.#readTable[i] = previous;
+      if (write[i] < active) write[i] = active;
+      if (read[i] < previous) read[i] = previous;
     }
+    return true;
   }
 
   /**
@@ -202,15 +263,17 @@ export class CbtMap {
    * new generation, otherwise the read table becomes a copy of the write table.
    */
   switch(): void {
-    this.#previous = this.#active;
-    this.#active += 1;
-    if (this.#active > CBT_MAX_CHANGE_NUMBER) {
-      this.#active = 1;
+    const header = this.#header;
+    header[CbtHeader.PREVIOUS] = header[CbtHeader.ACTIVE];
+    header[CbtHeader.ACTIVE] += 1;
+    if (header[CbtHeader.ACTIVE] > CBT_MAX_CHANGE_NUMBER) {
+      header[CbtHeader.ACTIVE] = 1;
       this.#writeTable.fill(0);
       this.#generationId = crypto.randomUUID();
     } else {
       this.#readTable.set(this.#writeTable);
     }
+    header[CbtHeader.EPOCH] += 1;
   }
 
   /**
@@ -222,12 +285,15 @@ export class CbtMap {
     this.#blockShift = shift;
     this.#blockCount = count;
     this.#capacityBytes = capacityBytes;
-    this.#readTable = new Uint8Array(count);
-    this.#writeTable = new Uint8Array(count);
-    this.#previous = 0;
-    this.#active = 1;
+    const epoch = this.#header[CbtHeader.EPOCH];
+    this.#buffer = new SharedArrayBuffer(CBT_HEADER_BYTES + 2 * count);
+    this.#header = new Int32Array(this.#buffer, 0, 4);
+    this.#readTable = new Uint8Array(this.#buffer, CBT_HEADER_BYTES, count);
+    this.#writeTable = new Uint8Array(this.#buffer, CBT_HEADER_BYTES + count, count);
+    this.#header[CbtHeader.PREVIOUS] = 0;
+    this.#header[CbtHeader.ACTIVE] = 1;
+    this.#header[CbtHeader.EPOCH] = epoch + 1;
     this.#generationId = crypto.randomUUID();
-    this.#corrupted = false;
   }
 
   /**
@@ -256,7 +322,7 @@ export class CbtMap {
       blockSizeBytes: this.blockSizeBytes,
       blockCount: this.#blockCount,
       generationId: this.#generationId,
-      changesNumber: this.#previous,
+      changesNumber: this.previousNumber,
     };
   }
 }

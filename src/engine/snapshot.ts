@@ -253,7 +253,10 @@ export class Snapshot {
           });
           tracker.attachDiffArea(area);
           this.#areas.set(tracker.name, area);
-          this.#images.set(tracker.name, new SnapshotImage(tracker, area, this.writable));
+          this.#images.set(
+            tracker.name,
+            new SnapshotImage(area, { cbt: tracker.cbt, writable: this.writable }),
+          );
         }
         this.#state = "taken";
         this.#takenAtMs = this.#options.now();
