@@ -121,6 +121,11 @@ export class FileStore implements BlockStore {
     return new FileStore(init, identity, capacity, Math.max(minIo, SECTOR_BYTES), sysfs);
   }
 
+  /** The open file descriptor (allocation queries: lseek SEEK_DATA/SEEK_HOLE); valid until close. */
+  get fd(): number {
+    return this.#fd;
+  }
+
   /** Current capacity in bytes (as last read). */
   get capacityBytes(): number {
     return this.#capacity;

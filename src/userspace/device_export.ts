@@ -6,7 +6,8 @@
  *
  * TRIM is accepted as the hint it is and changes nothing, so it needs no
  * copy-on-write and leaves the CBT alone; WRITE_ZEROES is a write of zeros
- * (tracked, copied-on-write) and is never "fast".
+ * (tracked, copied-on-write) and is never "fast". `base:allocation` reports
+ * a regular file's holes (allocation.ts); a block device is all data.
  *
  * @module
  */
@@ -14,6 +15,7 @@
 import { ServiceError } from "../errors.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import type { NbdExport, NbdExtent } from "../nbd/export.ts";
+import { storeAllocation } from "./allocation.ts";
 import { CBT_CONTEXTS, cbtExtents } from "./cbt_contexts.ts";
 
 /** NBD block size constraints of engine exports. */
@@ -21,6 +23,7 @@ export const ENGINE_BLOCK_SIZE = { minimum: 1, preferred: 4096, maximum: 32 << 2
 
 /** Serves `tracker`'s device under `name`. */
 export function deviceExport(tracker: Tracker): NbdExport {
+  const allocation = storeAllocation(tracker.store);
   return {
     name: tracker.name,
     description: `tracked device ${tracker.name} (${tracker.store.name})`,
@@ -30,6 +33,7 @@ export function deviceExport(tracker: Tracker): NbdExport {
     readOnly: false,
     blockSize: ENGINE_BLOCK_SIZE,
     canMultiConn: true,
+    reportsHoles: allocation !== undefined,
     read: (offset, into) => tracker.read(offset, into),
     async write(offset, data, { fua }) {
       await tracker.write(offset, data);
@@ -49,7 +53,9 @@ export function deviceExport(tracker: Tracker): NbdExport {
     },
     metaContexts: () => [...CBT_CONTEXTS],
     blockStatus(context, offset, length): Promise<NbdExtent[]> {
-      if (context === "base:allocation") return Promise.resolve([{ length, flags: 0 }]);
+      if (context === "base:allocation") {
+        return Promise.resolve(allocation?.(offset, length) ?? [{ length, flags: 0 }]);
+      }
       return Promise.resolve(
         cbtExtents(tracker.cbt, context, { offset, length, sizeBytes: tracker.capacityBytes }),
       );

@@ -3,7 +3,9 @@
  * read-only unless the snapshot was created writable (image writes modify
  * the chunk's copy and mark both CBT tables, as in the seeds). Its metadata
  * contexts are the device's CBT, so one connection gives both the data as
- * of take time and what changed since the previous snapshot.
+ * of take time and what changed since the previous snapshot. Its
+ * `base:allocation` has the origin's holes where chunks were never copied
+ * (allocation.ts), so sparse copies of an image stay sparse.
  *
  * @module
  */
@@ -11,6 +13,7 @@
 import type { SnapshotImage } from "../engine/image.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import type { NbdExport, NbdExtent } from "../nbd/export.ts";
+import { imageAllocation, storeAllocation } from "./allocation.ts";
 import { CBT_CONTEXTS, cbtExtents } from "./cbt_contexts.ts";
 import { ENGINE_BLOCK_SIZE } from "./device_export.ts";
 
@@ -21,6 +24,8 @@ export function imageExportName(deviceId: string, snapshotId: string): string {
 
 /** Serves `image` of `tracker`'s device in `snapshotId`. */
 export function imageExport(tracker: Tracker, image: SnapshotImage, snapshotId: string): NbdExport {
+  const origin = storeAllocation(tracker.store);
+  const table = image.diffArea.table;
   return {
     name: imageExportName(tracker.name, snapshotId),
     description: `${
@@ -30,12 +35,15 @@ export function imageExport(tracker: Tracker, image: SnapshotImage, snapshotId: 
     readOnly: !image.writable,
     blockSize: ENGINE_BLOCK_SIZE,
     canMultiConn: true,
+    reportsHoles: origin !== undefined,
     read: (offset, into) => image.read(offset, into),
     write: (offset, data) => image.write(offset, data),
     flush: () => image.flush(),
     metaContexts: () => [...CBT_CONTEXTS],
     blockStatus(context, offset, length): Promise<NbdExtent[]> {
-      if (context === "base:allocation") return Promise.resolve([{ length, flags: 0 }]);
+      if (context === "base:allocation") {
+        return Promise.resolve(imageAllocation(table, origin, { offset, length }));
+      }
       return Promise.resolve(
         cbtExtents(tracker.cbt, context, { offset, length, sizeBytes: image.sizeBytes }),
       );
