@@ -156,6 +156,26 @@ export const CONTENDERS: Contender[] = [
   },
 ];
 
+/** The sparse copy row's servers: our image export and nbdkit's file plugin. */
+export const SPARSE_CONTENDERS: Contender[] = [
+  {
+    key: "ours-image",
+    label: "blksnap (snapshot image)",
+    suite: false,
+    firstWrite: false,
+    ours: true,
+    command: ours("image"),
+  },
+  {
+    key: "nbdkit-file-sparse",
+    label: "nbdkit file",
+    suite: false,
+    firstWrite: false,
+    ours: false,
+    command: CONTENDERS.find((c) => c.key === "nbdkit-file")!.command,
+  },
+];
+
 /** A started contender. */
 export interface Running {
   /** Its NBD URI (default export). */

@@ -2,7 +2,7 @@
  * Our NBD server as a separate process for the benchmarks (so that it can
  * be profiled alone, like nbdkit and qemu-nbd run alone):
  *
- *   deno run -A tests/bench/serve.ts --mode memory|file|file-sync|file-ffi|tracker|snapshot --path disk.img --port N
+ *   deno run -A tests/bench/serve.ts --mode memory|file|file-sync|file-ffi|tracker|snapshot|image --path disk.img --port N
  *     [--storage dir]
  *
  * - memory: the file's contents loaded into a MemoryExport (the protocol
@@ -14,6 +14,8 @@
  * - snapshot: as tracker, after a snapshot is taken, so that first writes
  *   copy the original chunks into a difference storage in `--storage`
  *   (a directory on another file system, e.g. /dev/shm) or in memory.
+ * - image: as snapshot, but the default export is the snapshot's image of
+ *   the file (read-only), for the sparse copy row.
  *
  * Prints "ready" once listening; stops cleanly on SIGTERM or SIGINT.
  *
@@ -30,6 +32,7 @@ import { openStore } from "../../src/store/open_store.ts";
 import { FileExport, MemoryExport } from "../_helpers/nbd_exports.ts";
 import { ffiFileExport } from "./ffi_file_export.ts";
 import { deviceExport } from "../../src/userspace/device_export.ts";
+import { imageExport } from "../../src/userspace/image_export.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -63,7 +66,7 @@ if (values.mode === "memory") {
   closers.push(() => store.close(), () => engine.close());
   const tracker = await engine.attach("disk", store);
   exp = deviceExport(tracker);
-  if (values.mode === "snapshot") {
+  if (values.mode === "snapshot" || values.mode === "image") {
     const storagePath = values.storage;
     const storage = storagePath === undefined
       ? new MemoryStore({ capacityBytes: 0, maxBytes: 2 * store.capacityBytes })
@@ -75,6 +78,9 @@ if (values.mode === "memory") {
       trackers: ["disk"],
     });
     await snapshot.take();
+    if (values.mode === "image") {
+      exp = { ...imageExport(tracker, snapshot.image("disk"), snapshot.id), name: "" };
+    }
   }
 }
 

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { isServiceError } from "../../src/errors.ts";
 import { Engine } from "../../src/engine/engine.ts";
 import { WRITE_SLICE_BYTES } from "../../src/engine/tracker.ts";
+import { setImmediate } from "node:timers";
 import { MemoryStore } from "../../src/store/memory_store.ts";
 import { FaultyStore, ioError } from "../_helpers/faulty_store.ts";
 import { CHUNK, filled, setupEngine, sleep, SMALL_PARAMS } from "../_helpers/engine_fixture.ts";
@@ -145,7 +146,7 @@ Deno.test("a write larger than a slice lets timers run between its slices", asyn
   const store = new FaultyStore(memory);
   const tracker = await engine.attach("a", store);
   let timerRan = false;
-  setTimeout(() => (timerRan = true), 0);
+  setImmediate(() => (timerRan = true));
   let timerBeforeLastSlice = false;
   store.failWrite = () => {
     if (store.counts.writes === 4) timerBeforeLastSlice = timerRan;
