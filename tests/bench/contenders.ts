@@ -40,6 +40,7 @@ function ours(mode: string) {
     DENO,
     "run",
     "--allow-all",
+    ...(mode.endsWith("-pool") ? ["--unstable-net"] : []),
     SERVE,
     "--mode",
     mode,
@@ -94,6 +95,14 @@ export const CONTENDERS: Contender[] = [
     firstWrite: false,
     ours: true,
     command: ours("tracker"),
+  },
+  {
+    key: "ours-tracker-pool",
+    label: "blksnap (tracker, Worker pool: shape A prototype)",
+    suite: true,
+    firstWrite: false,
+    ours: true,
+    command: ours("tracker-pool"),
   },
   {
     key: "ours-snapshot",

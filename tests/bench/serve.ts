@@ -16,6 +16,10 @@
  *   (a directory on another file system, e.g. /dev/shm) or in memory.
  * - image: as snapshot, but the default export is the snapshot's image of
  *   the file (read-only), for the sparse copy row.
+ * - tracker-pool: the shape-A prototype of DATA-PLANE.md: the owner attaches
+ *   the file and `--workers N` Workers (default: the core count) serve it on
+ *   reusePort listeners of the port, marking the shared CBT (pool_worker.ts).
+ *   Needs --unstable-net.
  *
  * Prints "ready" once listening; stops cleanly on SIGTERM or SIGINT.
  *
@@ -41,11 +45,13 @@ const { values } = parseArgs({
     path: { type: "string" },
     port: { type: "string", default: "10809" },
     storage: { type: "string" },
+    workers: { type: "string" },
   },
 });
 if (values.path === undefined) throw new Error("--path is required");
 
 const closers: (() => Promise<void>)[] = [];
+let engine: Engine | undefined;
 let exp: NbdExport;
 if (values.mode === "memory") {
   const memory = new MemoryExport({ name: "", sizeBytes: (await Deno.stat(values.path)).size });
@@ -61,9 +67,9 @@ if (values.mode === "memory") {
   closers.push(() => file.close());
   exp = file;
 } else {
-  const engine = new Engine();
+  engine = new Engine();
   const store = await openStore(values.path);
-  closers.push(() => store.close(), () => engine.close());
+  closers.push(() => store.close(), () => engine!.close());
   const tracker = await engine.attach("disk", store);
   exp = deviceExport(tracker);
   if (values.mode === "snapshot" || values.mode === "image") {
@@ -84,16 +90,35 @@ if (values.mode === "memory") {
   }
 }
 
-const server = await startNbdServer(staticProvider([exp]), {
-  tcp: { port: Number(values.port) },
-});
+const workers: Worker[] = [];
+let server: { close(): Promise<void> } | undefined;
+if (values.mode === "tracker-pool") {
+  const tracker = engine!.tracker("disk");
+  const count = Number(values.workers ?? navigator.hardwareConcurrency);
+  for (let i = 0; i < count; i++) {
+    const worker = new Worker(new URL("./pool_worker.ts", import.meta.url), { type: "module" });
+    workers.push(worker);
+    const listening = new Promise((resolve) => (worker.onmessage = resolve));
+    worker.postMessage({
+      path: values.path,
+      port: Number(values.port),
+      cbt: tracker.cbt.buffer,
+      blockShift: tracker.cbt.blockShift,
+      blockCount: tracker.cbt.blockCount,
+    });
+    await listening;
+  }
+} else {
+  server = await startNbdServer(staticProvider([exp]), { tcp: { port: Number(values.port) } });
+}
 console.log("ready");
 
 let stopping = false;
 async function stop(): Promise<void> {
   if (stopping) return;
   stopping = true;
-  await server.close();
+  await server?.close();
+  for (const worker of workers) worker.terminate();
   for (const close of closers.reverse()) await close().catch((error) => console.error(error));
   Deno.exit(0);
 }
