@@ -105,6 +105,14 @@ export const CONTENDERS: Contender[] = [
     command: ours("tracker-pool"),
   },
   {
+    key: "ours-tracker-blocking",
+    label: "blksnap (tracker, blocking FFI Workers: shape B prototype)",
+    suite: true,
+    firstWrite: false,
+    ours: true,
+    command: ours("tracker-blocking"),
+  },
+  {
     key: "ours-snapshot",
     label: "blksnap (taken snapshot)",
     suite: false,

@@ -20,6 +20,10 @@
  *   the file and `--workers N` Workers (default: the core count) serve it on
  *   reusePort listeners of the port, marking the shared CBT (pool_worker.ts).
  *   Needs --unstable-net.
+ * - tracker-blocking: the shape-B prototype: the owner attaches the file and
+ *   opens the listening socket through libc; `--workers N` Workers (default
+ *   8, at least the connections a client opens) each accept one connection
+ *   at a time and serve it with blocking FFI syscalls (blocking_worker.ts).
  *
  * Prints "ready" once listening; stops cleanly on SIGTERM or SIGINT.
  *
@@ -35,6 +39,7 @@ import { MemoryStore } from "../../src/store/memory_store.ts";
 import { openStore } from "../../src/store/open_store.ts";
 import { FileExport, MemoryExport } from "../_helpers/nbd_exports.ts";
 import { ffiFileExport } from "./ffi_file_export.ts";
+import { listenTcp, openBlockingLibc } from "./blocking_libc.ts";
 import { deviceExport } from "../../src/userspace/device_export.ts";
 import { imageExport } from "../../src/userspace/image_export.ts";
 
@@ -92,7 +97,27 @@ if (values.mode === "memory") {
 
 const workers: Worker[] = [];
 let server: { close(): Promise<void> } | undefined;
-if (values.mode === "tracker-pool") {
+if (values.mode === "tracker-blocking") {
+  const tracker = engine!.tracker("disk");
+  const listenFd = listenTcp(openBlockingLibc(), Number(values.port));
+  const count = Number(values.workers ?? 8);
+  for (let i = 0; i < count; i++) {
+    const worker = new Worker(new URL("./blocking_worker.ts", import.meta.url), {
+      type: "module",
+    });
+    workers.push(worker);
+    const ready = new Promise((resolve) => (worker.onmessage = resolve));
+    worker.postMessage({
+      path: values.path,
+      sizeBytes: tracker.capacityBytes,
+      listenFd,
+      cbt: tracker.cbt.buffer,
+      blockShift: tracker.cbt.blockShift,
+      blockCount: tracker.cbt.blockCount,
+    });
+    await ready;
+  }
+} else if (values.mode === "tracker-pool") {
   const tracker = engine!.tracker("disk");
   const count = Number(values.workers ?? navigator.hardwareConcurrency);
   for (let i = 0; i < count; i++) {
