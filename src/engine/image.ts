@@ -131,10 +131,10 @@ export class SnapshotImage {
         const piece = into.subarray(position - offset, runEnd - offset);
         if (table.states[first] === CHUNK_ST_NEW) {
           await this.#storeIo("read", area.original, position, piece);
-          await this.#rereadLeftNew(first, next, { from: position, into: piece });
+          await this.#rereadLeftNew(first, next, position, piece);
         } else {
           for (let index = first; index < next; index++) {
-            await this.#readCopied(index, { from: position, into: piece });
+            await this.#readCopied(index, position, piece);
           }
         }
         position = runEnd;
@@ -147,25 +147,21 @@ export class SnapshotImage {
   }
 
   /** After a NEW run was read from the original: reads again each chunk that left NEW meanwhile. */
-  async #rereadLeftNew(
-    first: number,
-    next: number,
-    run: { from: number; into: Uint8Array },
-  ): Promise<void> {
+  async #rereadLeftNew(first: number, next: number, from: number, run: Uint8Array): Promise<void> {
     const states = this.#area.table.states;
     for (let index = first; index < next; index++) {
-      if (states[index] !== CHUNK_ST_NEW) await this.#readCopied(index, run);
+      if (states[index] !== CHUNK_ST_NEW) await this.#readCopied(index, from, run);
     }
   }
 
-  /** Reads the part of copied chunk `index` that falls in `run` from its buffer or the storage. */
-  async #readCopied(index: number, run: { from: number; into: Uint8Array }): Promise<void> {
+  /** Reads the part of copied chunk `index` in `run` (image bytes from `runFrom`) from its buffer or the storage. */
+  async #readCopied(index: number, runFrom: number, run: Uint8Array): Promise<void> {
     const area = this.#area;
     const table = area.table;
     const chunkStart = index * table.chunkSizeBytes;
-    const from = Math.max(chunkStart, run.from);
-    const to = Math.min(chunkStart + table.sizeOf(index), run.from + run.into.length);
-    const piece = run.into.subarray(from - run.from, to - run.from);
+    const from = Math.max(chunkStart, runFrom);
+    const to = Math.min(chunkStart + table.sizeOf(index), runFrom + run.length);
+    const piece = run.subarray(from - runFrom, to - runFrom);
     const state = table.states[index];
     if (state === CHUNK_ST_IN_MEMORY) {
       const buffer = area.bufferOf(index)!;

@@ -222,3 +222,25 @@ Deno.test("image reads of untouched chunks do not accumulate chunk objects", asy
   assert.equal(fx.snapshot.diffArea("d0")!.counters().chunks, 0);
   await fx.close();
 });
+
+Deno.test("a chunk copied while a NEW run is read from the original is read again from its copy", async () => {
+  const fx = await setupEngine({ sizes: [4 * CHUNK] });
+  const { tracker, store, memory } = fx.devices[0];
+  let armed = true;
+  store.delay = async () => {
+    if (!armed) return;
+    armed = false;
+    // Lands between the image read's state check and its read of the original.
+    await tracker.write(CHUNK, filled(CHUNK, 0x55));
+  };
+  const image = await readImage(fx.snapshot.image("d0"), 0, 4 * CHUNK);
+  assert.equal(memory.snapshotBytes(CHUNK, 1)[0], 0x55, "the original changed mid-read");
+  assert.equal(fx.snapshot.image("d0").chunkState(CHUNK).state, ChunkState.IN_MEMORY);
+  assert.deepEqual(image, filled(4 * CHUNK, 1), "the image still reads as at take");
+  assert.equal(
+    fx.snapshot.diffArea("d0")!.counters().chunks,
+    1,
+    "only the copied chunk has an object",
+  );
+  await fx.close();
+});
