@@ -15,8 +15,9 @@
 import { ServiceError } from "../errors.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import type { NbdExport, NbdExtent } from "../nbd/export.ts";
+import { encodeChangeToken } from "../change_token.ts";
 import { storeAllocation } from "./allocation.ts";
-import { CBT_CONTEXTS, cbtExtents } from "./cbt_contexts.ts";
+import { cbtContextNames, cbtExtents } from "./cbt_contexts.ts";
 
 /** NBD block size constraints of engine exports. */
 export const ENGINE_BLOCK_SIZE = { minimum: 1, preferred: 4096, maximum: 32 << 20 };
@@ -51,7 +52,20 @@ export function deviceExport(tracker: Tracker): NbdExport {
       await tracker.writeZeroes(offset, length);
       if (fua) await tracker.flush();
     },
-    metaContexts: () => [...CBT_CONTEXTS],
+    metaContexts: () => {
+      const { generationId, changesNumber } = tracker.cbt.info();
+      return cbtContextNames(
+        changesNumber >= 1 && !tracker.cbt.isCorrupted
+          ? {
+            changeToken: encodeChangeToken({
+              deviceId: tracker.name,
+              generationId,
+              changeNumber: changesNumber,
+            }),
+          }
+          : {},
+      );
+    },
     blockStatus(context, offset, length): Promise<NbdExtent[]> {
       if (context === "base:allocation") {
         return Promise.resolve(allocation?.(offset, length) ?? [{ length, flags: 0 }]);
