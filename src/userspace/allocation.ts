@@ -14,6 +14,10 @@
  *   changes nothing, zeroes are written as data). Copied chunks (IN_MEMORY,
  *   STORED, FAILED) are data. Runs of chunks in one state are asked for
  *   together, and a NEW run's answer is clipped to the run.
+ * - Whether structured READs should ask at all ({@link holesPossible}): a
+ *   file found fully allocated stays so while tracked (writes only allocate)
+ *   until its size changes, so the answer "no holes" is kept for that size;
+ *   reporting data over a hole is never wrong, only less sparse.
  *
  * @module
  */
@@ -35,6 +39,29 @@ export function storeAllocation(store: BlockStore): AllocationQuery | undefined 
   const fd = (store as { fd?: unknown }).fd;
   if (store.identity.kind !== "file" || typeof fd !== "number") return undefined;
   return (offset, length) => fileAllocation(fd, { offset, length, sizeBytes: store.capacityBytes });
+}
+
+/** How many calls {@link holesPossible} answers "yes" before it looks again. */
+const HOLE_RECHECK_CALLS = 1024;
+
+/**
+ * Whether the file behind `store` (queried by `query`) may still have holes:
+ * false once it is fully allocated at its current size, re-examined when the
+ * size changes and, while it has holes, every {@link HOLE_RECHECK_CALLS} calls.
+ */
+export function holesPossible(store: BlockStore, query: AllocationQuery): () => boolean {
+  let checkedSize = -1;
+  let holes = true;
+  let calls = 0;
+  return () => {
+    const size = store.capacityBytes;
+    if (size === checkedSize && (!holes || ++calls < HOLE_RECHECK_CALLS)) return holes;
+    const [first] = query(0, size);
+    holes = size > 0 && !(first !== undefined && first.flags === 0 && first.length >= size);
+    checkedSize = size;
+    calls = 0;
+    return holes;
+  };
 }
 
 function push(extents: NbdExtent[], length: number, flags: number): void {

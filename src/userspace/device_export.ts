@@ -16,7 +16,7 @@ import { ServiceError } from "../errors.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import type { NbdExport, NbdExtent } from "../nbd/export.ts";
 import { encodeChangeToken } from "../change_token.ts";
-import { storeAllocation } from "./allocation.ts";
+import { holesPossible, storeAllocation } from "./allocation.ts";
 import { cbtContextNames, cbtExtents } from "./cbt_contexts.ts";
 
 /** NBD block size constraints of engine exports. */
@@ -25,6 +25,7 @@ export const ENGINE_BLOCK_SIZE = { minimum: 1, preferred: 4096, maximum: 32 << 2
 /** Serves `tracker`'s device under `name`. */
 export function deviceExport(tracker: Tracker): NbdExport {
   const allocation = storeAllocation(tracker.store);
+  const holes = allocation && holesPossible(tracker.store, allocation);
   return {
     name: tracker.name,
     description: `tracked device ${tracker.name} (${tracker.store.name})`,
@@ -34,7 +35,9 @@ export function deviceExport(tracker: Tracker): NbdExport {
     readOnly: false,
     blockSize: ENGINE_BLOCK_SIZE,
     canMultiConn: true,
-    reportsHoles: allocation !== undefined,
+    get reportsHoles() {
+      return holes?.() ?? false;
+    },
     read: (offset, into) => tracker.read(offset, into),
     async write(offset, data, { fua }) {
       await tracker.write(offset, data);

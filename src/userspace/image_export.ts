@@ -14,7 +14,7 @@ import type { SnapshotImage } from "../engine/image.ts";
 import type { Snapshot } from "../engine/snapshot.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import type { NbdExport, NbdExtent } from "../nbd/export.ts";
-import { imageAllocation, storeAllocation } from "./allocation.ts";
+import { holesPossible, imageAllocation, storeAllocation } from "./allocation.ts";
 import { cbtContextNames, cbtExtents } from "./cbt_contexts.ts";
 import { currentImageTokens } from "./image_tokens.ts";
 import { ENGINE_BLOCK_SIZE } from "./device_export.ts";
@@ -34,6 +34,7 @@ export function imageExport(snapshot: Snapshot, tracker: Tracker): NbdExport {
   const image: SnapshotImage = snapshot.image(tracker.name);
   const tokens = currentImageTokens(snapshot, tracker);
   const origin = storeAllocation(tracker.store);
+  const holes = origin && holesPossible(tracker.store, origin);
   const table = image.diffArea.table;
   return {
     name: imageExportName(tracker.name, snapshotId),
@@ -49,7 +50,9 @@ export function imageExport(snapshot: Snapshot, tracker: Tracker): NbdExport {
     readOnly: !image.writable,
     blockSize: ENGINE_BLOCK_SIZE,
     canMultiConn: true,
-    reportsHoles: origin !== undefined,
+    get reportsHoles() {
+      return holes?.() ?? false;
+    },
     read: (offset, into) => image.read(offset, into),
     write: (offset, data) => image.write(offset, data),
     flush: () => image.flush(),

@@ -90,7 +90,7 @@ if (values.mode === "memory") {
     });
     await snapshot.take();
     if (values.mode === "image") {
-      exp = { ...imageExport(snapshot, tracker), name: "" };
+      exp = imageExport(snapshot, tracker);
     }
   }
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { CHUNK_ST_IN_MEMORY, CHUNK_ST_STORED } from "../../src/engine/chunk.ts";
 import { ChunkTable } from "../../src/engine/chunk_table.ts";
-import { imageAllocation, storeAllocation } from "../../src/userspace/allocation.ts";
+import { holesPossible, imageAllocation, storeAllocation } from "../../src/userspace/allocation.ts";
 import { fileAllocation } from "../../src/userspace/file_allocation.ts";
 import { MemoryStore } from "../../src/store/memory_store.ts";
 import { openStore } from "../../src/store/open_store.ts";
@@ -70,4 +70,32 @@ Deno.test("imageAllocation() takes the origin's allocation in NEW chunks, data i
   assert.deepEqual(imageAllocation(table, undefined, { offset: 0, length: 8 * chunk }), [
     { length: 8 * chunk, flags: 0 },
   ]);
+});
+
+Deno.test("holesPossible() turns false once the file is fully allocated, again true when it grows", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/filling.img`;
+  try {
+    const file = await Deno.open(path, { write: true, create: true });
+    await file.truncate(128 * KiB);
+    await file.write(new Uint8Array(64 * KiB).fill(1));
+    const store = await openStore(path);
+    try {
+      const holes = holesPossible(store, storeAllocation(store)!);
+      assert.equal(holes(), true);
+      await file.write(new Uint8Array(64 * KiB).fill(2));
+      for (let i = 0; i < 1024 && holes(); i++) {
+        // looks again within a bounded number of calls
+      }
+      assert.equal(holes(), false, "fully allocated");
+      await file.truncate(256 * KiB);
+      await store.refreshCapacity();
+      assert.equal(holes(), true, "the grown part is sparse");
+    } finally {
+      await store.close();
+      file.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
