@@ -48,7 +48,7 @@ function ours(mode: string) {
     paths.disk,
     "--port",
     String(port),
-    ...(mode === "snapshot" && paths.storageDir
+    ...(mode.startsWith("snapshot") && paths.storageDir
       ? ["--storage", `${paths.storageDir}/blksnap-bench-diff-${port}`]
       : []),
   ];
@@ -119,6 +119,14 @@ export const CONTENDERS: Contender[] = [
     firstWrite: true,
     ours: true,
     command: ours("snapshot"),
+  },
+  {
+    key: "ours-snapshot-pool",
+    label: "blksnap (taken snapshot, Worker pool: shape A prototype)",
+    suite: false,
+    firstWrite: true,
+    ours: true,
+    command: ours("snapshot-pool"),
   },
   {
     key: "nbdkit-file",

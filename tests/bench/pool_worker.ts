@@ -4,9 +4,12 @@
  * port, with its own descriptor of the file, marking the CBT write table
  * that the owner shares as a SharedArrayBuffer (header, read table, write
  * table: src/engine/cbt_map.ts). Every concurrent writer stores the same
- * active number, read from the header, so no lock is needed. No snapshot is
- * taken in the prototype: a write under a taken snapshot would first ask the
- * owner to copy its NEW chunks.
+ * active number, read from the header, so no lock is needed. Under a taken
+ * snapshot (the owner sends the chunk table too), a write over a chunk the
+ * shared table shows NEW first asks the owner to copy it (a message, answered
+ * once the owner published IN_MEMORY) and writes only then. Prototype: the
+ * snapshot is taken before the workers start, and no take or destroy
+ * happens while they run (the owner's write gate is not shared yet).
  *
  * @module
  */
@@ -31,10 +34,42 @@ export interface PoolWorkerInit {
   blockShift: number;
   /** Number of tracking blocks. */
   blockCount: number;
+  /** The chunk table of a taken snapshot (src/engine/chunk_table.ts layout), if any. */
+  chunks?: { buffer: SharedArrayBuffer; count: number; shift: number };
+}
+
+/** A worker's request to the owner: copy the NEW chunks of a byte range, answered with `{ done: id }`. */
+export interface CopyRequest {
+  /** Matches the answer. */
+  id: number;
+  /** Start of the range in bytes. */
+  offset: number;
+  /** Length in bytes. */
+  length: number;
 }
 
 self.onmessage = async (event: MessageEvent<PoolWorkerInit>) => {
-  const { path, port, cbt, blockShift, blockCount } = event.data;
+  const { path, port, cbt, blockShift, blockCount, chunks } = event.data;
+  const states = chunks && new Uint8Array(chunks.buffer, chunks.count * 8, chunks.count);
+  const chunkSize = chunks ? 2 ** chunks.shift : 0;
+  const pending = new Map<number, () => void>();
+  let nextId = 0;
+  self.onmessage = (answer: MessageEvent<{ done: number }>) => {
+    pending.get(answer.data.done)?.();
+    pending.delete(answer.data.done);
+  };
+  const needsCopy = (offset: number, length: number): boolean => {
+    if (states === undefined) return false;
+    const last = Math.floor((offset + length - 1) / chunkSize);
+    for (let i = Math.floor(offset / chunkSize); i <= last; i++) if (states[i] === 0) return true;
+    return false;
+  };
+  const copy = (offset: number, length: number): Promise<void> =>
+    new Promise((resolve) => {
+      const id = nextId++;
+      pending.set(id, resolve);
+      self.postMessage({ id, offset, length } satisfies CopyRequest);
+    });
   const store = await openStore(path);
   const header = new Int32Array(cbt, 0, 4);
   const writeTable = new Uint8Array(cbt, CBT_HEADER_BYTES + blockCount, blockCount);
@@ -46,13 +81,14 @@ self.onmessage = async (event: MessageEvent<PoolWorkerInit>) => {
     canMultiConn: true,
     blockSize: { minimum: 1, preferred: 4096, maximum: 32 << 20 },
     read: (offset, into) => store.read(offset, into),
-    write(offset, data) {
+    async write(offset, data) {
       const number = Atomics.load(header, CbtHeader.ACTIVE);
       const last = Math.min(Math.floor((offset + data.length - 1) / blockSize), blockCount - 1);
       for (let i = Math.floor(offset / blockSize); i <= last; i++) {
         if (writeTable[i] < number) writeTable[i] = number;
       }
-      return store.write(offset, data);
+      if (needsCopy(offset, data.length)) await copy(offset, data.length);
+      await store.write(offset, data);
     },
     flush: () => store.flush(),
   };

@@ -80,11 +80,10 @@ export function formatTables(results: Results, contenders: Contender[]): string 
       const cells = FIRST_WRITES.map(([key]) => format(results.rows[c.key][key]));
       lines.push(`| ${c.label} | ${cells.join(" | ")} |`);
     }
-    const ours = results.rows["ours-snapshot"];
     const cow = results.rows["nbdkit-cow"];
-    if (ours !== undefined && cow !== undefined) {
-      const cells = FIRST_WRITES.map(([key]) => ratio(ours[key], cow[key]));
-      lines.push(`| ratio ours / nbdkit cow | ${cells.join(" | ")} |`);
+    for (const c of first.filter((c) => c.ours && cow !== undefined)) {
+      const cells = FIRST_WRITES.map(([key]) => ratio(results.rows[c.key][key], cow[key]));
+      lines.push(`| ratio ${c.label} / nbdkit cow | ${cells.join(" | ")} |`);
     }
   }
   const sparse = contenders.filter((c) => results.rows[c.key]?.sparseSeconds !== undefined);

@@ -19,7 +19,8 @@
  * - tracker-pool: the shape-A prototype of DATA-PLANE.md: the owner attaches
  *   the file and `--workers N` Workers (default: the core count) serve it on
  *   reusePort listeners of the port, marking the shared CBT (pool_worker.ts).
- *   Needs --unstable-net.
+ *   Needs --unstable-net. snapshot-pool: the same after a take, the workers
+ *   asking the owner to copy NEW chunks before they write.
  * - tracker-blocking: the shape-B prototype: the owner attaches the file and
  *   opens the listening socket through libc; `--workers N` Workers (default
  *   8, at least the connections a client opens) each accept one connection
@@ -40,6 +41,7 @@ import { openStore } from "../../src/store/open_store.ts";
 import { FileExport, MemoryExport } from "../_helpers/nbd_exports.ts";
 import { ffiFileExport } from "./ffi_file_export.ts";
 import { listenTcp, openBlockingLibc } from "./blocking_libc.ts";
+import type { CopyRequest } from "./pool_worker.ts";
 import { deviceExport } from "../../src/userspace/device_export.ts";
 import { imageExport } from "../../src/userspace/image_export.ts";
 
@@ -77,7 +79,7 @@ if (values.mode === "memory") {
   closers.push(() => store.close(), () => engine!.close());
   const tracker = await engine.attach("disk", store);
   exp = deviceExport(tracker);
-  if (values.mode === "snapshot" || values.mode === "image") {
+  if (values.mode === "snapshot" || values.mode === "image" || values.mode === "snapshot-pool") {
     const storagePath = values.storage;
     const storage = storagePath === undefined
       ? new MemoryStore({ capacityBytes: 0, maxBytes: 2 * store.capacityBytes })
@@ -117,8 +119,9 @@ if (values.mode === "tracker-blocking") {
     });
     await ready;
   }
-} else if (values.mode === "tracker-pool") {
+} else if (values.mode === "tracker-pool" || values.mode === "snapshot-pool") {
   const tracker = engine!.tracker("disk");
+  const area = tracker.diffArea;
   const count = Number(values.workers ?? navigator.hardwareConcurrency);
   for (let i = 0; i < count; i++) {
     const worker = new Worker(new URL("./pool_worker.ts", import.meta.url), { type: "module" });
@@ -130,8 +133,14 @@ if (values.mode === "tracker-blocking") {
       cbt: tracker.cbt.buffer,
       blockShift: tracker.cbt.blockShift,
       blockCount: tracker.cbt.blockCount,
+      chunks: area &&
+        { buffer: area.table.buffer, count: area.table.count, shift: area.table.shift },
     });
     await listening;
+    worker.onmessage = async ({ data }: MessageEvent<CopyRequest>) => {
+      await area?.copyOnWrite(data.offset, data.length);
+      worker.postMessage({ done: data.id });
+    };
   }
 } else {
   server = await startNbdServer(staticProvider([exp]), { tcp: { port: Number(values.port) } });
