@@ -46,3 +46,6 @@ export function listenTcp(libc: BlockingLibc, port: number): number {
   if (libc.listen(fd, 128) !== 0) throw new Error("listen() failed");
   return fd;
 }
+
+/** A copy-request slot: Int32 state (0 idle, 1 asked, 2 done) at 0, Float64 offset and length from 8. */
+export const COPY_SLOT_BYTES = 24;

@@ -6,7 +6,12 @@
  * NBD_OPT_EXPORT_NAME, NBD_OPT_ABORT; everything else NBD_REP_ERR_UNSUP, so
  * simple replies only), then READ, WRITE (marking the shared CBT write
  * table with the active number from its header), FLUSH and DISC. No event
- * loop and no promise per request. Bench-only prototype: no snapshot, no
+ * loop and no promise per request. Under a taken snapshot (the owner sends
+ * the chunk table and a request slot), a WRITE over a chunk the shared table
+ * shows NEW first asks the owner to copy it: offset and length into the
+ * slot, state 1 and Atomics.notify, then Atomics.wait until the owner, having
+ * published IN_MEMORY, sets state 2. Bench-only prototype: the snapshot is
+ * taken before the workers start (no take or destroy while they run), no
  * validation beyond the request magic and length.
  *
  * @module
@@ -31,6 +36,8 @@ export interface BlockingWorkerInit {
   blockShift: number;
   /** Number of tracking blocks. */
   blockCount: number;
+  /** The chunk table of a taken snapshot and this worker's copy-request slot, if any. */
+  chunks?: { buffer: SharedArrayBuffer; count: number; shift: number; slot: SharedArrayBuffer };
 }
 
 const MAX_PAYLOAD = 32 << 20;
@@ -129,6 +136,7 @@ function serve(libc: BlockingLibc, fd: number, file: number, init: BlockingWorke
   const header = new Int32Array(init.cbt, 0, 4);
   const writeTable = new Uint8Array(init.cbt, CBT_HEADER_BYTES + init.blockCount, init.blockCount);
   const blockSize = 2 ** init.blockShift;
+  const copier = init.chunks && copyThroughOwner(init.chunks);
   for (;;) {
     if (!conn.recvAll(small.subarray(0, 28))) return;
     if (view.getUint32(0) !== 0x25609513) return;
@@ -164,6 +172,7 @@ function serve(libc: BlockingLibc, fd: number, file: number, init: BlockingWorke
       for (let i = Math.floor(offset / blockSize); i <= last; i++) {
         if (writeTable[i] < number) writeTable[i] = number;
       }
+      if (copier !== undefined && length > 0) copier(offset, length);
       for (let done = 0; done < length;) {
         const n = Number(
           libc.pwrite(
@@ -189,6 +198,29 @@ function serve(libc: BlockingLibc, fd: number, file: number, init: BlockingWorke
     reply.setUint32(4, error);
     conn.sendAll(buffer.subarray(0, 16 + payload));
   }
+}
+
+/** Asks the owner, through the slot, to copy the NEW chunks of a range, and waits for it. */
+function copyThroughOwner(
+  chunks: NonNullable<BlockingWorkerInit["chunks"]>,
+): (offset: number, length: number) => void {
+  const states = new Uint8Array(chunks.buffer, chunks.count * 8, chunks.count);
+  const size = 2 ** chunks.shift;
+  const state = new Int32Array(chunks.slot, 0, 1);
+  const range = new Float64Array(chunks.slot, 8, 2);
+  return (offset, length) => {
+    const last = Math.floor((offset + length - 1) / size);
+    let index = Math.floor(offset / size);
+    while (index <= last && states[index] !== 0) index++;
+    if (index > last) return;
+    range[0] = offset;
+    range[1] = length;
+    Atomics.store(state, 0, 1);
+    Atomics.notify(state, 0);
+    while (Atomics.load(state, 0) !== 2) Atomics.wait(state, 0, 1);
+    Atomics.store(state, 0, 0);
+    Atomics.notify(state, 0);
+  };
 }
 
 self.onmessage = (event: MessageEvent<BlockingWorkerInit>) => {

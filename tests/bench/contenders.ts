@@ -129,6 +129,14 @@ export const CONTENDERS: Contender[] = [
     command: ours("snapshot-pool"),
   },
   {
+    key: "ours-snapshot-blocking",
+    label: "blksnap (taken snapshot, blocking FFI Workers: shape B prototype)",
+    suite: false,
+    firstWrite: true,
+    ours: true,
+    command: ours("snapshot-blocking"),
+  },
+  {
     key: "nbdkit-file",
     label: "nbdkit file",
     suite: true,

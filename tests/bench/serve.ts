@@ -25,6 +25,7 @@
  *   opens the listening socket through libc; `--workers N` Workers (default
  *   8, at least the connections a client opens) each accept one connection
  *   at a time and serve it with blocking FFI syscalls (blocking_worker.ts).
+ *   snapshot-blocking: the same after a take, copy requests through a slot.
  *
  * Prints "ready" once listening; stops cleanly on SIGTERM or SIGINT.
  *
@@ -40,8 +41,9 @@ import { MemoryStore } from "../../src/store/memory_store.ts";
 import { openStore } from "../../src/store/open_store.ts";
 import { FileExport, MemoryExport } from "../_helpers/nbd_exports.ts";
 import { ffiFileExport } from "./ffi_file_export.ts";
-import { listenTcp, openBlockingLibc } from "./blocking_libc.ts";
+import { COPY_SLOT_BYTES, listenTcp, openBlockingLibc } from "./blocking_libc.ts";
 import type { CopyRequest } from "./pool_worker.ts";
+import type { DiffArea } from "../../src/engine/diff_area.ts";
 import { deviceExport } from "../../src/userspace/device_export.ts";
 import { imageExport } from "../../src/userspace/image_export.ts";
 
@@ -79,7 +81,7 @@ if (values.mode === "memory") {
   closers.push(() => store.close(), () => engine!.close());
   const tracker = await engine.attach("disk", store);
   exp = deviceExport(tracker);
-  if (values.mode === "snapshot" || values.mode === "image" || values.mode === "snapshot-pool") {
+  if (values.mode.startsWith("snapshot") || values.mode === "image") {
     const storagePath = values.storage;
     const storage = storagePath === undefined
       ? new MemoryStore({ capacityBytes: 0, maxBytes: 2 * store.capacityBytes })
@@ -99,8 +101,9 @@ if (values.mode === "memory") {
 
 const workers: Worker[] = [];
 let server: { close(): Promise<void> } | undefined;
-if (values.mode === "tracker-blocking") {
+if (values.mode === "tracker-blocking" || values.mode === "snapshot-blocking") {
   const tracker = engine!.tracker("disk");
+  const area = tracker.diffArea;
   const listenFd = listenTcp(openBlockingLibc(), Number(values.port));
   const count = Number(values.workers ?? 8);
   for (let i = 0; i < count; i++) {
@@ -109,6 +112,7 @@ if (values.mode === "tracker-blocking") {
     });
     workers.push(worker);
     const ready = new Promise((resolve) => (worker.onmessage = resolve));
+    const slot = new SharedArrayBuffer(COPY_SLOT_BYTES);
     worker.postMessage({
       path: values.path,
       sizeBytes: tracker.capacityBytes,
@@ -116,8 +120,11 @@ if (values.mode === "tracker-blocking") {
       cbt: tracker.cbt.buffer,
       blockShift: tracker.cbt.blockShift,
       blockCount: tracker.cbt.blockCount,
+      chunks: area &&
+        { buffer: area.table.buffer, count: area.table.count, shift: area.table.shift, slot },
     });
     await ready;
+    if (area !== undefined) answerCopies(area, slot);
   }
 } else if (values.mode === "tracker-pool" || values.mode === "snapshot-pool") {
   const tracker = engine!.tracker("disk");
@@ -158,3 +165,20 @@ async function stop(): Promise<void> {
 }
 Deno.addSignalListener("SIGTERM", stop);
 Deno.addSignalListener("SIGINT", stop);
+
+/** The owner's side of a blocking worker's copy-request slot: copy, publish, answer; forever. */
+async function answerCopies(area: DiffArea, slot: SharedArrayBuffer): Promise<void> {
+  const state = new Int32Array(slot, 0, 1);
+  const range = new Float64Array(slot, 8, 2);
+  for (;;) {
+    const current = Atomics.load(state, 0);
+    if (current === 1) {
+      await area.copyOnWrite(range[0], range[1]);
+      Atomics.store(state, 0, 2);
+      Atomics.notify(state, 0);
+      continue;
+    }
+    const wait = Atomics.waitAsync(state, 0, current);
+    if (wait.async) await wait.value;
+  }
+}
