@@ -26,8 +26,8 @@
  *   chunks and no worker runs, the worker starts and drains it. Storing one
  *   chunk (diff_area_store_one): area corrupted -> FAILED; allocate a full
  *   chunk (failure: FAILED + corrupted ENOSPC); write the data (failure:
- *   FAILED + corrupted EIO); then STORED at that offset and the buffer goes
- *   back to the pool.
+ *   FAILED + corrupted EIO, or ENOSPC when the file system is full); then
+ *   STORED at that offset and the buffer goes back to the pool.
  * - Destroy, in two steps: stopImageIo (new image I/O fails, image I/O in
  *   flight finishes while copy-on-write still protects it), then, once the
  *   tracker no longer copies, close: the worker stops after its current
@@ -316,8 +316,9 @@ export class DiffArea {
     }
     try {
       await this.storage.store.write(offset, buffer.subarray(0, chunk.sizeBytes));
-    } catch {
-      this.failChunk(chunk, Errno.EIO);
+    } catch (error) {
+      const full = (error as { code?: unknown } | null)?.code === "ENOSPC";
+      this.failChunk(chunk, full ? Errno.ENOSPC : Errno.EIO);
       return;
     }
     this.table.diffOffsets[chunk.index] = offset;

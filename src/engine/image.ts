@@ -13,7 +13,9 @@
  *   publishes IN_MEMORY before the write to the original is issued (the
  *   kernel holds the chunk lock instead). IN_MEMORY chunks are copied from
  *   their buffer, STORED ones read from the difference storage; FAILED or a
- *   corrupted area gives SNAPSHOT_CORRUPTED. Unlike the kernel, a read also
+ *   corrupted area gives SNAPSHOT_CORRUPTED. A stored chunk that cannot be
+ *   read back (a short read: the storage was truncated) corrupts the area
+ *   with EIO: its data is lost, never zeros. Unlike the kernel, a read also
  *   fails when the area became corrupted while it read: after corruption,
  *   writes to the original skip copy-on-write and could have changed what a
  *   NEW chunk read returned.
@@ -100,6 +102,8 @@ export class SnapshotImage {
       if (kind === "read") await store.read(offset, piece);
       else await store.write(offset, piece);
     } catch (error) {
+      // A stored chunk that cannot be read back (or written) is lost: the snapshot is corrupted.
+      if (store === this.#area.storage.store) this.#area.setCorrupted(Errno.EIO);
       throw new ServiceError(
         "IO",
         `Cannot ${kind} the snapshot image of ${this.trackerName}: ${kind} of ${piece.length} ` +

@@ -8,7 +8,9 @@
  *   engine, one connection);
  * - first writes under a snapshot (copy-on-write): sequential MiB/s and
  *   4 KiB random-write IOPS at QD16 on a fresh instance, ours after an
- *   engine snapshot is taken against nbdkit's cow filter.
+ *   engine snapshot is taken against nbdkit's cow filter;
+ * - mark-dirty (`--only mark-dirty`, tests/bench/mark_dirty.ts): 65,536
+ *   whole-device ranges on a 2,097,152-block device under NBD writes.
  *
  * - engine memory: bytes per chunk and peak RSS of a process whose 512 GiB
  *   device has every chunk copied after a take (memory_row.ts);
@@ -37,6 +39,7 @@ import { runTool, toolsMissing } from "../_helpers/nbd_fixture.ts";
 import { type Contender, CONTENDERS, SPARSE_CONTENDERS, startContender } from "./contenders.ts";
 import { fio, nbdcopy, sparseCopy } from "./measure.ts";
 import { formatTables, type Results } from "./report.ts";
+import { benchMarkDirty, formatMarkDirty } from "./mark_dirty.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -128,6 +131,12 @@ for (const [key, metrics] of samples) {
   results.rows[key] = Object.fromEntries(
     Object.entries(metrics).map(([metric, values]) => [metric, median(values)]),
   );
+}
+
+if (only === undefined || only.includes("mark-dirty")) {
+  const markDirty = await benchMarkDirty(dir);
+  await Deno.writeTextFile(`${dir}/mark-dirty.json`, JSON.stringify(markDirty, null, 2));
+  console.log(formatMarkDirty(markDirty));
 }
 
 await removeLeftovers();
