@@ -32,6 +32,10 @@
  *   flight finishes while copy-on-write still protects it), then, once the
  *   tracker no longer copies, close: the worker stops after its current
  *   chunk, the queue and buffers are dropped (nothing more is stored).
+ * - Across a service restart (not in the seed): {@link DiffArea.storeQueued}
+ *   stores every queued chunk, {@link DiffArea.storedChunks} lists where
+ *   the STORED chunks are, and the `storedChunks` option makes a new area
+ *   with those chunks STORED again.
  *
  * @module
  */
@@ -73,6 +77,11 @@ export interface DiffAreaOptions {
   emit: EmitEvent;
   /** Engine counters. */
   stats: EngineStats;
+  /**
+   * Chunks already STORED (a restored area): flat pairs of chunk index and
+   * byte offset in the difference storage, as {@link DiffArea.storedChunks} gives.
+   */
+  storedChunks?: ArrayLike<number>;
 }
 
 /** Internal counters of a difference area, for tests and diagnostics. */
@@ -137,6 +146,30 @@ export class DiffArea {
       (chunk) => this.#storeChunk(chunk),
       { release: (chunk) => this.unlockChunk(chunk) },
     );
+    const stored = options.storedChunks ?? [];
+    for (let i = 0; i + 1 < stored.length; i += 2) {
+      this.table.states[stored[i]] = CHUNK_ST_STORED;
+      this.table.diffOffsets[stored[i]] = stored[i + 1];
+    }
+  }
+
+  /** Flat pairs of chunk index and storage byte offset of every STORED chunk, by index. */
+  storedChunks(): number[] {
+    const pairs: number[] = [];
+    const { states, diffOffsets, count } = this.table;
+    for (let index = 0; index < count; index++) {
+      if (states[index] === CHUNK_ST_STORED) pairs.push(index, diffOffsets[index]);
+    }
+    return pairs;
+  }
+
+  /**
+   * Stores every queued chunk now (a clean stop), whatever the queue's
+   * threshold; call with writes to the device stopped. Never rejects
+   * (failures corrupt the area, as in the worker).
+   */
+  async storeQueued(): Promise<void> {
+    await this.#queue.storeAll(() => this.setCorrupted(Errno.EIO));
   }
 
   /** True once loading or storing failed; image I/O then fails. */

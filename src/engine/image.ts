@@ -50,6 +50,8 @@ export interface SnapshotImageOptions {
   cbt: CbtMap;
   /** Whether writes are accepted. */
   writable: boolean;
+  /** Resolves once the device's CBT marks are on stable storage (its write intent); default at once. */
+  marksDurable?: () => Promise<void>;
 }
 
 /** Read (and, when writable, write) access to one device's snapshot image. */
@@ -64,6 +66,7 @@ export class SnapshotImage {
   readonly chunkSizeBytes: number;
   #cbt: CbtMap;
   #area: DiffArea;
+  #marksDurable: (() => Promise<void>) | undefined;
 
   /** The image served by `area` (engine use). */
   constructor(area: DiffArea, options: SnapshotImageOptions) {
@@ -73,6 +76,7 @@ export class SnapshotImage {
     this.writable = options.writable;
     this.#cbt = options.cbt;
     this.#area = area;
+    this.#marksDurable = options.marksDurable;
   }
 
   /** The difference area behind the image (engine use: extents, diagnostics). */
@@ -192,6 +196,7 @@ export class SnapshotImage {
     this.#checkRange("write", offset, data.length);
     if (data.length === 0) return;
     if (!this.#cbt.isCorrupted) this.#cbt.markBoth(offset, data.length);
+    if (this.#marksDurable !== undefined) await this.#marksDurable();
     const area = this.#area;
     area.beginImageIo("write");
     try {

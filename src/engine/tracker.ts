@@ -16,6 +16,11 @@
  * that no write lands between the switch of one member and another. The
  * gate is two Int32 counters (frozen, in flight) in a SharedArrayBuffer
  * ({@link WriteGate}); only waking the waiters needs lists.
+ * Write intent (md's write-intent bitmap, not in the seed): with a
+ * {@link WriteIntent} set, a write waits after marking the CBT until the
+ * marks made so far are on stable storage, before its data goes to the
+ * original; when nothing is pending (the blocks were marked already) that
+ * costs nothing.
  *
  * Hot path: no closure or allocation per request beyond the promise; a
  * corrupted map is checked before marking; copy-on-write is entered only
@@ -48,6 +53,15 @@ export const WriteGate = {
   /** Writes past the gate and not yet done. */
   IN_FLIGHT: 1,
 } as const;
+
+/** A persistent record of the CBT that writes wait on (see src/userspace/cbt_journal.ts). */
+export interface WriteIntent {
+  /**
+   * Undefined when every mark made so far is on stable storage, else a
+   * promise that resolves once it is. Never rejects.
+   */
+  durable(): Promise<void> | undefined;
+}
 
 /** What a tracker knows of the snapshot it belongs to. */
 export interface SnapshotMembership {
@@ -83,6 +97,7 @@ export class Tracker {
   #diffArea: DiffArea | undefined = undefined;
   #gateWaiters: Array<() => void> = [];
   #drained: Array<() => void> = [];
+  #writeIntent: WriteIntent | undefined = undefined;
 
   /** A tracker for `store` with a fresh CBT map sized for its current capacity. */
   constructor(name: string, store: BlockStore, options: TrackerOptions) {
@@ -202,10 +217,35 @@ export class Tracker {
     }
   }
 
-  /** Marks the CBT and waits for copy-on-write of the range (inside the gate, length > 0). */
+  /** Sets (or with undefined, removes) the record whose durability writes wait for. */
+  setWriteIntent(intent: WriteIntent | undefined): void {
+    this.#writeIntent = intent;
+  }
+
+  /** Resolves once every CBT mark made so far is on stable storage (at once without a record). */
+  async marksDurable(): Promise<void> {
+    const durable = this.#writeIntent?.durable();
+    if (durable) await durable;
+  }
+
+  /**
+   * Marks the CBT, waits for the marks to be durable (with a write intent)
+   * and for copy-on-write of the range (inside the gate, length > 0).
+   */
   #beforeWrite(offset: number, length: number): Promise<void> | undefined {
     // A block beyond the map corrupts it; the next take resets it (cbt_map_set).
     if (!this.cbt.isCorrupted) this.cbt.mark(offset, length);
+    const durable = this.#writeIntent?.durable();
+    if (durable !== undefined) return this.#afterDurable(durable, offset, length);
+    return this.#copyBefore(offset, length);
+  }
+
+  async #afterDurable(durable: Promise<void>, offset: number, length: number): Promise<void> {
+    await durable;
+    await this.#copyBefore(offset, length);
+  }
+
+  #copyBefore(offset: number, length: number): Promise<void> | undefined {
     const area = this.#diffArea;
     if (area !== undefined && area.needsCopy(offset, length)) {
       return area.copyOnWrite(offset, length);
