@@ -82,3 +82,4 @@ export {
   probeProfile,
   type ProfileOptions,
 } from "./src/kernel/mod.ts";
+export type { TakenImage } from "./src/kernel/kernel_driver.ts";

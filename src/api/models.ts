@@ -146,6 +146,11 @@ export const deviceInfo = object({
   capacityBytes: integer(),
   snapshotId: optional(snapshotId),
   locator: string({ description: "NBD URI (userspace) or device path (kernel) for tracked I/O." }),
+  state: optional(string({
+    description: "attached (absent means attached), missing (could not be opened at start; " +
+      "retried) or refused (path outside the allowed prefixes).",
+  })),
+  error: optional(string({ description: "Why a missing or refused device is not tracked." })),
 });
 
 /** CbtInfo. */
@@ -183,6 +188,37 @@ export const snapshotInfo = object({
     capacityBytes: integer(),
     usedBytes: integer(),
     limitBytes: integer(),
+  })),
+  consistency: optional(object({
+    freeze: boolean(),
+    devices: array(object({
+      deviceId: deviceId,
+      filesystems: array(object({
+        mountPoint: string(),
+        fsType: string(),
+        blockDevice: string(),
+        frozen: boolean(),
+        frozenMs: optional(integer({ minimum: 0 })),
+        error: optional(string()),
+      })),
+      error: optional(string()),
+    })),
+    hooks: array(object({
+      name: string(),
+      phase: literal(["pre", "post"]),
+      exitCode: optional(integer({ minimum: 0 })),
+      timedOut: boolean(),
+      durationMs: integer({ minimum: 0 }),
+    })),
+    thawedEarly: boolean(),
+  })),
+});
+
+/** Body of POST /v1/snapshots/{id}/take (optional). */
+export const takeBody = object({
+  freeze: optional(boolean({
+    description:
+      "Freeze the file systems mounted on the devices and their partitions around the take (default true).",
   })),
 });
 

@@ -111,7 +111,7 @@ export function openApiDocument(routes: RouteSpec[], options: OpenApiOptions): J
       ...(route.body
         ? {
           requestBody: {
-            required: true,
+            required: !route.bodyOptional,
             content: { "application/json": { schema: route.body.jsonSchema() } },
           },
         }

@@ -20,6 +20,19 @@
  * - reset (take after corruption or a capacity change): new sizing, cleared
  *   tables, previous 0 / active 1, new generation.
  * Offsets here are in bytes; markDirtySectors takes the kernel's sectors.
+ * Persistence (not in the seed): an observer sees every newly marked range
+ * of a table (only entries that rose), every switch and reset, and the map
+ * becoming corrupted, so that a write-intent record can keep the tables on
+ * stable storage (src/userspace/cbt_journal.ts); exportState and
+ * restoreState carry a whole map across a restart.
+ *
+ * Flat state: both tables and a small Int32 header (active and previous
+ * change numbers, corrupted flag, epoch; {@link CbtHeader}) live in one
+ * SharedArrayBuffer, laid out header, read table, write table, so that
+ * other threads can later mark and read it without copies. The epoch
+ * counts switches and resets. The write path checks {@link CbtMap.isCorrupted}
+ * before marking and marks with {@link CbtMap.mark}, which reports a block
+ * beyond the map by its result rather than by an exception.
  *
  * @module
  */
@@ -30,6 +43,21 @@ import { type EngineParams, SECTOR_BYTES, trackingBlockSizing } from "./params.t
 
 /** The last change number before the map restarts at 1 with a new generation. */
 export const CBT_MAX_CHANGE_NUMBER = 255;
+
+/** Int32 slots of a CBT map's header, at the start of its buffer. */
+export const CbtHeader = {
+  /** The change number writes mark now. */
+  ACTIVE: 0,
+  /** The change number of the last take. */
+  PREVIOUS: 1,
+  /** 1 after a marking error, until the next reset. */
+  CORRUPTED: 2,
+  /** Counts switches and resets (a new table layout or numbers). */
+  EPOCH: 3,
+} as const;
+
+/** Bytes of the header before the read table. */
+export const CBT_HEADER_BYTES = 16;
 
 /** CBT state as the CBTINFO control reports it. */
 export interface CbtMapInfo {
@@ -45,18 +73,52 @@ export interface CbtMapInfo {
   changesNumber: number;
 }
 
+/** A whole map as data: what {@link CbtMap.exportState} gives and {@link CbtMap.restoreState} takes. */
+export interface CbtMapState {
+  /** Power of 2 of the tracking block size. */
+  blockShift: number;
+  /** Number of tracking blocks (the length of each table). */
+  blockCount: number;
+  /** Device capacity in bytes the map was sized for. */
+  capacityBytes: number;
+  /** UUID of the generation. */
+  generationId: string;
+  /** The change number writes mark (1..255). */
+  activeNumber: number;
+  /** The change number of the last take (0..255). */
+  previousNumber: number;
+  /** True after a marking error, until the next reset. */
+  corrupted: boolean;
+  /** The read table, one byte per block. */
+  readTable: Uint8Array;
+  /** The write table, one byte per block. */
+  writeTable: Uint8Array;
+}
+
+/** What happens to a map, for a persistent record of it (see {@link CbtMap.observe}). */
+export interface CbtMapObserver {
+  /** Entries `firstBlock..lastBlock` (inclusive) of `table` rose; called before the marking call returns. */
+  marked(table: "write" | "read", firstBlock: number, lastBlock: number): void;
+  /** The map switched at take: `wrap` when it restarted at 1 with a new generation and a cleared write table. */
+  switched(kind: "switch" | "wrap"): void;
+  /** The map was re-sized with cleared tables and a new generation. */
+  reset(): void;
+  /** The map became corrupted (a mark beyond its end). */
+  corrupted(): void;
+}
+
 /** Read and write tables of one byte per tracking block, with change numbers and a generation. */
 export class CbtMap {
   #params: EngineParams;
   #blockShift = 0;
   #blockCount = 0;
   #capacityBytes = 0;
-  #readTable = new Uint8Array(0);
-  #writeTable = new Uint8Array(0);
-  #active = 1;
-  #previous = 0;
+  #buffer = new SharedArrayBuffer(CBT_HEADER_BYTES);
+  #header = new Int32Array(this.#buffer, 0, 4);
+  #readTable: Uint8Array = new Uint8Array(0);
+  #writeTable: Uint8Array = new Uint8Array(0);
   #generationId = "";
-  #corrupted = false;
+  #observer: CbtMapObserver | undefined = undefined;
 
   /** A fresh map sized for `capacityBytes` with the tracking-block rules of `params`. */
   constructor(capacityBytes: number, params: EngineParams) {
@@ -86,15 +148,26 @@ export class CbtMap {
   }
   /** The change number writes mark now. */
   get activeNumber(): number {
-    return this.#active;
+    return this.#header[CbtHeader.ACTIVE];
   }
   /** The change number of the last take. */
   get previousNumber(): number {
-    return this.#previous;
+    return this.#header[CbtHeader.PREVIOUS];
   }
   /** True after a marking error, until the next reset. */
   get isCorrupted(): boolean {
-    return this.#corrupted;
+    return this.#header[CbtHeader.CORRUPTED] !== 0;
+  }
+  /** Switches and resets so far. */
+  get epoch(): number {
+    return this.#header[CbtHeader.EPOCH];
+  }
+  /**
+   * The memory behind the map: {@link CbtHeader} Int32 slots, then the read
+   * table, then the write table (blockCount bytes each). Replaced at reset.
+   */
+  get buffer(): SharedArrayBuffer {
+    return this.#buffer;
   }
 
   #blockRange(offsetBytes: number, lengthBytes: number): [number, number] {
@@ -113,7 +186,7 @@ export class CbtMap {
   }
 
   #refuseCorrupted(action: string): void {
-    if (this.#corrupted) {
+    if (this.isCorrupted) {
       throw new ServiceError(
         "IO",
         `Cannot ${action}: the CBT map is corrupted until the next snapshot is taken`,
@@ -137,17 +210,38 @@ export class CbtMap {
   set(offsetBytes: number, lengthBytes: number): void {
     this.#refuseCorrupted("mark a write in the CBT map");
     if (lengthBytes === 0) return;
-    const [first, last] = this.#blockRange(offsetBytes, lengthBytes);
+    this.#blockRange(offsetBytes, lengthBytes);
+    if (!this.mark(offsetBytes, lengthBytes)) {
+      throw this.#outOfRange(Math.floor((offsetBytes + lengthBytes - 1) / 2 ** this.#blockShift));
+    }
+  }
+
+  /**
+   * The write path's {@link CbtMap.set} for a valid, non-empty byte range of
+   * a map the caller checked is not corrupted: marks what is in range and
+   * returns false, corrupting the map, when a block lies beyond it.
+   */
+  mark(offsetBytes: number, lengthBytes: number): boolean {
+    const size = 2 ** this.#blockShift;
+    const first = Math.floor(offsetBytes / size);
+    const last = Math.floor((offsetBytes + lengthBytes - 1) / size);
     const table = this.#writeTable;
-    const number = this.#active;
+    const number = this.#header[CbtHeader.ACTIVE];
     const end = Math.min(last, this.#blockCount - 1);
+    let rose = -1;
+    let lastRose = -1;
     for (let i = first; i <= end; i++) {
-      if (table[i] < number) table[i] = number;
+      if (table[i] < number) {
+        table[i] = number;
+        if (rose < 0) rose = i;
+        lastRose = i;
+      }
     }
-    if (last >= this.#blockCount) {
-      this.#corrupted = true;
-      throw this.#outOfRange(last);
-    }
+    if (rose >= 0) this.#observer?.marked("write", rose, lastRose);
+    if (last < this.#blockCount) return true;
+    this.#header[CbtHeader.CORRUPTED] = 1;
+    this.#observer?.corrupted();
+    return false;
   }
 
   /**
@@ -158,14 +252,40 @@ export class CbtMap {
   setBoth(offsetBytes: number, lengthBytes: number): void {
     this.#refuseCorrupted("mark both CBT tables");
     if (lengthBytes === 0) return;
-    const [first, last] = this.#blockRange(offsetBytes, lengthBytes);
-    if (last >= this.#blockCount) throw this.#outOfRange(last);
-    const active = this.#active;
-    const previous = this.#previous;
+    const [, last] = this.#blockRange(offsetBytes, lengthBytes);
+    if (!this.markBoth(offsetBytes, lengthBytes)) throw this.#outOfRange(last);
+  }
+
+  /**
+   * {@link CbtMap.setBoth} for a valid, non-empty byte range of a map the
+   * caller checked is not corrupted: returns false, marking nothing, when a
+   * block lies beyond the map.
+   */
+  markBoth(offsetBytes: number, lengthBytes: number): boolean {
+    const size = 2 ** this.#blockShift;
+    const first = Math.floor(offsetBytes / size);
+    const last = Math.floor((offsetBytes + lengthBytes - 1) / size);
+    if (last >= this.#blockCount) return false;
+    const active = this.#header[CbtHeader.ACTIVE];
+    const previous = this.#header[CbtHeader.PREVIOUS];
+    const write = this.#writeTable;
+    const read = this.#readTable;
+    let rose = false;
     for (let i = first; i <= last; i++) {
-      if (this.#writeTable[i] < active) this.#writeTable[i] = active;
-      if (this.#readTable[i] < previous) this.#readTable[i] = previous;
+      if (write[i] < active) {
+        write[i] = active;
+        rose = true;
+      }
+      if (read[i] < previous) {
+        read[i] = previous;
+        rose = true;
+      }
     }
+    if (rose && this.#observer) {
+      this.#observer.marked("write", first, last);
+      this.#observer.marked("read", first, last);
+    }
+    return true;
   }
 
   /**
@@ -204,9 +324,13 @@ export class CbtMap {
       firsts[i] = first;
       lasts[i] = last;
     });
+    const active = this.#header[CbtHeader.ACTIVE];
+    const previous = this.#header[CbtHeader.PREVIOUS];
     for (const [first, last] of mergedRuns(firsts, lasts)) {
-      this.#writeTable.fill(this.#active, first, last + 1);
-      this.#readTable.fill(this.#previous, first, last + 1);
+      this.#writeTable.fill(active, first, last + 1);
+      this.#readTable.fill(previous, first, last + 1);
+      this.#observer?.marked("write", first, last);
+      this.#observer?.marked("read", first, last);
     }
   }
 
@@ -216,14 +340,19 @@ export class CbtMap {
    * new generation, otherwise the read table becomes a copy of the write table.
    */
   switch(): void {
-    this.#previous = this.#active;
-    this.#active += 1;
-    if (this.#active > CBT_MAX_CHANGE_NUMBER) {
-      this.#active = 1;
+    const header = this.#header;
+    header[CbtHeader.PREVIOUS] = header[CbtHeader.ACTIVE];
+    header[CbtHeader.ACTIVE] += 1;
+    if (header[CbtHeader.ACTIVE] > CBT_MAX_CHANGE_NUMBER) {
+      header[CbtHeader.ACTIVE] = 1;
       this.#writeTable.fill(0);
       this.#generationId = crypto.randomUUID();
+      header[CbtHeader.EPOCH] += 1;
+      this.#observer?.switched("wrap");
     } else {
       this.#readTable.set(this.#writeTable);
+      header[CbtHeader.EPOCH] += 1;
+      this.#observer?.switched("switch");
     }
   }
 
@@ -233,15 +362,84 @@ export class CbtMap {
    */
   reset(capacityBytes: number): void {
     const { shift, count } = trackingBlockSizing(capacityBytes, this.#params);
+    this.#layOut(shift, count, capacityBytes);
+    this.#header[CbtHeader.PREVIOUS] = 0;
+    this.#header[CbtHeader.ACTIVE] = 1;
+    this.#generationId = crypto.randomUUID();
+    this.#observer?.reset();
+  }
+
+  /** A new buffer of cleared tables for `count` blocks; the epoch carries on, plus one. */
+  #layOut(shift: number, count: number, capacityBytes: number): void {
     this.#blockShift = shift;
     this.#blockCount = count;
     this.#capacityBytes = capacityBytes;
-    this.#readTable = new Uint8Array(count);
-    this.#writeTable = new Uint8Array(count);
-    this.#previous = 0;
-    this.#active = 1;
-    this.#generationId = crypto.randomUUID();
-    this.#corrupted = false;
+    const epoch = this.#header[CbtHeader.EPOCH];
+    this.#buffer = new SharedArrayBuffer(CBT_HEADER_BYTES + 2 * count);
+    this.#header = new Int32Array(this.#buffer, 0, 4);
+    this.#readTable = new Uint8Array(this.#buffer, CBT_HEADER_BYTES, count);
+    this.#writeTable = new Uint8Array(this.#buffer, CBT_HEADER_BYTES + count, count);
+    this.#header[CbtHeader.EPOCH] = epoch + 1;
+  }
+
+  /** Sets (or with undefined, removes) the one observer of this map's changes. */
+  observe(observer: CbtMapObserver | undefined): void {
+    this.#observer = observer;
+  }
+
+  /**
+   * The whole map as data. The tables are views of the live tables (valid
+   * until the next reset): copy them to keep a snapshot of the map.
+   */
+  exportState(): CbtMapState {
+    return {
+      blockShift: this.#blockShift,
+      blockCount: this.#blockCount,
+      capacityBytes: this.#capacityBytes,
+      generationId: this.#generationId,
+      activeNumber: this.activeNumber,
+      previousNumber: this.previousNumber,
+      corrupted: this.isCorrupted,
+      readTable: this.#readTable,
+      writeTable: this.#writeTable,
+    };
+  }
+
+  /**
+   * Replaces the map with `state` (copied into a new buffer), as saved by a
+   * previous run. Entries above the numbers they can hold (a record torn
+   * between a table and its numbers) are lowered to them: write entries to
+   * the active number, read entries to the previous one, so that they still
+   * count as changed. INVALID_ARGUMENT when the sizes or numbers do not fit
+   * together or the sizing differs from what the map's rules give for the
+   * capacity.
+   */
+  restoreState(state: CbtMapState): void {
+    const { shift, count } = trackingBlockSizing(state.capacityBytes, this.#params);
+    const fits = shift === state.blockShift && count === state.blockCount &&
+      state.readTable.length === count && state.writeTable.length === count &&
+      Number.isInteger(state.activeNumber) && state.activeNumber >= 1 &&
+      state.activeNumber <= CBT_MAX_CHANGE_NUMBER && Number.isInteger(state.previousNumber) &&
+      state.previousNumber >= 0 && state.previousNumber <= CBT_MAX_CHANGE_NUMBER &&
+      typeof state.generationId === "string" && state.generationId.length > 0;
+    if (!fits) {
+      throw new ServiceError(
+        "INVALID_ARGUMENT",
+        `Cannot restore a CBT map of ${state.blockCount} blocks of 2^${state.blockShift} bytes ` +
+          `(numbers ${state.previousNumber}/${state.activeNumber}) for ${state.capacityBytes} bytes`,
+      );
+    }
+    this.#layOut(shift, count, state.capacityBytes);
+    this.#writeTable.set(state.writeTable);
+    this.#readTable.set(state.readTable);
+    for (let i = 0; i < count; i++) {
+      if (this.#writeTable[i] > state.activeNumber) this.#writeTable[i] = state.activeNumber;
+      if (this.#readTable[i] > state.previousNumber) this.#readTable[i] = state.previousNumber;
+    }
+    this.#header[CbtHeader.ACTIVE] = state.activeNumber;
+    this.#header[CbtHeader.PREVIOUS] = state.previousNumber;
+    this.#header[CbtHeader.CORRUPTED] = state.corrupted ? 1 : 0;
+    this.#generationId = state.generationId;
   }
 
   /**
@@ -270,7 +468,7 @@ export class CbtMap {
       blockSizeBytes: this.blockSizeBytes,
       blockCount: this.#blockCount,
       generationId: this.#generationId,
-      changesNumber: this.#previous,
+      changesNumber: this.previousNumber,
     };
   }
 }

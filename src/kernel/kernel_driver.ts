@@ -3,10 +3,13 @@
  * ioctls on its control device and on the block-device filter (ABI.md).
  *
  * Behaviour:
- * - Start ({@link createKernelDriver}): detect the profile (which control
+ * - Start ({@link createKernelDriver}): take the locks (the state folder's,
+ *   and the host-wide `hostLockPath`: two kernel-backend services would
+ *   adopt each other's trackers), detect the profile (which control
  *   device exists, then VERSION); without a module, UNAVAILABLE naming what
- *   is missing. Then reload the state file from `stateDir` and keep what the
- *   module still has (CBTINFO per device, COLLECT for snapshots).
+ *   is missing. Then reload the state file from `stateDir`, keep what the
+ *   module still has (CBTINFO per device, COLLECT for snapshots) and adopt
+ *   the trackers and snapshots it has beyond that (records.ts).
  * - Devices: the id is the name given at attach or the path's base name. The
  *   path must be a block device (BLKGETSIZE64 answers; else INVALID_ARGUMENT).
  *   It is opened once (O_PATH|O_NOFOLLOW), verified by the descriptor's real
@@ -45,9 +48,10 @@
  *   happen meanwhile.
  * - Images: size by BLKGETSIZE64 on the image device, data by node:fs
  *   positioned reads; SNAPSHOT_CORRUPTED once the module reports an error.
- * - close(): destroys the snapshots this service created (unless
- *   `keepSnapshotsOnClose`), leaves devices attached so that tracking goes
- *   on, and closes every fd, handle and worker.
+ * - close(): leaves snapshots and devices in the module, so that a restarted
+ *   service adopts them and images stay readable meanwhile (with
+ *   `destroySnapshotsOnClose`, destroys the snapshots this service created),
+ *   closes every fd, handle and worker, and releases the locks.
  *
  * Errors follow errno.ts (the EINVAL rule is documented there).
  *
@@ -88,12 +92,27 @@ import { type DeviceNumber, type Libc, realLibc } from "./libc.ts";
 import { ModuleClient } from "./module_client.ts";
 import { detectProfile } from "./profiles.ts";
 import { DriverRecords, type SnapshotRecord } from "./records.ts";
+import { STATE_LOCK_FILE_NAME, StateLock } from "../lock/state_lock.ts";
 import { openDevice, openStorage } from "./open_checked.ts";
 import { findServiceFile, sameObject } from "../store/service_files.ts";
 import { removeCreated } from "../store/open_verified.ts";
 import type { StoreIdentity } from "../engine/block_store.ts";
 import { splitDeviceNumber } from "../store/dev_numbers.ts";
 import { checkCreateOptions, checkRanges, deviceName, invalid, isCount } from "./validate.ts";
+
+/** The image device of one device in a taken snapshot. */
+export interface TakenImage {
+  /** The snapshot's id. */
+  snapshotId: string;
+  /** The device's id. */
+  deviceId: string;
+  /** The image device's path. */
+  path: string;
+  /** Its size in bytes. */
+  sizeBytes: number;
+  /** Whether the snapshot was created writable. */
+  writable: boolean;
+}
 
 /** Options of {@link KernelDriver}. */
 export interface KernelDriverOptions {
@@ -111,8 +130,12 @@ export interface KernelDriverOptions {
   stateDir?: string;
   /** Directory of device nodes (default `/dev`); tests use a temp dir. */
   devDir?: string;
-  /** Leave the snapshots this service created alive at close() (default false). */
-  keepSnapshotsOnClose?: boolean;
+  /** Destroy the snapshots this service created at close() (default false: they stay in the module). */
+  destroySnapshotsOnClose?: boolean;
+  /** A host-wide lock file (one kernel-backend service per host); none by default. */
+  hostLockPath?: string;
+  /** Checks each device's path at start (the allowed prefixes); rejects with the reason to refuse it. */
+  checkPath?: (path: string) => Promise<unknown>;
   /** Bytes of CBT map per CBTMAP ioctl (default 1 MiB). */
   cbtMapPieceBytes?: number;
   /** Ranges per CBTDIRTY ioctl on the out-of-tree profile (default 4096). */
@@ -124,6 +147,7 @@ export interface KernelDriverOptions {
 interface Kernel {
   client: ModuleClient;
   waiter: EventReader;
+  locks: StateLock[];
 }
 
 /** A device's CBT position at a take: the image's point and its previous snapshot's. */
@@ -154,6 +178,7 @@ export class KernelDriver implements SnapshotDriver {
   #libc: Libc;
   #options: KernelDriverOptions;
   #kernel?: Promise<Kernel>;
+  #started?: Kernel;
   #records: DriverRecords;
   #images = new ImageReader();
   /** Identity of each snapshot's storage as opened here, by snapshot id (identity rules). */
@@ -191,9 +216,34 @@ export class KernelDriver implements SnapshotDriver {
     return this.#kernel;
   }
 
+  #lock(): StateLock[] {
+    const locks: StateLock[] = [];
+    try {
+      const { hostLockPath, stateDir } = this.#options;
+      if (hostLockPath) {
+        locks.push(StateLock.acquire(hostLockPath, "the kernel backend of this host"));
+      }
+      if (stateDir) {
+        const path = `${stateDir.replace(/\/+$/, "")}/${STATE_LOCK_FILE_NAME}`;
+        locks.push(StateLock.acquire(path, `the state folder ${stateDir}`));
+      }
+    } catch (error) {
+      for (const lock of locks) lock.release();
+      throw error;
+    }
+    return locks;
+  }
+
   async #init(): Promise<Kernel> {
     const { devDir } = this.#options;
     const client = new ModuleClient(this.#libc, detectProfile(this.#libc, { devDir }), { devDir });
+    let locks: StateLock[];
+    try {
+      locks = this.#lock();
+    } catch (error) {
+      client.close();
+      throw error;
+    }
     const blocking = this.#options.blockingIoctl ??
       (this.#options.libc === undefined
         ? new WorkerIoctl({ libraryPath: this.#options.waitLibraryPath })
@@ -202,14 +252,19 @@ export class KernelDriver implements SnapshotDriver {
       sliceMs: this.#options.eventSliceMs,
     });
     try {
-      await this.#records.restore(client, this.#libc);
+      await this.#records.restore(client, this.#libc, {
+        devDir,
+        checkPath: this.#options.checkPath,
+      });
     } catch (error) {
       waiter.close();
       client.close();
+      for (const lock of locks) lock.release();
       throw error;
     }
-    const kernel = { client, waiter };
+    const kernel = { client, waiter, locks };
     for (const snapshot of this.#records.snapshots()) this.#watchEvents(kernel, snapshot);
+    this.#started = kernel;
     return kernel;
   }
 
@@ -304,8 +359,8 @@ export class KernelDriver implements SnapshotDriver {
     const identity = this.#storageIdentities.get(snapshot.id);
     this.#storageIdentities.delete(snapshot.id);
     this.#takeMarks.delete(snapshot.id);
-    waiter.forget(snapshot.id);
     this.#persist(client);
+    await waiter.forget(snapshot.id);
     for (const path of snapshot.images) await this.#images.release(path);
     if (snapshot.storageCreated && snapshot.storage) {
       if (identity) await removeCreated(snapshot.storage.path, identity);
@@ -439,10 +494,11 @@ export class KernelDriver implements SnapshotDriver {
     return this.#records.devices().map((device) => this.#records.deviceInfo(device));
   }
 
-  /** One attached device. NOT_FOUND when unknown. */
+  /** One attached device (a refused one with its state and error). NOT_FOUND when unknown. */
   async getDevice(deviceId: string): Promise<DeviceInfo> {
     await this.#ready();
-    return this.#records.deviceInfo(this.#records.device(deviceId));
+    const device = this.#records.findDevice(deviceId) ?? this.#records.device(deviceId);
+    return this.#records.deviceInfo(device);
   }
 
   /** CBTINFO of a device. */
@@ -734,6 +790,42 @@ export class KernelDriver implements SnapshotDriver {
   }
 
   /**
+   * The image devices of every taken snapshot, now (synchronous, for the NBD
+   * export provider's handshakes); empty before start and after close.
+   * Images whose device cannot be measured (gone meanwhile) are left out.
+   */
+  takenImages(): TakenImage[] {
+    const kernel = this.#started;
+    if (!kernel || this.#closed) return [];
+    const images: TakenImage[] = [];
+    for (const snapshot of this.#records.snapshots()) {
+      if (snapshot.takenAt === undefined) continue;
+      for (const deviceId of snapshot.deviceIds) {
+        try {
+          const { locator: path } = this.#imageInfo(kernel, deviceId);
+          if (path === undefined) continue;
+          const what = `Cannot read the size of image ${path}`;
+          const sizeBytes = this.#images.size(
+            path,
+            () => kernel.client.blockDeviceSize(path, what),
+          );
+          snapshot.images.add(path);
+          images.push({
+            snapshotId: snapshot.id,
+            deviceId,
+            path,
+            sizeBytes,
+            writable: snapshot.writable,
+          });
+        } catch {
+          continue;
+        }
+      }
+    }
+    return images;
+  }
+
+  /**
    * Counters for metrics: the events this driver received. Copy-on-write and
    * storage counters stay inside the module, so they are absent.
    */
@@ -743,8 +835,9 @@ export class KernelDriver implements SnapshotDriver {
   }
 
   /**
-   * Destroys the snapshots this service created (unless keepSnapshotsOnClose),
-   * stops the event workers and closes every fd. Devices stay attached.
+   * Stops the event workers, closes every fd and releases the locks.
+   * Snapshots and devices stay in the module (with destroySnapshotsOnClose,
+   * the snapshots this service created are destroyed).
    */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -757,7 +850,7 @@ export class KernelDriver implements SnapshotDriver {
       return;
     }
     kernel.waiter.close();
-    if (!this.#options.keepSnapshotsOnClose) {
+    if (this.#options.destroySnapshotsOnClose) {
       for (const snapshot of this.#records.snapshots()) {
         if (!snapshot.createdHere) continue;
         kernel.client.destroy(snapshot.uuid);
@@ -767,6 +860,7 @@ export class KernelDriver implements SnapshotDriver {
     await this.#images.close();
     await this.#records.flush().catch(() => {});
     kernel.client.close();
+    for (const lock of kernel.locks) lock.release();
   }
 }
 

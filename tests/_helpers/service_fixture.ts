@@ -15,9 +15,9 @@ import { type HttpServer, serveHttp } from "../../src/api/http_listener.ts";
 import { Metrics } from "../../src/api/metrics.ts";
 import { PathPolicy } from "../../src/api/path_policy.ts";
 import { type BlksnapClient, type ClientOptions, createClient } from "../../src/client/client.ts";
+import type { SnapshotDriver } from "../../src/driver.ts";
 import type { EngineParams } from "../../src/engine/params.ts";
 import { UserspaceDriver } from "../../src/userspace/userspace_driver.ts";
-import type { SnapshotDriver } from "../../src/driver.ts";
 import type { Logger } from "../../src/log/logger.ts";
 import { withStateLog } from "../../src/log/logged_driver.ts";
 import { pattern } from "./nbd_fixture.ts";
@@ -53,6 +53,8 @@ export interface ServiceFixtureOptions {
   bodyLimitBytes?: number;
   /** Options of the fixture's client beyond baseUrl (the token is passed by default). */
   client?: Partial<ClientOptions>;
+  /** Wraps the driver before the app gets it (e.g. in a ConsistentDriver). */
+  wrapDriver?: (driver: UserspaceDriver) => SnapshotDriver;
 }
 
 /** A running service and where to reach it. */
@@ -114,9 +116,10 @@ export async function withService(
   let served: SnapshotDriver | undefined;
   let server: HttpServer | undefined;
   try {
+    const wrapped = options.wrapDriver ? options.wrapDriver(driver) : driver;
     served = options.logger
-      ? withStateLog(driver, options.logger, { watchIntervalMs: 50 })
-      : driver;
+      ? withStateLog(wrapped, options.logger, { watchIntervalMs: 50 })
+      : wrapped;
     const app = createApp(served, {
       logger: options.logger,
       paths: await PathPolicy.create([allowed]),

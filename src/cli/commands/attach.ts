@@ -19,6 +19,9 @@ import { deviceArgument } from "../ids.ts";
 import { PROGRAM } from "../program.ts";
 
 function describeDevice(device: DeviceInfo): string {
+  if (device.state === "missing" || device.state === "refused") {
+    return `${device.id}\t${device.path}\t${device.state}: ${device.error ?? ""}\n`;
+  }
   const snapshot = device.snapshotId ? `  snapshot ${device.snapshotId}` : "";
   return `${device.id}\t${device.path}\t${device.capacityBytes} bytes\t${device.locator}${snapshot}\n`;
 }

@@ -11,6 +11,7 @@
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import type { SnapshotDriver } from "../../driver.ts";
+import type { KernelDriver } from "../../kernel/kernel_driver.ts";
 import { createApp } from "../../api/app.ts";
 import { PathPolicy } from "../../api/path_policy.ts";
 import { Metrics } from "../../api/metrics.ts";
@@ -32,6 +33,9 @@ import { PROGRAM } from "../program.ts";
 import { raiseOpenFileLimit } from "../open_file_limit.ts";
 import { limitFlags, LIMITS_HELP, type ServeLimits, serveLimits } from "./serve_limits.ts";
 
+/** The kernel backend's host-wide lock (one kernel-backend service per host). */
+const KERNEL_HOST_LOCK_PATH = "/run/blksnap-service/kernel-backend.lock";
+
 const HELP = `Usage: ${PROGRAM} serve [options]
 
 Runs the service: the HTTP API, and NBD exports of devices and images for the
@@ -51,6 +55,15 @@ userspace backend.
                           default 127.0.0.1:10809; "off" for no TCP listener: the userspace
                           backend then serves NBD on --nbd-socket, default STATE_DIR/nbd.sock)
   --nbd-socket PATH       NBD server Unix socket, userspace backend (env BLKSNAP_NBD_SOCKET)
+  --cbt-persistence on|off  keep each device's CBT across restarts and crashes, userspace
+                          backend (env BLKSNAP_CBT_PERSISTENCE, default on)
+  --destroy-snapshots-on-exit  destroy snapshots when the service stops instead of keeping
+                          them for the next start (env BLKSNAP_DESTROY_SNAPSHOTS_ON_EXIT=1)
+  --hooks-dir DIR         executables run before the freeze ("pre") and after the thaw
+                          ("post") of every take, in name order (env BLKSNAP_HOOKS_DIR)
+  --hook-timeout SECONDS  each hook is killed after this (env BLKSNAP_HOOK_TIMEOUT, default 30)
+  --max-freeze SECONDS    file systems are thawed after this even if the take is still
+                          running (env BLKSNAP_MAX_FREEZE, default 10)
 ${OPERATOR_FLAGS_HELP}  -h, --help              show this help
 ${LIMITS_HELP}`;
 
@@ -70,8 +83,26 @@ export interface ServeSettings extends OperatorSettings {
   nbdListen?: { hostname: string; port: number };
   /** NBD Unix socket path. */
   nbdSocket?: string;
+  /** Keep CBT records across restarts (userspace backend). */
+  cbtPersistence: boolean;
+  /** Destroy snapshots at stop. */
+  destroySnapshotsOnExit: boolean;
+  /** Folder of take hooks. */
+  hooksDir?: string;
+  /** Milliseconds each hook may run. */
+  hookTimeoutMs: number;
+  /** Milliseconds file systems may stay frozen. */
+  maxFreezeMs: number;
   /** Connection and request limits. */
   limits: ServeLimits;
+}
+
+function secondsSetting(text: string, what: string): number {
+  const seconds = Number(text);
+  if (!/^\d+(\.\d+)?$/.test(text.trim()) || !(seconds > 0) || seconds > 3600) {
+    throw new UsageError(`${what} must be a number of seconds from 0 to 3600, got "${text}"`);
+  }
+  return Math.round(seconds * 1000);
 }
 
 /** Parses "HOST:PORT" ("[::1]:8037" for IPv6); `what` names the option in errors. */
@@ -122,6 +153,11 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
         "nbd-listen": { type: "string" },
         "nbd-socket": { type: "string" },
         ...operatorFlags,
+        "cbt-persistence": { type: "string" },
+        "destroy-snapshots-on-exit": { type: "boolean" },
+        "hooks-dir": { type: "string" },
+        "hook-timeout": { type: "string" },
+        "max-freeze": { type: "string" },
         ...limitFlags,
         help: { type: "boolean", short: "h" },
       },
@@ -155,6 +191,23 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   const nbdListen = nbdText === "off" ? undefined : parseHostPort(nbdText, "--nbd-listen");
   const nbdSocket = values["nbd-socket"] ?? io.env("BLKSNAP_NBD_SOCKET") ??
     (nbdListen ? undefined : resolve(stateDir, "nbd.sock"));
+  const persistence = values["cbt-persistence"] ?? io.env("BLKSNAP_CBT_PERSISTENCE") ?? "on";
+  if (persistence !== "on" && persistence !== "off") {
+    throw new UsageError(`--cbt-persistence must be on or off, got "${persistence}"`);
+  }
+  const destroyFromEnv = io.env("BLKSNAP_DESTROY_SNAPSHOTS_ON_EXIT");
+  const destroySnapshotsOnExit = values["destroy-snapshots-on-exit"] ??
+    (destroyFromEnv !== undefined && !["", "0", "false", "no"].includes(destroyFromEnv));
+  const hooksText = values["hooks-dir"] ?? io.env("BLKSNAP_HOOKS_DIR");
+  const hooksDir = hooksText ? resolve(hooksText) : undefined;
+  const hookTimeoutMs = secondsSetting(
+    values["hook-timeout"] ?? io.env("BLKSNAP_HOOK_TIMEOUT") ?? "30",
+    "--hook-timeout",
+  );
+  const maxFreezeMs = secondsSetting(
+    values["max-freeze"] ?? io.env("BLKSNAP_MAX_FREEZE") ?? "10",
+    "--max-freeze",
+  );
   const limits = serveLimits(values, io);
   return {
     ...operator,
@@ -165,14 +218,67 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
     token,
     nbdListen,
     nbdSocket,
+    cbtPersistence: persistence === "on",
+    destroySnapshotsOnExit,
+    hooksDir,
+    hookTimeoutMs,
+    maxFreezeMs,
     limits,
   };
 }
 
-async function openDriver(
+/**
+ * Serves the kernel backend's images over NBD (`<device>@<snapshot-id>`, as
+ * the userspace backend does) when an NBD listener is configured; returns
+ * what stops it.
+ */
+async function serveKernelImages(
+  driver: KernelDriver,
   settings: ServeSettings,
   logger: Logger,
-): Promise<{ driver: SnapshotDriver; nbdStats?: NbdStats }> {
+): Promise<() => Promise<void>> {
+  if (!settings.nbdListen && !settings.nbdSocket) return () => Promise.resolve();
+  const { KernelImageExports } = await import("../../kernel/image_exports.ts");
+  const { startNbdServer } = await import("../../nbd/server.ts");
+  const exports = new KernelImageExports(driver);
+  let server;
+  try {
+    server = await startNbdServer(exports, {
+      ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
+      ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
+      maxConnections: settings.limits.nbdMaxConnections,
+    });
+  } catch (error) {
+    await driver.close();
+    throw error;
+  }
+  if (server.tcpPort !== undefined) {
+    logger.info(
+      `NBD image exports on nbd://${
+        settings.nbdListen!.hostname
+      }:${server.tcpPort}/<device>@<snapshot>`,
+    );
+  }
+  if (server.unixPath) {
+    logger.info(`NBD image exports on nbd+unix:///<device>@<snapshot>?socket=${server.unixPath}`);
+  }
+  return async () => {
+    await server.close();
+    await exports.close();
+  };
+}
+
+/** The backend, what stops the servers started beside it, and its NBD counters. */
+interface OpenedDriver {
+  driver: SnapshotDriver;
+  stop: () => Promise<void>;
+  nbdStats?: NbdStats;
+}
+
+async function openDriver(
+  settings: ServeSettings,
+  { logger, paths, io }: { logger: Logger; paths: PathPolicy; io: CliIo },
+): Promise<OpenedDriver> {
   const log = (level: "debug" | "info" | "warn" | "error", message: string) =>
     logger.log(level, message);
   let backend = settings.backend;
@@ -191,7 +297,14 @@ async function openDriver(
   }
   if (backend === "kernel") {
     const { createKernelDriver } = await import("../../kernel/kernel_driver.ts");
-    return { driver: await createKernelDriver({ stateDir: settings.stateDir }) };
+    const driver = await createKernelDriver({
+      stateDir: settings.stateDir,
+      hostLockPath: io.env("BLKSNAP_KERNEL_LOCK") ?? KERNEL_HOST_LOCK_PATH,
+      destroySnapshotsOnClose: settings.destroySnapshotsOnExit,
+      checkPath: (path) =>
+        paths.resolve(path, { field: "path", purpose: "re-attach", mustExist: true }),
+    });
+    return { driver, stop: await serveKernelImages(driver, settings, logger) };
   }
   const { UserspaceDriver } = await import("../../userspace/userspace_driver.ts");
   if (settings.nbdSocket) await clearStaleSocket(settings.nbdSocket);
@@ -203,6 +316,10 @@ async function openDriver(
       maxConnections: settings.limits.nbdMaxConnections,
     },
     logger: log,
+    cbtPersistence: settings.cbtPersistence,
+    destroySnapshotsOnClose: settings.destroySnapshotsOnExit,
+    checkPath: (path) =>
+      paths.resolve(path, { field: "path", purpose: "re-attach", mustExist: true }),
   });
   const server = driver.nbdServer;
   if (server.tcpPort !== undefined) {
@@ -214,7 +331,36 @@ async function openDriver(
     }
   }
   if (server.unixPath) logger.info(`NBD exports on nbd+unix:///<device>?socket=${server.unixPath}`);
-  return { driver, nbdStats: server.stats };
+  return { driver, stop: () => Promise.resolve(), nbdStats: server.stats };
+}
+
+/** Wraps `driver` so that takes freeze file systems and run the hooks of --hooks-dir. */
+async function consistentTakes(
+  driver: SnapshotDriver,
+  settings: ServeSettings,
+  logger: Logger,
+): Promise<SnapshotDriver> {
+  const { ConsistentDriver } = await import("../../consistency/consistent_driver.ts");
+  const { ioctlFreezer } = await import("../../consistency/fs_freezer.ts");
+  const { Hooks } = await import("../../consistency/hooks.ts");
+  const log = (line: string) => logger.info(line);
+  try {
+    const hooks = settings.hooksDir
+      ? await Hooks.fromDirectory(settings.hooksDir, { timeoutMs: settings.hookTimeoutMs, log })
+      : undefined;
+    if (hooks) {
+      logger.info(`take hooks from ${settings.hooksDir}: ${hooks.names.join(", ") || "none"}`);
+    }
+    return new ConsistentDriver(driver, {
+      freezer: ioctlFreezer(),
+      hooks,
+      maxFreezeMs: settings.maxFreezeMs,
+      log,
+    });
+  } catch (error) {
+    await driver.close();
+    throw error;
+  }
 }
 
 /** Runs the service until SIGINT or SIGTERM. */
@@ -234,8 +380,14 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   logger.info(`${PROGRAM} service ${SERVICE_VERSION}, state in ${settings.stateDir}`, {
     version: SERVICE_VERSION,
   });
-  const opened = await openDriver(settings, logger);
-  const driver = withStateLog(opened.driver, logger);
+  const opened = await openDriver(settings, { logger, paths, io });
+  const consistent = await consistentTakes(opened.driver, settings, logger).catch(
+    async (error) => {
+      await opened.stop();
+      throw error;
+    },
+  );
+  const driver = withStateLog(consistent, logger);
   await logAdoption(driver, logger);
   const metrics = new Metrics({ nbdStats: opened.nbdStats });
   const app = createApp(driver, { paths, token: settings.token, logger, metrics });
@@ -250,6 +402,7 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
       { logger, http: settings.limits.http },
     );
   } catch (error) {
+    await opened.stop();
     await driver.close();
     throw error;
   }
@@ -268,6 +421,7 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   // Stop accepting first, then close the driver: that ends event streams and
   // long polls, which the server's graceful shutdown would otherwise wait for.
   const drained = server.shutdown();
+  await opened.stop();
   await driver.close();
   await drained;
   return 0;
