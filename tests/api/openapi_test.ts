@@ -256,6 +256,8 @@ Deno.test("the document names its schemas, gives servers and the license, and ev
       "Accept-Ranges",
       "Content-Length",
       "Content-Range",
+      "ETag",
+      "Last-Modified",
       "X-Request-Id",
     ]);
     assert.deepEqual(headersOf("416"), ["Content-Range", "X-Request-Id"]);

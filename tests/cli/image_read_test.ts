@@ -273,7 +273,7 @@ Deno.test("a read cut mid-way leaves no output and no temporary file, and says w
       assert.equal(result.code, 1, result.stderr);
       assert.match(
         result.stderr,
-        /^blksnap: Cannot read vda@.*: the image stream ended after \d+ of \d+ bytes.*nothing was written to .*cut\.raw\n$/,
+        /^blksnapctl: Cannot read vda@.*: the image stream ended after \d+ of \d+ bytes.*nothing was written to .*cut\.raw\n$/,
       );
       assert.equal(await Deno.stat(out).then(() => true, () => false), false);
 
