@@ -24,6 +24,7 @@ import { eventRoutes } from "./routes/events.ts";
 import { imageRoutes } from "./routes/images.ts";
 import { snapshotRoutes } from "./routes/snapshots.ts";
 import { systemRoutes } from "./routes/system.ts";
+import { statusPage } from "./routes/ui.ts";
 import { SERVICE_VERSION } from "../version.ts";
 
 /**
@@ -133,6 +134,7 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
       (performance.now() - started) / 1000,
     );
   });
+  app.route("/", statusPage); // the static page needs no token; the data it fetches does
   if (options.token) app.use("*", bearerAuth(options.token));
   app.use(
     "*",
