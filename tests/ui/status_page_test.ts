@@ -142,6 +142,13 @@ Deno.test({
         await page.evaluate(() => Object.assign(globalThis, { sameDocument: true }));
         // The API wants a token: the page asks for it.
         await page.waitForSelector("#token-form:not([hidden])", WAIT);
+        await page.type("#token-input", "not-the-token");
+        await page.keyboard.press("Enter");
+        await page.waitForFunction(
+          (form) => !form.hidden && /refused: The bearer token is not valid/.test(form.textContent),
+          WAIT,
+          await page.$("#token-form"),
+        );
         await page.type("#token-input", TOKEN);
         await page.keyboard.press("Enter");
         await page.waitForSelector("#token-form[hidden]", WAIT);
@@ -236,6 +243,29 @@ Deno.test({
         await page.screenshot({ path: SCREENSHOT, fullPage: true });
         console.log(`screenshot: ${SCREENSHOT}`);
         assert.deepEqual(unexpected(problems), []);
+      });
+    });
+  },
+});
+
+Deno.test({
+  name: "the status page without a token on the service: no token form, the empty lists say so",
+  ignore: chromiumMissing() !== undefined,
+  async fn() {
+    await withService({}, async (fixture) => {
+      await withBrowserPage(async ({ page, problems }) => {
+        await page.goto(`${fixture.baseUrl}/ui`, WAIT);
+        assert.equal(new URL(page.url()).pathname, "/ui/", "redirected to the page");
+        await page.waitForFunction(
+          (service) => /userspace backend/.test(service.textContent),
+          WAIT,
+          await page.$("#service"),
+        );
+        assert.equal(await page.$eval("#token-form", (form) => form.hidden), true);
+        assert.equal(await page.$eval("#devices-empty", (p) => p.hidden), false);
+        assert.equal(await page.$eval("#snapshots-empty", (p) => p.hidden), false);
+        assert.equal(await page.$eval("#cbt-info", (p) => p.textContent), "No device attached.");
+        assert.deepEqual(problems, []);
       });
     });
   },
