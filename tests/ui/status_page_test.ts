@@ -4,7 +4,12 @@ import type { Page } from "puppeteer-core";
 import { nbdWrite } from "../_helpers/api_nbd.ts";
 import { responseProblem } from "../_helpers/api_problem.ts";
 import { pattern, toolsMissing } from "../_helpers/nbd_fixture.ts";
-import { API_BLOCK_BYTES, type ServiceFixture, withService } from "../_helpers/service_fixture.ts";
+import {
+  API_BLOCK_BYTES,
+  API_ENGINE_PARAMS,
+  type ServiceFixture,
+  withService,
+} from "../_helpers/service_fixture.ts";
 import { chromiumMissing, withBrowserPage } from "./headless_browser.ts";
 
 const TOKEN = "status-page-test-token";
@@ -31,10 +36,18 @@ const UNCHANGED_RGB = [223, 227, 232];
 const OLDEST_RGB = [49, 130, 206];
 const LATEST_RGB = [214, 48, 49];
 
-async function writeBlocks(fixture: ServiceFixture, blocks: number[], seed: number): Promise<void> {
-  const device = await fixture.client.devices.get("vda");
+async function writeBlocks(
+  fixture: ServiceFixture,
+  blocks: number[],
+  { seed, device: id = "vda", blockBytes = API_BLOCK_BYTES }: {
+    seed: number;
+    device?: string;
+    blockBytes?: number;
+  },
+): Promise<void> {
+  const device = await fixture.client.devices.get(id);
   const writes = blocks.map((block) => ({
-    offset: block * API_BLOCK_BYTES,
+    offset: block * blockBytes,
     data: pattern(512, seed + block),
   }));
   await nbdWrite(device.locator, writes, { scratchDir: fixture.root });
@@ -63,10 +76,15 @@ async function cellColours(page: Page, blocks: number[]): Promise<number[][]> {
   }, blocks);
 }
 
-/** Waits until the heat map shows vda's 64 blocks at `changesNumber`. */
-async function waitForMap(page: Page, changesNumber: number): Promise<void> {
+/** Waits until the heat map shows `blocks` blocks of `device` (vda's 64) at `changesNumber`. */
+async function waitForMap(
+  page: Page,
+  changesNumber: number,
+  { device = "vda", blocks = 64 }: { device?: string; blocks?: number } = {},
+): Promise<void> {
   await page.waitForSelector(
-    `#cbt-canvas[data-device-id="vda"][data-blocks="64"][data-changes-number="${changesNumber}"]`,
+    `#cbt-canvas[data-device-id="${device}"][data-blocks="${blocks}"]` +
+      `[data-changes-number="${changesNumber}"]`,
     WAIT,
   );
 }
@@ -135,7 +153,7 @@ Deno.test({
       const { client } = fixture;
       const diskPath = await fixture.makeDisk(HOSTILE_NAME, DISK_BYTES, 3);
       await client.devices.attach({ path: diskPath, name: "vda" });
-      await writeBlocks(fixture, FIRST_BLOCKS, 50);
+      await writeBlocks(fixture, FIRST_BLOCKS, { seed: 50 });
 
       await withBrowserPage(async ({ page, problems }) => {
         await page.goto(`${fixture.baseUrl}/ui/`, WAIT);
@@ -187,7 +205,7 @@ Deno.test({
 
         // More writes, the first snapshot destroyed, a second one with a tiny storage taken:
         // the older blocks turn blue (1), the newer red (2).
-        await writeBlocks(fixture, SECOND_BLOCKS, 70);
+        await writeBlocks(fixture, SECOND_BLOCKS, { seed: 70 });
         await client.snapshots.destroy(first.id);
         await page.waitForSelector(
           `#event-list li[data-code="end"][data-snapshot-id="${first.id}"]`,
@@ -213,7 +231,7 @@ Deno.test({
           `#streams [data-snapshot-id="${second.id}"][data-status="live"]`,
           WAIT,
         );
-        await writeBlocks(fixture, OVERFLOW_CHUNKS, 90);
+        await writeBlocks(fixture, OVERFLOW_CHUNKS, { seed: 90 });
         const corrupted = await page.waitForSelector(
           `#event-list li[data-code="corrupted"][data-snapshot-id="${second.id}"]`,
           WAIT,
@@ -265,6 +283,46 @@ Deno.test({
         assert.equal(await page.$eval("#devices-empty", (p) => p.hidden), false);
         assert.equal(await page.$eval("#snapshots-empty", (p) => p.hidden), false);
         assert.equal(await page.$eval("#cbt-info", (p) => p.textContent), "No device attached.");
+        assert.deepEqual(problems, []);
+      });
+    });
+  },
+});
+
+/** 512-byte tracking blocks, so that a 640 MiB sparse disk has more blocks than one map page. */
+const TINY_BLOCK_PARAMS = { ...API_ENGINE_PARAMS, trackingBlockMinimumShift: 9 };
+const BIG_BLOCKS = 1_310_720;
+
+Deno.test({
+  name: "the heat map of a device with more than a million blocks is read in pages and drawn whole",
+  ignore: noBrowser,
+  async fn() {
+    await withService({ engineParams: TINY_BLOCK_PARAMS }, async (fixture) => {
+      const { client } = fixture;
+      const path = join(fixture.allowed, "big.img");
+      using file = await Deno.open(path, { write: true, create: true });
+      await file.truncate(BIG_BLOCKS * 512);
+      await client.devices.attach({ path, name: "big" });
+      const written = [3, 1_048_575, 1_048_576, BIG_BLOCKS - 1];
+      await writeBlocks(fixture, written, { seed: 5, device: "big", blockBytes: 512 });
+      const snapshot = await client.snapshots.create({
+        devices: ["big"],
+        diffStorage: { path: join(fixture.allowed, "diff"), limitBytes: MIB },
+      });
+      await client.snapshots.take(snapshot.id);
+
+      await withBrowserPage(async ({ page, problems }) => {
+        await page.goto(`${fixture.baseUrl}/ui/`, WAIT);
+        await waitForMap(page, 1, { device: "big", blocks: BIG_BLOCKS });
+        assert.deepEqual(await cellColours(page, written), Array(written.length).fill(LATEST_RGB));
+        assert.deepEqual(
+          await cellColours(page, [0, 1_048_574, BIG_BLOCKS - 2]),
+          Array(3).fill(UNCHANGED_RGB),
+        );
+        assert.match(
+          await page.$eval("#cbt-info", (node) => node.textContent ?? ""),
+          /^1310720 blocks of 512 B · changes number 1 · 4 blocks changed/,
+        );
         assert.deepEqual(problems, []);
       });
     });

@@ -326,15 +326,20 @@ export const STATUS_PAGE_SCRIPT = String.raw`
     drawLegend(info.changesNumber);
   }
 
+  /** The whole read map: in one request, or in pages of MAP_PAGE_BLOCKS when it is larger. */
   async function readMap(deviceId, blockCount) {
+    const path = "devices/" + encodeURIComponent(deviceId) + "/cbt/map";
     const map = new Uint8Array(blockCount);
+    if (blockCount <= MAP_PAGE_BLOCKS) {
+      map.set(new Uint8Array(await (await api(path)).arrayBuffer()).subarray(0, blockCount));
+      return map;
+    }
     for (let offset = 0; offset < blockCount; offset += MAP_PAGE_BLOCKS) {
       const count = Math.min(MAP_PAGE_BLOCKS, blockCount - offset);
       const query = new URLSearchParams();
       query.set(CBT_MAP_PARAMS.offset, String(offset));
       query.set(CBT_MAP_PARAMS.count, String(count));
-      const response = await api("devices/" + encodeURIComponent(deviceId) + "/cbt/map?" + query);
-      const bytes = new Uint8Array(await response.arrayBuffer());
+      const bytes = new Uint8Array(await (await api(path + "?" + query)).arrayBuffer());
       map.set(bytes.subarray(0, count), offset);
     }
     return map;
