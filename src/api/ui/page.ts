@@ -54,7 +54,7 @@ const BODY = `
       <label>Device <select id="cbt-device"></select></label>
       <span id="cbt-info"></span>
     </div>
-    <div id="cbt-scroll"><canvas id="cbt-canvas" width="0" height="0" data-blocks="0"></canvas></div>
+    <div id="cbt-scroll"><canvas id="cbt-canvas" role="img" aria-label="CBT heat map" width="0" height="0" data-blocks="0"></canvas></div>
     <div class="legend">
       <span><canvas id="swatch-zero" class="swatch" width="12" height="12"></canvas>0: unchanged</span>
       <span>change number: 1 <canvas id="cbt-ramp" width="120" height="12"></canvas> <span id="ramp-max">latest</span></span>

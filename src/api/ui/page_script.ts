@@ -379,7 +379,9 @@ export const STATUS_PAGE_SCRIPT = String.raw`
     state.map = { deviceId, info, map };
     canvas.setAttribute("data-device-id", deviceId);
     canvas.setAttribute("data-changes-number", String(info.changesNumber));
-    byId("cbt-info").textContent = describeMap(map, info);
+    const summary = describeMap(map, info);
+    byId("cbt-info").textContent = summary;
+    canvas.setAttribute("aria-label", "CBT heat map of " + deviceId + ": " + summary);
     drawMap(map, info);
   }
 
