@@ -50,6 +50,8 @@ export async function withBrowserPage(
       defaultViewport: { width: 1280, height: 900 },
       // Root in a container has no user namespaces for Chromium's sandbox.
       args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"],
+      // Generous: CI runs the suite in parallel on two shared cores.
+      timeout: 120_000,
       protocolTimeout: 120_000,
     });
     const page = await browser.newPage();
