@@ -23,7 +23,8 @@ const HOSTILE_NAME = `<img src=x onerror="window.injected=1">.img`;
 /** Where the browser test leaves its screenshot (gitignored). */
 const SCREENSHOT = new URL("../../test-artifacts/status-page.png", import.meta.url).pathname;
 const WAIT = { timeout: 60_000 };
-const noBrowser = chromiumMissing() !== undefined || toolsMissing("nbdsh");
+const noChromium = chromiumMissing() !== undefined;
+const noBrowser = noChromium || toolsMissing("nbdsh");
 
 /** Blocks written through NBD before the first take: change number 1. */
 const FIRST_BLOCKS = [1, 5, 6, 40];
@@ -268,7 +269,7 @@ Deno.test({
 
 Deno.test({
   name: "the status page without a token on the service: no token form, the empty lists say so",
-  ignore: chromiumMissing() !== undefined,
+  ignore: noChromium,
   async fn() {
     await withService({}, async (fixture) => {
       await withBrowserPage(async ({ page, problems }) => {
