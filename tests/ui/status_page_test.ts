@@ -161,6 +161,7 @@ Deno.test({
         await page.evaluate(() => Object.assign(globalThis, { sameDocument: true }));
         // The API wants a token: the page asks for it.
         await page.waitForSelector("#token-form:not([hidden])", WAIT);
+        assert.equal(await page.$eval("#devices-empty", (p) => p.hidden), true, "nothing read yet");
         await page.type("#token-input", "not-the-token");
         await page.keyboard.press("Enter");
         await page.waitForFunction(
@@ -280,10 +281,11 @@ Deno.test({
           WAIT,
           await page.$("#service"),
         );
-        assert.equal(await page.$eval("#token-form", (form) => form.hidden), true);
+        // The empty lists say so once they were read (and not before).
+        await page.waitForSelector("#snapshots-empty:not([hidden])", WAIT);
         assert.equal(await page.$eval("#devices-empty", (p) => p.hidden), false);
-        assert.equal(await page.$eval("#snapshots-empty", (p) => p.hidden), false);
         assert.equal(await page.$eval("#cbt-info", (p) => p.textContent), "No device attached.");
+        assert.equal(await page.$eval("#token-form", (form) => form.hidden), true);
         assert.deepEqual(problems, []);
       });
     });

@@ -38,7 +38,7 @@ const BODY = `
       <thead><tr><th>Id</th><th>Path</th><th>Capacity</th><th>Tracked I/O</th><th>Snapshot</th></tr></thead>
       <tbody id="device-rows"></tbody>
     </table>
-    <p class="empty" id="devices-empty">No devices attached.</p>
+    <p class="empty" hidden id="devices-empty">No devices attached.</p>
   </section>
   <section id="snapshots">
     <h2>Snapshots <span class="count" id="snapshot-count"></span></h2>
@@ -46,7 +46,7 @@ const BODY = `
       <thead><tr><th>Id</th><th>State</th><th>Devices</th><th>Difference storage</th><th>Created</th><th>Taken</th></tr></thead>
       <tbody id="snapshot-rows"></tbody>
     </table>
-    <p class="empty" id="snapshots-empty">No snapshots.</p>
+    <p class="empty" hidden id="snapshots-empty">No snapshots.</p>
   </section>
   <section id="cbt">
     <h2>Change block tracking</h2>

@@ -48,6 +48,7 @@ export const SCRIPT_POLLING = String.raw`
 
   document.addEventListener("visibilitychange", () => refresh());
   byId("forget-token").hidden = !state.token;
+  drawLegend(1);
   loadVersion();
   poll();
 `;
