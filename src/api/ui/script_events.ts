@@ -22,7 +22,8 @@ export const SCRIPT_EVENTS = String.raw`
     return parts.join(" · ");
   }
 
-  function addEvent(snapshotId, event) {
+  /** Shows an event of a snapshot (with its SSE id, if any) at the top of the list, once. */
+  function addEvent(snapshotId, event, id) {
     const key = snapshotId + " " + JSON.stringify(event);
     if (state.seenEvents.has(key)) return;
     state.seenEvents.add(key);
@@ -30,7 +31,7 @@ export const SCRIPT_EVENTS = String.raw`
     const when = event.timeMs ? new Date(event.timeMs) : new Date();
     list.prepend(el(
       "li",
-      { "data-code": event.code, "data-snapshot-id": snapshotId },
+      { "data-code": event.code, "data-snapshot-id": snapshotId, "data-event-id": id },
       el("time", { datetime: when.toISOString() }, when.toLocaleTimeString()),
       el("span", { class: "badge code-" + event.code }, event.code),
       el("span", { class: "mono", title: snapshotId }, "snapshot " + shortId(snapshotId)),
@@ -111,7 +112,7 @@ export const SCRIPT_EVENTS = String.raw`
             return;
           }
           if (message.event === "end") addEvent(snapshotId, { code: "end", detail: "stream ended: " + event.detail });
-          else addEvent(snapshotId, event);
+          else addEvent(snapshotId, event, message.id);
           refresh();
         });
         if (ended) return setStreamStatus(stream, "ended");
