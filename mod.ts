@@ -47,7 +47,14 @@ export type { ApiServices, HandlerInput, ResponseSpec, RouteSpec } from "./src/a
 export type { JsonSchema, Schema } from "./src/api/schema.ts";
 export { PathPolicy, type ResolveOptions } from "./src/api/path_policy.ts";
 export type { ProblemDocument } from "./src/api/problem.ts";
-export type { DeviceChanges, Extent } from "./src/api/changes.ts";
+export type { Extent } from "./src/api/changes.ts";
+export {
+  type ChangePoint,
+  decodeChangeToken,
+  encodeChangeToken,
+  FULL_BACKUP_REASONS,
+  type FullBackupReason,
+} from "./src/change_token.ts";
 export { UserspaceDriver, type UserspaceDriverOptions } from "./src/userspace/userspace_driver.ts";
 export type { EngineParams } from "./src/engine/mod.ts";
 export type { NbdLogger, NbdLogLevel, NbdServer } from "./src/nbd/mod.ts";

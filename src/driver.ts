@@ -11,6 +11,9 @@
  * @module
  */
 
+/** Device ids: names usable as NBD export names, in URLs and in change tokens (both backends). */
+export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+
 /** Which implementation sits behind the seam. */
 export type BackendKind = "kernel" | "userspace";
 
@@ -115,6 +118,17 @@ export interface SnapshotImageInfo {
   errorCode: number;
   /** Name of `errorCode` ("ENOSPC") when it is not 0. */
   errorName?: string;
+  /**
+   * After take: the change token of this image (device, CBT generation and
+   * change number right after the take; see change_token.ts).
+   */
+  changeToken?: string;
+  /**
+   * After take: the token of the device's previous snapshot in the same CBT
+   * generation, which "changes" answers relative to by default; absent when
+   * there is none (first snapshot of a generation).
+   */
+  previousChangeToken?: string;
 }
 
 /** Usage of a snapshot's difference storage. */
@@ -174,6 +188,42 @@ export interface NoSpaceEvent {
 /** A snapshot event. */
 export type SnapshotEvent = CorruptedEvent | NoSpaceEvent;
 
+/** The most events a snapshot's log holds; older ones are dropped first. */
+export const EVENT_LOG_CAPACITY = 1024;
+
+/** A snapshot event with its place in the snapshot's event log. */
+export type LoggedEvent = SnapshotEvent & {
+  /**
+   * Increasing id within the snapshot's log. Ids are unique across restarts
+   * of the service: a log numbers from its creation time in ms times 1000.
+   */
+  id: number;
+};
+
+/** What {@link SnapshotDriver.waitEvents} answers. */
+export interface EventPage {
+  /** The events after the asked id, oldest first (empty on timeout or abort). */
+  events: LoggedEvent[];
+  /** The newest id the log has given out: ask `after` this next. */
+  lastId: number;
+  /**
+   * True when events after the asked id are no longer in the log (it holds
+   * at most {@link EVENT_LOG_CAPACITY}, or the id is from an earlier life of
+   * the service): the consumer missed some.
+   */
+  truncated: boolean;
+}
+
+/** Options of {@link SnapshotDriver.waitEvents}. */
+export interface WaitEventsOptions {
+  /** Answer the events with ids above this (default 0: every event the log holds). */
+  after?: number;
+  /** How long to wait for at least one, in ms (0 answers at once). */
+  timeoutMs: number;
+  /** Ends the wait early with no events. */
+  signal?: AbortSignal;
+}
+
 /** Counters a backend can report for metrics (absent where it cannot tell). */
 export interface DriverStats {
   /** Chunks copied before their first overwrite, since start. */
@@ -217,8 +267,14 @@ export interface SnapshotDriver {
   snapshotInfo(snapshotId: string): Promise<SnapshotInfo>;
   /** Destroys the snapshot and its images; the devices stay attached. */
   destroySnapshot(snapshotId: string): Promise<void>;
-  /** The next event of the snapshot, or undefined after `timeoutMs` without one. */
-  waitEvent(snapshotId: string, timeoutMs: number): Promise<SnapshotEvent | undefined>;
+  /**
+   * The events of the snapshot's log after `options.after`, waiting up to
+   * `timeoutMs` for at least one; every caller sees every event (nothing is
+   * taken from the log). An aborted wait answers at once with no events.
+   * INVALID_ARGUMENT for a bad timeout or id; NOT_FOUND for an unknown
+   * snapshot or one destroyed while waiting.
+   */
+  waitEvents(snapshotId: string, options: WaitEventsOptions): Promise<EventPage>;
 
   /** Size in bytes of a device's image in a taken snapshot. */
   imageSize(snapshotId: string, deviceId: string): Promise<number>;

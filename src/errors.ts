@@ -39,6 +39,7 @@ export const Errno = {
   ESHUTDOWN: 108,
   ETIMEDOUT: 110,
   EALREADY: 114,
+  ESTALE: 116,
 } as const;
 
 /** The name of a known errno. */
@@ -66,6 +67,7 @@ export type ErrorCode =
   | "PAYLOAD_TOO_LARGE"
   | "STORAGE_EXHAUSTED"
   | "SNAPSHOT_CORRUPTED"
+  | "FULL_BACKUP_REQUIRED"
   | "NOT_SUPPORTED"
   | "MODULE_MISMATCH"
   | "UNAVAILABLE"
@@ -108,6 +110,12 @@ export const errorTable: Readonly<Record<ErrorCode, ErrorMapping>> = {
     nbdError: 28,
   },
   SNAPSHOT_CORRUPTED: { status: 409, title: "Snapshot corrupted", errno: "EIO", nbdError: 5 },
+  FULL_BACKUP_REQUIRED: {
+    status: 409,
+    title: "Full backup required",
+    errno: "ESTALE",
+    nbdError: 22,
+  },
   NOT_SUPPORTED: { status: 501, title: "Not supported", errno: "EOPNOTSUPP", nbdError: 95 },
   MODULE_MISMATCH: {
     status: 502,
@@ -129,6 +137,8 @@ export interface ServiceErrorOptions {
   errno?: ErrnoName;
   /** The request field the error is about (validation errors). */
   field?: string;
+  /** A stable reason within the code (FULL_BACKUP_REQUIRED: why no incremental answer). */
+  reason?: string;
 }
 
 /**
@@ -142,6 +152,8 @@ export class ServiceError extends Error {
   readonly errno: ErrnoName;
   /** The request field at fault, for validation errors. */
   readonly field?: string;
+  /** A stable reason within the code, when the code has several (see change_token.ts). */
+  readonly reason?: string;
 
   /** An error of `code`; `detail` says what could not be done and why. */
   constructor(code: ErrorCode, detail: string, options: ServiceErrorOptions = {}) {
@@ -150,6 +162,7 @@ export class ServiceError extends Error {
     this.code = code;
     this.errno = options.errno ?? errorTable[code].errno;
     this.field = options.field;
+    this.reason = options.reason;
   }
 
   /** The table entry for this error's code. */

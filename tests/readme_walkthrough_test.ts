@@ -79,7 +79,9 @@ Deno.test({
       assert.equal(result.code, 0, `walkthrough failed:\n${out}\n${err}`);
       assert.match(out, /^ aa aa aa aa aa aa aa aa aa aa aa aa aa aa aa aa$/m);
       assert.match(out, /read 1048576\/1048576 bytes at offset 0/);
-      assert.match(out, /^204$/m);
+      assert.match(out, /^\{"events":\[\],"lastId":\d+,"truncated":false\}$/m);
+      assert.match(out, /"code":"FULL_BACKUP_REQUIRED".*"reason":"generation_changed"/);
+      assert.match(out, /"changeToken":"[A-Za-z0-9_-]+","sinceToken":"[A-Za-z0-9_-]+"/);
       assert.match(
         out,
         /"changedBytes":131072,"extents":\[\{"offset":0,"length":65536\},\{"offset":134217728,"length":65536\}\]/,

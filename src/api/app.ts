@@ -11,7 +11,6 @@ import { bodyLimit } from "hono/body-limit";
 import type { SnapshotDriver } from "../driver.ts";
 import { isServiceError, ServiceError } from "../errors.ts";
 import { bearerAuth } from "./auth.ts";
-import { EventRelay } from "./event_relay.ts";
 import { Metrics } from "./metrics.ts";
 import { openApiDocument } from "./openapi.ts";
 import { PathPolicy } from "./path_policy.ts";
@@ -101,7 +100,6 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
     driver,
     paths: options.paths,
     metrics,
-    events: new EventRelay(driver),
     serviceVersion: SERVICE_VERSION,
   };
   const app = new Hono();

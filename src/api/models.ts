@@ -17,8 +17,10 @@ import {
   string,
 } from "./schema.ts";
 
-/** Device ids: names usable as NBD export names and in URLs, as both backends accept them. */
-export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+import { DEVICE_ID_PATTERN, EVENT_LOG_CAPACITY } from "../driver.ts";
+import { FULL_BACKUP_REASONS } from "../change_token.ts";
+
+export { DEVICE_ID_PATTERN };
 /** Snapshot ids: lower-case UUIDs. */
 export const SNAPSHOT_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -85,18 +87,44 @@ export const addDeviceBody = object({ device: deviceId });
 
 /** Query of GET /v1/snapshots/{id}/events. */
 export const waitEventQuery = object({
+  after: optional(integer({
+    coerce: true,
+    description: "Answer the events with ids above this (default 0: every event the log holds).",
+  })),
   timeoutMs: optional(
-    integer({ coerce: true, maximum: 300_000, description: "How long to wait (default 30000)." }),
+    integer({
+      coerce: true,
+      maximum: 300_000,
+      description: "How long to wait for at least one event (default 30000).",
+    }),
   ),
+});
+
+/** Query of GET /v1/snapshots/{id}/events/stream. */
+export const streamEventsQuery = object({
+  after: optional(integer({
+    coerce: true,
+    description: "Start after this event id (as Last-Event-ID does; default 0: every event held).",
+  })),
+});
+
+/** A change token as a query value. */
+const changeToken = string({
+  maxLength: 128,
+  description: "A change token (opaque: device, CBT generation, change number of one snapshot).",
 });
 
 /** Query of GET .../changes. */
 export const changesQuery = object({
-  since: optional(integer({
-    coerce: true,
-    maximum: 255,
-    description: "Report blocks whose change number is above this (default: changesNumber - 1, " +
-      "i.e. changed since the previous snapshot).",
+  since: optional(string({
+    maxLength: 128,
+    description: "The change token of an earlier snapshot of this device (default: the " +
+      "previous snapshot's). A bare change number (0-255) only together with generation.",
+  })),
+  generation: optional(string({
+    pattern: /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/,
+    maxLength: 36,
+    description: "The CBT generation (UUID) a bare change number in since belongs to.",
   })),
 });
 
@@ -126,6 +154,11 @@ export const snapshotImageInfo = object({
   locator: optional(string()),
   errorCode: integer({ minimum: 0 }),
   errorName: optional(string()),
+  changeToken: optional(changeToken),
+  previousChangeToken: optional(string({
+    maxLength: 128,
+    description: "The change token of the device's previous snapshot in this CBT generation.",
+  })),
 });
 
 /** SnapshotInfo. */
@@ -144,14 +177,25 @@ export const snapshotInfo = object({
   })),
 });
 
-/** SnapshotEvent. */
+/** SnapshotEvent with its id in the snapshot's event log. */
 export const snapshotEvent = object({
+  id: integer({ description: "Increasing id in the snapshot's event log." }),
   code: literal(["corrupted", "no_space"]),
   timeMs: integer(),
   deviceId: optional(deviceId),
   errorCode: optional(integer()),
   errorName: optional(string()),
   requestedSectors: optional(integer()),
+});
+
+/** Answer of GET /v1/snapshots/{id}/events. */
+export const eventPage = object({
+  events: array(snapshotEvent, { maxItems: EVENT_LOG_CAPACITY }),
+  lastId: integer({ description: "The newest id the log has given out: ask after this next." }),
+  truncated: boolean({
+    description: `Events after the asked id are no longer in the log (it keeps the last ` +
+      `${EVENT_LOG_CAPACITY}, and ids from before a restart of the service are not in it).`,
+  }),
 });
 
 /** Version document. */
@@ -169,15 +213,22 @@ export const imageLocator = object({
   deviceId: deviceId,
   locator: string(),
   sizeBytes: integer(),
+  changeToken: optional(changeToken),
+  previousChangeToken: optional(string({ maxLength: 128 })),
 });
 
 /** Changed extents of an image. */
 export const imageChanges = object({
   snapshotId: snapshotId,
   deviceId: deviceId,
+  changeToken: changeToken,
+  sinceToken: optional(string({
+    maxLength: 128,
+    description: "The change token the changes are relative to.",
+  })),
   generationId: string(),
   changesNumber: integer(),
-  since: integer(),
+  since: integer({ description: "The change number the changes are relative to." }),
   blockSize: integer(),
   capacityBytes: integer(),
   changedBytes: integer(),
@@ -193,5 +244,8 @@ export const problem = object({
   code: string(),
   errno: optional(string()),
   field: optional(string()),
+  reason: optional(literal(FULL_BACKUP_REASONS, {
+    description: "FULL_BACKUP_REQUIRED: why the changes cannot be answered completely.",
+  })),
   instance: optional(string()),
 });

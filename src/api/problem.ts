@@ -28,6 +28,8 @@ export interface ProblemDocument {
   errno?: string;
   /** The request field at fault (validation errors). */
   field?: string;
+  /** Why, within the code (FULL_BACKUP_REQUIRED: generation_changed, other_device, ...). */
+  reason?: string;
   /** The request path. */
   instance?: string;
 }
@@ -44,6 +46,7 @@ export function problemFor(error: unknown, instance?: string): ProblemDocument {
       code: error.code,
       errno: error.errno,
       ...(error.field ? { field: error.field } : {}),
+      ...(error.reason ? { reason: error.reason } : {}),
       ...(instance ? { instance } : {}),
     };
   }

@@ -9,7 +9,6 @@
 
 import type { Context } from "hono";
 import type { SnapshotDriver } from "../driver.ts";
-import type { EventRelay } from "./event_relay.ts";
 import type { Metrics } from "./metrics.ts";
 import type { PathPolicy } from "./path_policy.ts";
 import type { Infer, JsonSchema, Schema } from "./schema.ts";
@@ -22,8 +21,6 @@ export interface ApiServices {
   paths: PathPolicy;
   /** API metrics. */
   metrics: Metrics;
-  /** The one consumer of the driver's snapshot events. */
-  events: EventRelay;
   /** The service's own version. */
   serviceVersion: string;
 }

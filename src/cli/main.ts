@@ -95,7 +95,7 @@ export async function main(args: string[], io: CliIo = processIo): Promise<numbe
       io.err(
         `blksnap: ${error.problem.detail} (${error.code}${
           error.problem.errno ? `, ${error.problem.errno}` : ""
-        })\n`,
+        }${error.problem.reason ? `, ${error.problem.reason}` : ""})\n`,
       );
     } else if (
       status === ExitCode.FAILURE && !(error instanceof Error && error.name === "ServiceError")

@@ -19,9 +19,9 @@
  */
 
 import ky, { isHTTPError, isNetworkError, isTimeoutError, type KyInstance } from "ky";
-import type { DeviceInfo, DriverVersion, SnapshotEvent, SnapshotInfo } from "../driver.ts";
+import type { DeviceInfo, DriverVersion, EventPage, LoggedEvent, SnapshotInfo } from "../driver.ts";
 import type { ProblemDocument } from "../api/problem.ts";
-import type { DeviceChanges } from "../api/changes.ts";
+import type { ImageChanges as ChangesOfImage } from "../api/changes.ts";
 import { ConnectionError, ProblemError } from "./problem_error.ts";
 import { readSse } from "./sse.ts";
 
@@ -69,14 +69,38 @@ export interface ImageLocator {
   locator: string;
   /** Image size in bytes. */
   sizeBytes: number;
+  /** The image's change token: keep it to ask for the changes since this snapshot later. */
+  changeToken?: string;
+  /** The token of the device's previous snapshot in this CBT generation, if any. */
+  previousChangeToken?: string;
 }
 
 /** Changed extents of an image. */
-export interface ImageChanges extends DeviceChanges {
+export interface ImageChanges extends ChangesOfImage {
   /** Snapshot id. */
   snapshotId: string;
   /** Device id. */
   deviceId: string;
+}
+
+/** A `truncated` notice of {@link BlksnapClient.snapshots.watch}: events after `after` were missed. */
+export interface TruncatedNotice {
+  /** Kind. */
+  code: "truncated";
+  /** The id the stream resumed after. */
+  after: number;
+  /** The id of the first event the log still held. */
+  resumedAt: number;
+}
+
+/** Options of {@link BlksnapClient.snapshots.watch}. */
+export interface WatchOptions {
+  /** Resume after this event id (sent as Last-Event-ID; default: every event the log holds). */
+  after?: number;
+  /** Ends the stream. */
+  signal?: AbortSignal;
+  /** Reconnections (with Last-Event-ID) after the connection breaks (default 3 in a row). */
+  reconnects?: number;
 }
 
 /** Body of snapshot creation. */
@@ -118,10 +142,23 @@ export interface BlksnapClient {
     list(): Promise<SnapshotInfo[]>;
     get(snapshotId: string): Promise<SnapshotInfo>;
     destroy(snapshotId: string): Promise<void>;
-    /** The next event, or undefined when none came within `timeoutMs`. */
-    waitEvent(snapshotId: string, timeoutMs?: number): Promise<SnapshotEvent | undefined>;
-    /** Events as they come (SSE) until the snapshot goes away or `signal` aborts. */
-    watch(snapshotId: string, options?: { signal?: AbortSignal }): AsyncGenerator<SnapshotEvent>;
+    /**
+     * The events after `after` (default 0: all the log holds), waiting up to
+     * `timeoutMs` (default 30000) for at least one; an empty list on timeout.
+     */
+    waitEvents(
+      snapshotId: string,
+      options?: { after?: number; timeoutMs?: number; signal?: AbortSignal },
+    ): Promise<EventPage>;
+    /**
+     * Events as they come (SSE) until the snapshot goes away or `signal`
+     * aborts; a broken connection is resumed with Last-Event-ID, so no event
+     * the log still holds is missed (a {@link TruncatedNotice} says when some were).
+     */
+    watch(
+      snapshotId: string,
+      options?: WatchOptions,
+    ): AsyncGenerator<LoggedEvent | TruncatedNotice>;
   };
   /** Image routes. */
   images: {
@@ -135,10 +172,16 @@ export interface BlksnapClient {
       deviceId: string,
       range?: { offset?: number; length?: number; signal?: AbortSignal },
     ): Promise<Response>;
+    /**
+     * The extents changed since the snapshot of the change token `since`
+     * (default: the previous snapshot); ProblemError FULL_BACKUP_REQUIRED
+     * (with `reason`) when that cannot be answered completely. A bare
+     * change number needs `generation`.
+     */
     changes(
       snapshotId: string,
       deviceId: string,
-      options?: { since?: number },
+      options?: { since?: string | number; generation?: string },
     ): Promise<ImageChanges>;
   };
 }
@@ -197,7 +240,7 @@ export function createClient(options: ClientOptions): BlksnapClient {
       throw await translate(error, options.baseUrl);
     }
   };
-  const getJson = <T>(path: string, searchParams?: Record<string, number>) =>
+  const getJson = <T>(path: string, searchParams?: Record<string, number | string>) =>
     call(() => api.get(path, { searchParams }).json<T>());
   const postJson = <T>(path: string, json?: unknown) =>
     call(() => api.post(path, json === undefined ? {} : { json }).json<T>());
@@ -238,33 +281,62 @@ export function createClient(options: ClientOptions): BlksnapClient {
       list: () => getJson("v1/snapshots"),
       get: (snapshotId) => getJson(`v1/snapshots/${segment(snapshotId)}`),
       destroy: (snapshotId) => remove(`v1/snapshots/${segment(snapshotId)}`),
-      waitEvent: (snapshotId, timeoutMs = 30_000) =>
-        call(async () => {
-          const response = await api.get(`v1/snapshots/${segment(snapshotId)}/events`, {
-            searchParams: { timeoutMs },
+      waitEvents: (snapshotId, waitOptions = {}) =>
+        call(() => {
+          const timeoutMs = waitOptions.timeoutMs ?? 30_000;
+          return api.get(`v1/snapshots/${segment(snapshotId)}/events`, {
+            searchParams: {
+              timeoutMs,
+              ...(waitOptions.after !== undefined ? { after: waitOptions.after } : {}),
+            },
             timeout: timeout + timeoutMs,
             retry: 0,
-          });
-          return response.status === 204 ? undefined : await response.json<SnapshotEvent>();
+            signal: waitOptions.signal,
+          }).json<EventPage>();
         }),
       watch: async function* (snapshotId, watchOptions = {}) {
-        const response = await call(() =>
-          api.get(`v1/snapshots/${segment(snapshotId)}/events/stream`, {
-            timeout: false,
-            retry: 0,
-            signal: watchOptions.signal,
-          })
-        );
-        if (!response.body) return;
-        for await (const message of readSse(response.body)) {
-          if (message.event === "end") {
-            const problem = JSON.parse(message.data);
-            if (isProblem(problem) && problem.code !== "NOT_FOUND") throw new ProblemError(problem);
-            return;
+        let after = watchOptions.after;
+        let failures = 0;
+        for (;;) {
+          const headers: Record<string, string> = after === undefined
+            ? {}
+            : { "last-event-id": String(after) };
+          const response = await call(() =>
+            api.get(`v1/snapshots/${segment(snapshotId)}/events/stream`, {
+              headers,
+              timeout: false,
+              retry: 0,
+              signal: watchOptions.signal,
+            })
+          );
+          if (!response.body) return;
+          try {
+            for await (const message of readSse(response.body)) {
+              failures = 0;
+              if (message.event === "end") {
+                const problem = JSON.parse(message.data);
+                if (isProblem(problem) && problem.code !== "NOT_FOUND") {
+                  throw new ProblemError(problem);
+                }
+                return;
+              }
+              if (message.event === "truncated") {
+                yield { code: "truncated", ...JSON.parse(message.data) } as TruncatedNotice;
+              } else if (message.event === "corrupted" || message.event === "no_space") {
+                const event = JSON.parse(message.data) as LoggedEvent;
+                after = event.id;
+                yield event;
+              }
+            }
+          } catch (error) {
+            if (error instanceof ProblemError || watchOptions.signal?.aborted) throw error;
+            if (++failures > (watchOptions.reconnects ?? 3)) {
+              throw await translate(error, options.baseUrl);
+            }
+            continue;
           }
-          if (message.event === "corrupted" || message.event === "no_space") {
-            yield JSON.parse(message.data) as SnapshotEvent;
-          }
+          if (watchOptions.signal?.aborted) return;
+          if (++failures > (watchOptions.reconnects ?? 3)) return;
         }
       },
     },
@@ -294,11 +366,17 @@ export function createClient(options: ClientOptions): BlksnapClient {
           });
         });
       },
-      changes: (snapshotId, deviceId, changeOptions = {}) =>
-        getJson(
+      changes: (snapshotId, deviceId, changeOptions = {}) => {
+        const searchParams: Record<string, string> = {};
+        if (changeOptions.since !== undefined) searchParams.since = String(changeOptions.since);
+        if (changeOptions.generation !== undefined) {
+          searchParams.generation = changeOptions.generation;
+        }
+        return getJson(
           `v1/snapshots/${segment(snapshotId)}/images/${segment(deviceId)}/changes`,
-          changeOptions.since === undefined ? undefined : { since: changeOptions.since },
-        ),
+          searchParams,
+        );
+      },
     },
   };
 }

@@ -30,6 +30,11 @@ export class ProblemError extends Error {
   get code(): ErrorCode {
     return this.problem.code;
   }
+
+  /** The reason within the code (FULL_BACKUP_REQUIRED: "generation_changed", ...), if any. */
+  get reason(): string | undefined {
+    return this.problem.reason;
+  }
 }
 
 /** The service could not be reached, or did not answer within the timeout. */

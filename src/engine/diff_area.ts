@@ -44,7 +44,7 @@ import type { BlockStore } from "./block_store.ts";
 import { Chunk, ChunkState, type ChunkStateName } from "./chunk.ts";
 import { DiffBufferPool } from "./diff_buffer_pool.ts";
 import type { DiffStorage } from "./diff_storage.ts";
-import type { EmitEvent } from "./event_queue.ts";
+import type { EmitEvent } from "../event_log.ts";
 import { type EngineParams, SECTOR_BYTES, type Sizing } from "./params.ts";
 import type { EngineStats } from "./stats.ts";
 import { StoreQueue } from "./store_queue.ts";

@@ -38,7 +38,7 @@
 
 import { ServiceError } from "../errors.ts";
 import type { BlockStore } from "./block_store.ts";
-import type { EmitEvent } from "./event_queue.ts";
+import type { EmitEvent } from "../event_log.ts";
 import { type EngineParams, SECTOR_BYTES } from "./params.ts";
 import type { EngineStats } from "./stats.ts";
 

@@ -19,19 +19,22 @@
  *   lets image I/O in flight finish while copy-on-write still protects it
  *   (the kernel frees the image disk first too), then freezes the members,
  *   detaches the difference areas, unfreezes, stops the store workers, and
- *   closes the storage and the event queue. The trackers stay attached with
+ *   closes the storage and the event log. The trackers stay attached with
  *   their CBT maps.
+ * Take records each member's CBT position just before and right after the
+ * switch: what the snapshot's change token names (change_token.ts).
  * Control operations (add, take, destroy) are serialised by a lock.
  *
  * @module
  */
 
 import { ServiceError } from "../errors.ts";
-import type { SnapshotEvent } from "../driver.ts";
+import type { EventPage, SnapshotEvent, WaitEventsOptions } from "../driver.ts";
+import type { CbtMapInfo } from "./cbt_map.ts";
 import type { BlockStore, StoreIdentity } from "./block_store.ts";
 import { DiffArea } from "./diff_area.ts";
 import { DiffStorage } from "./diff_storage.ts";
-import { type EventInput, EventQueue } from "./event_queue.ts";
+import { type EventInput, EventLog } from "../event_log.ts";
 import { SnapshotImage } from "./image.ts";
 import { Mutex } from "./mutex.ts";
 import { chunkSizing, type EngineParams, SECTOR_BYTES, type Sizing } from "./params.ts";
@@ -101,6 +104,14 @@ export function storageLivesOn(storage: StoreIdentity, member: StoreIdentity): b
     storage.inode === member.inode;
 }
 
+/** A member's CBT position at take: just before (ahead of any reset) and right after the switch. */
+export interface CbtAtTake {
+  /** CBTINFO just before the take. */
+  before: CbtMapInfo;
+  /** CBTINFO right after the take: the snapshot's position. */
+  after: CbtMapInfo;
+}
+
 /** A snapshot of one or more devices. */
 export class Snapshot {
   /** UUID of the snapshot. */
@@ -115,7 +126,8 @@ export class Snapshot {
   #trackers: Tracker[] = [];
   #images = new Map<string, SnapshotImage>();
   #areas = new Map<string, DiffArea>();
-  #events = new EventQueue();
+  #events = new EventLog();
+  #cbtAtTake = new Map<string, CbtAtTake>();
   #control = new Mutex();
   #storage!: DiffStorage;
 
@@ -167,7 +179,7 @@ export class Snapshot {
 
   #raise(event: EventInput): void {
     this.#options.stats.events += 1;
-    this.#events.push({ ...event, timeMs: this.#options.now() } as SnapshotEvent);
+    this.#events.append({ ...event, timeMs: this.#options.now() } as SnapshotEvent);
   }
 
   #refuseUnless(state: "created" | "taken", action: string): void {
@@ -237,10 +249,12 @@ export class Snapshot {
           });
         }
         for (const { tracker, capacityBytes, sizing } of plans) {
+          const before = tracker.cbt.info();
           if (tracker.cbt.isCorrupted || tracker.cbt.capacityBytes !== capacityBytes) {
             tracker.cbt.reset(capacityBytes);
           }
           tracker.cbt.switch();
+          this.#cbtAtTake.set(tracker.name, { before, after: tracker.cbt.info() });
           const area = new DiffArea({
             name: tracker.name,
             original: tracker.store,
@@ -321,16 +335,22 @@ export class Snapshot {
   }
 
   /**
-   * The next event, or undefined after `timeoutMs` without one (and for
-   * waiters pending at destroy). NOT_FOUND once destroyed.
+   * The events of the log after `options.after`, waiting up to `timeoutMs`
+   * for one (see EventLog.wait); waits pending at destroy answer with none.
+   * NOT_FOUND once destroyed.
    */
-  waitEvent(timeoutMs: number): Promise<SnapshotEvent | undefined> {
+  waitEvents(options: WaitEventsOptions): Promise<EventPage> {
     if (this.#state === "destroyed") {
       return Promise.reject(
         new ServiceError("NOT_FOUND", `Cannot wait for events of snapshot ${this.id}: destroyed`),
       );
     }
-    return this.#events.wait(timeoutMs);
+    return this.#events.wait(options);
+  }
+
+  /** A member's CBT position at take; undefined before take or for a non-member. */
+  cbtAtTake(trackerName: string): CbtAtTake | undefined {
+    return this.#cbtAtTake.get(trackerName);
   }
 
   /** The image of device `trackerName`. NOT_FOUND before take, after destroy, or for a non-member. */

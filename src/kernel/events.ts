@@ -12,7 +12,7 @@
 import type { SnapshotEvent } from "../driver.ts";
 import { errnoName } from "../errors.ts";
 import { BlksnapEventCode, BlksnapEventCorrupted, BlksnapEventNoSpace } from "./abi.ts";
-import type { RawEvent } from "./event_waiter.ts";
+import type { RawEvent } from "./event_reader.ts";
 
 /** Clocks and device lookup for {@link decodeEvent}. */
 export interface EventContext {

@@ -30,7 +30,13 @@
  *   no devices. Storage usage is not reported: the module does not tell it.
  *   `writable` is recorded as asked; the module's images are block devices
  *   that accept writes either way (writes to them mark both CBT tables).
- * - Events: SNAPSHOT_WAIT_EVENT on a worker thread (event_waiter.ts).
+ * - Events: one reader per known snapshot drains SNAPSHOT_WAIT_EVENT on a
+ *   worker thread into the snapshot's event log (event_reader.ts); every
+ *   waitEvents() reads that log after an id.
+ * - Change tokens: CBTINFO just before and right after SNAPSHOT_TAKE gives
+ *   each image's position (change_token.ts); for a snapshot adopted later,
+ *   CBTINFO while the device is in it gives the same, as no other take can
+ *   happen meanwhile.
  * - Images: size by BLKGETSIZE64 on the image device, data by node:fs
  *   positioned reads; SNAPSHOT_CORRUPTED once the module reports an error.
  * - close(): destroys the snapshots this service created (unless
@@ -51,17 +57,25 @@ import type {
   DeviceInfo,
   DriverStats,
   DriverVersion,
+  EventPage,
   SectorRange,
   SnapshotDriver,
-  SnapshotEvent,
   SnapshotImageInfo,
   SnapshotInfo,
+  WaitEventsOptions,
 } from "../driver.ts";
+import {
+  type CbtPosition,
+  type ChangePoint,
+  encodeChangeToken,
+  pointOf,
+  previousPoint,
+} from "../change_token.ts";
 import { errnoName, isServiceError, ServiceError } from "../errors.ts";
 import { formatUuid, SECTOR_SIZE } from "./abi.ts";
 import { type BlockingIoctl, WorkerIoctl } from "./blocking_ioctl.ts";
 import { ioctlError } from "./errno.ts";
-import { EventWaiter } from "./event_waiter.ts";
+import { EventReader } from "./event_reader.ts";
 import { decodeEvent } from "./events.ts";
 import { ImageReader } from "./image_reader.ts";
 import { type DeviceNumber, type Libc, realLibc } from "./libc.ts";
@@ -99,13 +113,19 @@ export interface KernelDriverOptions {
   cbtMapPieceBytes?: number;
   /** Ranges per CBTDIRTY ioctl on the out-of-tree profile (default 4096). */
   dirtyBatchRanges?: number;
-  /** Extra milliseconds a waitEvent allows for the trip through the worker (default 50). */
-  eventGraceMs?: number;
+  /** The longest `timeout_ms` of one SNAPSHOT_WAIT_EVENT of the event readers (default 250). */
+  eventSliceMs?: number;
 }
 
 interface Kernel {
   client: ModuleClient;
-  waiter: EventWaiter;
+  waiter: EventReader;
+}
+
+/** A device's CBT position at a take: the image's point and its previous snapshot's. */
+interface TakeMark {
+  point: ChangePoint;
+  previous?: ChangePoint;
 }
 
 const CAPABILITIES: Capability[] = [
@@ -133,6 +153,8 @@ export class KernelDriver implements SnapshotDriver {
   #records: DriverRecords;
   #images = new ImageReader();
   #eventsSeen = 0;
+  /** CBT positions at take, by snapshot id and device id. */
+  #takeMarks = new Map<string, Map<string, TakeMark>>();
   #closed = false;
 
   /** Keeps the options; nothing is opened until {@link KernelDriver.start} or the first call. */
@@ -170,8 +192,8 @@ export class KernelDriver implements SnapshotDriver {
       (this.#options.libc === undefined
         ? new WorkerIoctl({ libraryPath: this.#options.waitLibraryPath })
         : directIoctl(this.#libc));
-    const waiter = new EventWaiter(blocking, client.controlFd, {
-      graceMs: this.#options.eventGraceMs,
+    const waiter = new EventReader(blocking, client.controlFd, {
+      sliceMs: this.#options.eventSliceMs,
     });
     try {
       await this.#records.restore(client, this.#libc);
@@ -180,7 +202,9 @@ export class KernelDriver implements SnapshotDriver {
       client.close();
       throw error;
     }
-    return { client, waiter };
+    const kernel = { client, waiter };
+    for (const snapshot of this.#records.snapshots()) this.#watchEvents(kernel, snapshot);
+    return kernel;
   }
 
   /** Queues a write of the records. */
@@ -193,22 +217,85 @@ export class KernelDriver implements SnapshotDriver {
     return this.#records.flush();
   }
 
-  /** The record of snapshot `id` (adopting one only the module knows). NOT_FOUND otherwise. */
-  #snapshot({ client }: Kernel, id: string): SnapshotRecord {
-    return this.#records.resolveSnapshot(client, id);
+  /**
+   * The record of snapshot `id` (adopting one only the module knows), with
+   * its event reader running. NOT_FOUND otherwise.
+   */
+  #snapshot(kernel: Kernel, id: string): SnapshotRecord {
+    const snapshot = this.#records.resolveSnapshot(kernel.client, id);
+    this.#watchEvents(kernel, snapshot);
+    return snapshot;
+  }
+
+  /** Starts the one reader of the snapshot's kernel events (once). */
+  #watchEvents({ waiter }: Kernel, snapshot: SnapshotRecord): void {
+    if (waiter.watching(snapshot.id)) return;
+    waiter.watch(snapshot.id, snapshot.uuid, (raw) => {
+      const event = decodeEvent(raw, {
+        monotonicNowNs: this.#libc.monotonicNs(),
+        epochNowMs: Date.now(),
+        deviceIdOf: (major, minor) =>
+          snapshot.deviceIds.find((id) => {
+            const number = this.#records.findDevice(id)?.number;
+            return number?.major === major && number.minor === minor;
+          }),
+      });
+      if (event) this.#eventsSeen++;
+      return event;
+    });
   }
 
   #imageInfo({ client }: Kernel, deviceId: string): SnapshotImageInfo {
     return this.#records.imageInfo(client, deviceId);
   }
 
-  #info({ client }: Kernel, snapshot: SnapshotRecord): SnapshotInfo {
-    return this.#records.snapshotInfo(client, snapshot);
+  #info(kernel: Kernel, snapshot: SnapshotRecord): SnapshotInfo {
+    const info = this.#records.snapshotInfo(kernel.client, snapshot);
+    return {
+      ...info,
+      devices: info.devices.map((image) => ({
+        ...image,
+        ...this.#tokens(kernel, snapshot, image),
+      })),
+    };
+  }
+
+  /**
+   * The change tokens of a taken image: from the CBT positions recorded at
+   * take, or (a snapshot adopted from an earlier run) from CBTINFO now,
+   * which is the same while the device is in the snapshot.
+   */
+  #tokens(
+    { client }: Kernel,
+    snapshot: SnapshotRecord,
+    image: SnapshotImageInfo,
+  ): { changeToken?: string; previousChangeToken?: string } {
+    if (image.locator === undefined) return {};
+    let marks = this.#takeMarks.get(snapshot.id);
+    let mark = marks?.get(image.deviceId);
+    if (!mark) {
+      const device = this.#records.findDevice(image.deviceId);
+      if (!device) return {};
+      let point: ChangePoint;
+      try {
+        point = pointOf(image.deviceId, client.cbtInfo(device));
+      } catch {
+        return {};
+      }
+      mark = { point, previous: previousPoint(point) };
+      if (!marks) this.#takeMarks.set(snapshot.id, marks = new Map());
+      marks.set(image.deviceId, mark);
+    }
+    return {
+      changeToken: encodeChangeToken(mark.point),
+      ...(mark.previous ? { previousChangeToken: encodeChangeToken(mark.previous) } : {}),
+    };
   }
 
   /** Drops the record of a snapshot the module no longer has (or just destroyed). */
   async #forget({ client, waiter }: Kernel, snapshot: SnapshotRecord): Promise<void> {
     this.#records.removeSnapshot(snapshot.id);
+    this.#takeMarks.delete(snapshot.id);
     waiter.forget(snapshot.id);
     this.#persist(client);
     for (const path of snapshot.images) await this.#images.release(path);
@@ -379,6 +466,7 @@ export class KernelDriver implements SnapshotDriver {
       throw error;
     }
     this.#records.addSnapshot(snapshot);
+    this.#watchEvents(kernel, snapshot);
     this.#persist(client);
     return this.#info(kernel, snapshot);
   }
@@ -414,12 +502,31 @@ export class KernelDriver implements SnapshotDriver {
     if (snapshot.storage !== undefined && snapshot.deviceIds.length === 0) {
       throw new ServiceError("CONFLICT", `${what}: it has no devices`);
     }
+    const devices = snapshot.deviceIds.flatMap((id) => this.#records.findDevice(id) ?? []);
+    // CBTINFO around the take is best effort: without it the tokens come from CBTINFO later.
+    const cbtInfo = (device: (typeof devices)[number]) => {
+      try {
+        return kernel.client.cbtInfo(device);
+      } catch {
+        return undefined;
+      }
+    };
+    const before = new Map<string, CbtPosition | undefined>();
+    for (const device of devices) before.set(device.id, cbtInfo(device));
     try {
       kernel.client.take(snapshot.uuid, what);
     } catch (error) {
       if (isServiceError(error, "NOT_FOUND")) await this.#forget(kernel, snapshot);
       throw error;
     }
+    const marks = new Map<string, TakeMark>();
+    for (const device of devices) {
+      const after = cbtInfo(device);
+      if (!after) continue;
+      const point = pointOf(device.id, after);
+      marks.set(device.id, { point, previous: previousPoint(point, before.get(device.id)) });
+    }
+    this.#takeMarks.set(snapshot.id, marks);
     snapshot.takenAt = new Date().toISOString();
     this.#persist(kernel.client);
     return this.#info(kernel, snapshot);
@@ -458,33 +565,23 @@ export class KernelDriver implements SnapshotDriver {
     }
   }
 
-  /** The next event of the snapshot, or undefined after `timeoutMs` without one. */
-  async waitEvent(snapshotId: string, timeoutMs: number): Promise<SnapshotEvent | undefined> {
+  /**
+   * The events of the snapshot's log after `options.after` (see
+   * SnapshotDriver.waitEvents), read from the module by the snapshot's one
+   * reader. INVALID_ARGUMENT for a bad timeout or id, NOT_FOUND for an
+   * unknown snapshot or one destroyed meanwhile, the mapped errno when the
+   * module's wait fails.
+   */
+  async waitEvents(snapshotId: string, options: WaitEventsOptions): Promise<EventPage> {
     const kernel = await this.#ready();
-    if (!isCount(timeoutMs)) {
+    if (!isCount(options?.timeoutMs)) {
       throw invalid("Cannot wait for events: timeoutMs must be an integer >= 0", "timeoutMs");
     }
-    const snapshot = this.#snapshot(kernel, snapshotId);
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const left = Math.max(0, deadline - Date.now());
-      const raw = await kernel.waiter.wait(snapshot.id, snapshot.uuid, left);
-      if (!raw) return undefined;
-      const event = decodeEvent(raw, {
-        monotonicNowNs: this.#libc.monotonicNs(),
-        epochNowMs: Date.now(),
-        deviceIdOf: (major, minor) =>
-          snapshot.deviceIds.find((id) => {
-            const number = this.#records.findDevice(id)?.number;
-            return number?.major === major && number.minor === minor;
-          }),
-      });
-      if (event) {
-        this.#eventsSeen++;
-        return event;
-      }
-      if (Date.now() >= deadline) return undefined;
+    if (options.after !== undefined && !isCount(options.after)) {
+      throw invalid("Cannot wait for events: after must be an integer >= 0", "after");
     }
+    const snapshot = this.#snapshot(kernel, snapshotId);
+    return await kernel.waiter.wait(snapshot.id, options);
   }
 
   /** The image device of `deviceId` in a taken snapshot. */

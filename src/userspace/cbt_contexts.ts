@@ -11,6 +11,14 @@
  *   change number (0..255) of its blocks in the read table, the byte the
  *   kernel's CBTMAP returns, so a client can compute changes since any
  *   earlier snapshot of the same generation.
+ * - `blksnap:change-token:<token>` and `blksnap:previous-change-token:<token>`:
+ *   names only (their extents are all 0) that let a client check, with
+ *   NBD_OPT_LIST_META_CONTEXT, which CBT state the two contexts above
+ *   describe before trusting them: an image lists its own change token and
+ *   the token its dirty bitmap is relative to (the previous snapshot's, when
+ *   there is one in the same generation); a tracked device lists the token
+ *   of its latest take. An image whose device's CBT is no longer the one it
+ *   was taken with (or is corrupted) lists neither: take a full backup.
  *
  * Extents follow the CBT's block size; the last one is clipped to the size.
  *
@@ -26,6 +34,25 @@ export const DIRTY_BITMAP_CONTEXT = "qemu:dirty-bitmap:cbt";
 export const CHANGE_NUMBER_CONTEXT = "blksnap:change-number";
 /** The CBT contexts an export offers. */
 export const CBT_CONTEXTS: readonly string[] = [DIRTY_BITMAP_CONTEXT, CHANGE_NUMBER_CONTEXT];
+/** Prefix of the context naming the export's change token. */
+export const CHANGE_TOKEN_CONTEXT = "blksnap:change-token:";
+/** Prefix of the context naming the token `qemu:dirty-bitmap:cbt` is relative to. */
+export const PREVIOUS_TOKEN_CONTEXT = "blksnap:previous-change-token:";
+
+/** The CBT contexts of an export whose CBT state has these tokens. */
+export function cbtContextNames(
+  tokens: { changeToken?: string; previousChangeToken?: string },
+): string[] {
+  return [
+    ...CBT_CONTEXTS,
+    ...(tokens.changeToken ? [CHANGE_TOKEN_CONTEXT + tokens.changeToken] : []),
+    ...(tokens.previousChangeToken ? [PREVIOUS_TOKEN_CONTEXT + tokens.previousChangeToken] : []),
+  ];
+}
+
+function isTokenContext(context: string): boolean {
+  return context.startsWith(CHANGE_TOKEN_CONTEXT) || context.startsWith(PREVIOUS_TOKEN_CONTEXT);
+}
 
 const MAX_EXTENTS = 1 << 16;
 
@@ -45,6 +72,7 @@ export function cbtExtents(
 ): NbdExtent[] {
   const blockSize = cbt.blockSizeBytes;
   const end = Math.min(range.offset + range.length, range.sizeBytes);
+  if (isTokenContext(context)) return [{ length: Math.max(1, end - range.offset), flags: 0 }];
   const firstBlock = Math.floor(range.offset / blockSize);
   const lastBlock = Math.min(Math.ceil(end / blockSize), cbt.blockCount);
   const map = cbt.read(firstBlock, Math.max(0, lastBlock - firstBlock));

@@ -14,7 +14,8 @@
 import { ServiceError } from "../errors.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import type { NbdExport, NbdExtent } from "../nbd/export.ts";
-import { CBT_CONTEXTS, cbtExtents } from "./cbt_contexts.ts";
+import { encodeChangeToken } from "../change_token.ts";
+import { cbtContextNames, cbtExtents } from "./cbt_contexts.ts";
 
 /** NBD block size constraints of engine exports. */
 export const ENGINE_BLOCK_SIZE = { minimum: 1, preferred: 4096, maximum: 32 << 20 };
@@ -47,7 +48,20 @@ export function deviceExport(tracker: Tracker): NbdExport {
       await tracker.writeZeroes(offset, length);
       if (fua) await tracker.flush();
     },
-    metaContexts: () => [...CBT_CONTEXTS],
+    metaContexts: () => {
+      const { generationId, changesNumber } = tracker.cbt.info();
+      return cbtContextNames(
+        changesNumber >= 1 && !tracker.cbt.isCorrupted
+          ? {
+            changeToken: encodeChangeToken({
+              deviceId: tracker.name,
+              generationId,
+              changeNumber: changesNumber,
+            }),
+          }
+          : {},
+      );
+    },
     blockStatus(context, offset, length): Promise<NbdExtent[]> {
       if (context === "base:allocation") return Promise.resolve([{ length, flags: 0 }]);
       return Promise.resolve(

@@ -27,11 +27,7 @@ export function engineExports(engine: Engine): ExportProvider {
   const imageExports = (): NbdExport[] =>
     engine.snapshots().filter((s) => s.state === "taken" || s.state === "corrupted").flatMap((
       snapshot,
-    ) =>
-      snapshot.trackers().map((tracker) =>
-        imageExport(tracker, snapshot.image(tracker.name), snapshot.id)
-      )
-    );
+    ) => snapshot.trackers().map((tracker) => imageExport(snapshot, tracker)));
   return {
     list: () => [
       ...engine.trackers().map((t) => deviceExportOf(t.name)!),
@@ -46,7 +42,7 @@ export function engineExports(engine: Engine): ExportProvider {
         return undefined;
       }
       const tracker = snapshot.trackers().find((t) => t.name === deviceId);
-      return tracker ? imageExport(tracker, snapshot.image(deviceId), snapshot.id) : undefined;
+      return tracker ? imageExport(snapshot, tracker) : undefined;
     },
   };
 }

@@ -9,9 +9,11 @@
  */
 
 import type { SnapshotImage } from "../engine/image.ts";
+import type { Snapshot } from "../engine/snapshot.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import type { NbdExport, NbdExtent } from "../nbd/export.ts";
-import { CBT_CONTEXTS, cbtExtents } from "./cbt_contexts.ts";
+import { cbtContextNames, cbtExtents } from "./cbt_contexts.ts";
+import { currentImageTokens } from "./image_tokens.ts";
 import { ENGINE_BLOCK_SIZE } from "./device_export.ts";
 
 /** The export name of `deviceId`'s image in `snapshotId`. */
@@ -19,13 +21,25 @@ export function imageExportName(deviceId: string, snapshotId: string): string {
   return `${deviceId}@${snapshotId}`;
 }
 
-/** Serves `image` of `tracker`'s device in `snapshotId`. */
-export function imageExport(tracker: Tracker, image: SnapshotImage, snapshotId: string): NbdExport {
+/**
+ * Serves the image of `tracker`'s device in the taken `snapshot`. Its
+ * description and metadata context names carry the image's change tokens
+ * while the device's CBT is still the one it was taken with.
+ */
+export function imageExport(snapshot: Snapshot, tracker: Tracker): NbdExport {
+  const snapshotId = snapshot.id;
+  const image: SnapshotImage = snapshot.image(tracker.name);
+  const tokens = currentImageTokens(snapshot, tracker);
   return {
     name: imageExportName(tracker.name, snapshotId),
-    description: `${
-      image.writable ? "writable" : "read-only"
-    } image of ${tracker.name} in snapshot ${snapshotId}`,
+    description:
+      `${
+        image.writable ? "writable" : "read-only"
+      } image of ${tracker.name} in snapshot ${snapshotId}` +
+      (tokens.changeToken ? `; change token ${tokens.changeToken}` : "") +
+      (tokens.previousChangeToken
+        ? `; dirty bitmap since change token ${tokens.previousChangeToken}`
+        : ""),
     sizeBytes: image.sizeBytes,
     readOnly: !image.writable,
     blockSize: ENGINE_BLOCK_SIZE,
@@ -33,7 +47,7 @@ export function imageExport(tracker: Tracker, image: SnapshotImage, snapshotId: 
     read: (offset, into) => image.read(offset, into),
     write: (offset, data) => image.write(offset, data),
     flush: () => image.flush(),
-    metaContexts: () => [...CBT_CONTEXTS],
+    metaContexts: () => cbtContextNames(currentImageTokens(snapshot, tracker)),
     blockStatus(context, offset, length): Promise<NbdExtent[]> {
       if (context === "base:allocation") return Promise.resolve([{ length, flags: 0 }]);
       return Promise.resolve(

@@ -22,10 +22,11 @@ import type {
   DeviceInfo,
   DriverStats,
   DriverVersion,
+  EventPage,
   SectorRange,
   SnapshotDriver,
-  SnapshotEvent,
   SnapshotInfo,
+  WaitEventsOptions,
 } from "../driver.ts";
 import { errnoName, ServiceError } from "../errors.ts";
 import { Engine } from "../engine/engine.ts";
@@ -48,6 +49,7 @@ import {
 import { DeviceListFile } from "./device_list_file.ts";
 import { engineExports } from "./export_provider.ts";
 import { imageExportName } from "./image_export.ts";
+import { imageTokens } from "./image_tokens.ts";
 
 const SECTOR_BYTES = 512;
 const DEVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
@@ -214,6 +216,7 @@ export class UserspaceDriver implements SnapshotDriver {
           ...(taken ? { locator: this.nbdUri(imageExportName(tracker.name, snapshot.id)) } : {}),
           errorCode,
           ...(name ? { errorName: name } : {}),
+          ...imageTokens(snapshot, tracker.name),
         };
       }),
       storage: {
@@ -460,16 +463,20 @@ export class UserspaceDriver implements SnapshotDriver {
   }
 
   /**
-   * The snapshot's next event, or undefined after `timeoutMs`; NOT_FOUND when the snapshot is
-   * destroyed meanwhile, UNAVAILABLE when the driver is closed meanwhile.
+   * The events of the snapshot's log after `options.after` (see
+   * SnapshotDriver.waitEvents); NOT_FOUND when the snapshot is destroyed
+   * meanwhile, UNAVAILABLE when the driver is closed meanwhile.
    */
-  async waitEvent(snapshotId: string, timeoutMs: number): Promise<SnapshotEvent | undefined> {
-    if (!isCount(timeoutMs)) {
+  async waitEvents(snapshotId: string, options: WaitEventsOptions): Promise<EventPage> {
+    if (!isCount(options?.timeoutMs)) {
       throw invalid("Cannot wait for events: timeoutMs must be an integer >= 0", "timeoutMs");
     }
+    if (options.after !== undefined && !isCount(options.after)) {
+      throw invalid("Cannot wait for events: after must be an integer >= 0", "after");
+    }
     const snapshot = this.#snapshot(snapshotId);
-    const event = await snapshot.waitEvent(timeoutMs);
-    if (event === undefined && snapshot.state === "destroyed") {
+    const page = await snapshot.waitEvents(options);
+    if (page.events.length === 0 && snapshot.state === "destroyed") {
       // As in the kernel backend: a wait cut short by destroy (or close) is not a timeout.
       if (this.#closed) throw new ServiceError("UNAVAILABLE", "The userspace driver was closed");
       throw new ServiceError(
@@ -477,7 +484,7 @@ export class UserspaceDriver implements SnapshotDriver {
         `Snapshot ${snapshotId} was destroyed while waiting for an event`,
       );
     }
-    return event;
+    return page;
   }
 
   /** Size of a device's image. NOT_FOUND for a non-member, CONFLICT before take. */

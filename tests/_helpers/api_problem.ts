@@ -21,6 +21,8 @@ export interface ExpectedProblem {
   field?: string;
   /** The errno name, when it differs from the code's default. */
   errno?: string;
+  /** The reason within the code (FULL_BACKUP_REQUIRED). */
+  reason?: string;
 }
 
 /**
@@ -40,6 +42,7 @@ export function assertProblem(
   assert.ok(problem.detail.length > 0, shown);
   assert.equal(problem.errno, expected.errno ?? errorTable[expected.code].errno, shown);
   if (expected.field !== undefined) assert.equal(problem.field, expected.field, shown);
+  if (expected.reason !== undefined) assert.equal(problem.reason, expected.reason, shown);
   return problem;
 }
 

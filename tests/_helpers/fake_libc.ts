@@ -122,6 +122,7 @@ interface Tracker {
   previous: number;
   active: number;
   generation: Uint8Array;
+  corrupted?: boolean;
   snapshot?: Snapshot;
   imageName?: string;
   errorCode: number;
@@ -282,6 +283,12 @@ export class FakeKernel implements Libc {
   /** Whether the module tracks the device at `path`. */
   isTracked(path: string): boolean {
     return this.#devices.get(path)?.tracker !== undefined;
+  }
+
+  /** The CBT map of the device at `path` is corrupted (a marking failed): CBTMAP fails with EFAULT until the next take resets it. */
+  corruptCbt(path: string): void {
+    const tracker = this.#devices.get(path)?.tracker;
+    if (tracker) tracker.corrupted = true;
   }
 
   /** The module forgets everything (module reload): trackers and snapshots are gone. */
@@ -501,6 +508,7 @@ export class FakeKernel implements Libc {
         if (!raw) return fail(E.EINVAL);
         const map = BlksnapCbtmap.decode(raw);
         record.mapLength = map.length;
+        if (tracker.corrupted) return fail(E.EFAULT);
         if (map.length > tracker.blockCount - map.offset) return fail(E.ENODATA);
         const target = this.#resolve(map.buffer, map.length);
         if (!target) return fail(E.EINVAL);
@@ -629,6 +637,15 @@ export class FakeKernel implements Libc {
   #take(snapshot: Snapshot): void {
     snapshot.taken = true;
     for (const tracker of snapshot.trackers) {
+      if (tracker.corrupted) {
+        // cbt_map_reset: cleared tables, numbers from the start, a new generation.
+        tracker.corrupted = false;
+        tracker.read.fill(0);
+        tracker.write.fill(0);
+        tracker.previous = 0;
+        tracker.active = 1;
+        tracker.generation = crypto.getRandomValues(new Uint8Array(16));
+      }
       tracker.previous = tracker.active;
       tracker.active += 1;
       if (tracker.active === 256) {

@@ -77,14 +77,18 @@ export interface ToolResult {
 export async function runTool(
   command: string,
   args: string[],
-  options: { stdin?: string } = {},
+  options: { stdin?: string; env?: Record<string, string> } = {},
 ): Promise<ToolResult> {
   const child = new Deno.Command(command, {
     args,
     stdin: options.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
-    env: { PATH: `/usr/bin:/bin:${Deno.env.get("PATH") ?? ""}`, LIBNBD_DEBUG: "0" },
+    env: {
+      ...options.env,
+      PATH: `/usr/bin:/bin:${Deno.env.get("PATH") ?? ""}`,
+      LIBNBD_DEBUG: "0",
+    },
   }).spawn();
   if (options.stdin !== undefined) {
     const writer = child.stdin.getWriter();

@@ -276,8 +276,10 @@ Deno.test("bad query parameters are 400 naming the parameter", async () => {
       [`/v1/snapshots/${taken}/events?timeoutMs=soon`, "timeoutMs"],
       [`/v1/snapshots/${taken}/events?timeoutMs=-5`, "timeoutMs"],
       [`/v1/snapshots/${taken}/events?timeoutMs=300001`, "timeoutMs"],
-      [`/v1/snapshots/${taken}/images/t/changes?since=256`, "since"],
-      [`/v1/snapshots/${taken}/images/t/changes?since=x`, "since"],
+      [`/v1/snapshots/${taken}/images/t/changes?since=${"A".repeat(129)}`, "since"],
+      [`/v1/snapshots/${taken}/images/t/changes?since=1&generation=not-a-uuid`, "generation"],
+      [`/v1/snapshots/${taken}/images/t/changes?generation=${crypto.randomUUID()}`, "generation"],
+      [`/v1/snapshots/${taken}/events?after=-1`, "after"],
     ];
     for (const [path, field] of cases) {
       await send(fixture, { method: "GET", path, status: 400, code: "INVALID_ARGUMENT", field });

@@ -107,7 +107,11 @@ Deno.test({
       await t.step(
         "changes of the first snapshot cover exactly the blocks written before it",
         async () => {
-          const changes = await client.images.changes(first, "vm1");
+          const { generationId } = await client.cbt.info("vm1");
+          const changes = await client.images.changes(first, "vm1", {
+            since: 0,
+            generation: generationId,
+          });
           assert.deepEqual(changes.extents, blocksOf(beforeFirstTake));
           assert.equal(
             changes.changedBytes,
@@ -119,14 +123,21 @@ Deno.test({
       await t.step(
         "an incremental backup from the next snapshot's changes rebuilds the device",
         async () => {
+          const [{ changeToken: firstToken }] = (await client.snapshots.get(first)).devices;
           await client.snapshots.destroy(first);
           const second = await client.snapshots.create({
             devices: ["vm1"],
             diffStorage: { path: join(allowed, "vm1.diff"), limitBytes: 8 * MIB },
           });
           await client.snapshots.take(second.id);
-          const changes = await client.images.changes(second.id, "vm1");
+          const changes = await client.images.changes(second.id, "vm1", { since: firstToken });
           assert.equal(changes.changesNumber, 2);
+          assert.equal(changes.sinceToken, firstToken);
+          assert.deepEqual(
+            await client.images.changes(second.id, "vm1"),
+            changes,
+            "by default relative to the previous snapshot",
+          );
           assert.deepEqual(changes.extents, blocksOf(afterFirstTake));
           const rebuilt = atFirstTake.slice();
           for (const extent of changes.extents) {

@@ -51,11 +51,14 @@ Deno.test("GET .../images/{device} gives the NBD locator and size; 409 before ta
     });
     const { id } = await taken(fixture);
     const locator = await client.images.locator(id, "vda");
+    const [image] = (await client.snapshots.get(id)).devices;
+    assert.ok(image.changeToken, "a taken image has a change token");
     assert.deepEqual(locator, {
       snapshotId: id,
       deviceId: "vda",
       locator: `nbd://127.0.0.1:${driver.nbdServer.tcpPort}/vda@${id}`,
       sizeBytes: SIZE,
+      changeToken: image.changeToken,
     });
     await rejectsWithProblem(client.images.locator(id, "b"), { status: 404, code: "NOT_FOUND" });
     await rejectsWithProblem(client.images.locator(id, "nope"), {
@@ -158,11 +161,20 @@ Deno.test({
         diffStorage: { path: join(allowed, "diff"), limitBytes: 4 * MIB },
       });
       const info = await client.snapshots.take(snapshot.id);
-      const changes = await client.images.changes(info.id, "vda");
       const cbt = await client.cbt.info("vda");
+      await rejectsWithProblem(client.images.changes(info.id, "vda"), {
+        status: 409,
+        code: "FULL_BACKUP_REQUIRED",
+        reason: "generation_changed", // no earlier snapshot to be relative to
+      });
+      const changes = await client.images.changes(info.id, "vda", {
+        since: 0,
+        generation: cbt.generationId,
+      });
       assert.deepEqual(changes, {
         snapshotId: info.id,
         deviceId: "vda",
+        changeToken: info.devices[0].changeToken,
         generationId: cbt.generationId,
         changesNumber: 1,
         since: 0,
@@ -174,9 +186,10 @@ Deno.test({
           { offset: 16 * API_BLOCK_BYTES, length: 3 * 512 },
         ],
       });
-      const none = await client.images.changes(info.id, "vda", { since: 1 });
-      assert.deepEqual(none.extents, []);
-      assert.equal(none.changedBytes, 0);
+      await rejectsWithProblem(
+        client.images.changes(info.id, "vda", { since: changes.changeToken }),
+        { status: 409, code: "FULL_BACKUP_REQUIRED", reason: "not_earlier" },
+      );
     });
   },
 });

@@ -157,12 +157,19 @@ Deno.test("real responses conform to the schemas the document gives them", async
     await check("get", "/v1/devices/{id}/cbt/map", 400, "/v1/devices/a/cbt/map?offset=99");
     await check("get", "/v1/snapshots", 200, "/v1/snapshots");
     await check("get", "/v1/snapshots/{id}", 200, `/v1/snapshots/${s}`);
-    await check("get", "/v1/snapshots/{id}/events", 204, `/v1/snapshots/${s}/events?timeoutMs=0`);
+    await check("get", "/v1/snapshots/{id}/events", 200, `/v1/snapshots/${s}/events?timeoutMs=0`);
     await check("get", "/v1/snapshots/{id}/images/{device}", 200, `/v1/snapshots/${s}/images/a`);
+    const { generationId } = await client.cbt.info("a");
     await check(
       "get",
       "/v1/snapshots/{id}/images/{device}/changes",
       200,
+      `/v1/snapshots/${s}/images/a/changes?since=0&generation=${generationId}`,
+    );
+    await check(
+      "get",
+      "/v1/snapshots/{id}/images/{device}/changes",
+      409,
       `/v1/snapshots/${s}/images/a/changes`,
     );
     await check(

@@ -124,7 +124,10 @@ Deno.test("snapshots: unknown devices are 404 and unknown snapshots 404 on every
     await rejectsWithProblem(client.snapshots.take(UNKNOWN_SNAPSHOT), expected);
     await rejectsWithProblem(client.snapshots.addDevice(UNKNOWN_SNAPSHOT, "a"), expected);
     await rejectsWithProblem(client.snapshots.destroy(UNKNOWN_SNAPSHOT), expected);
-    await rejectsWithProblem(client.snapshots.waitEvent(UNKNOWN_SNAPSHOT, 0), expected);
+    await rejectsWithProblem(
+      client.snapshots.waitEvents(UNKNOWN_SNAPSHOT, { timeoutMs: 0 }),
+      expected,
+    );
     await rejectsWithProblem(client.images.locator(UNKNOWN_SNAPSHOT, "a"), expected);
     await rejectsWithProblem(client.images.read(UNKNOWN_SNAPSHOT, "a"), expected);
     await rejectsWithProblem(client.images.changes(UNKNOWN_SNAPSHOT, "a"), expected);

@@ -113,6 +113,11 @@ Deno.test("CLI client commands against a running service, with --json", async (t
       const human = await cli("snapshot", "info", snapshotId);
       assert.match(human.stdout, new RegExp(`^snapshot ${snapshotId}$`, "m"));
       assert.match(human.stdout, /^ {2}state {5}taken$/m);
+      const { devices } = await client.snapshots.get(snapshotId);
+      for (const { changeToken } of devices) {
+        assert.ok(changeToken);
+        assert.match(human.stdout, new RegExp(`^ +change token ${changeToken}$`, "m"));
+      }
       assert.deepEqual(nonZero(await client.cbt.map("vda")), [0, 2], "markdirty took effect");
     });
 
@@ -147,23 +152,39 @@ Deno.test("CLI client commands against a running service, with --json", async (t
       assert.equal(toStdout.code, 0, toStdout.stderr);
       assert.deepEqual(toStdout.stdoutBytes, content.subarray(1000, 71000));
       assert.match(toStdout.stderr, /read 70000 bytes/);
-      const changes = json(await cli("image", "changes", snapshotId, "vda", "--json")) as {
+      const located = await cli("image", "locate", snapshotId, "vda");
+      assert.match(located.stdout, new RegExp(`^change token ${locator.changeToken}$`, "m"));
+      const refused = await cli("image", "changes", snapshotId, "vda");
+      assert.equal(refused.code, 3, "the first snapshot has nothing to be relative to");
+      assert.match(refused.stderr, /\(FULL_BACKUP_REQUIRED, ESTALE, generation_changed\)\n$/);
+      const { generationId } = await client.cbt.info("vda");
+      const args = ["image", "changes", snapshotId, "vda", "--since", "0"];
+      const changes = json(await cli(...args, "--generation", generationId, "--json")) as {
         extents: unknown[];
       };
       assert.deepEqual(changes.extents, [
         { offset: 0, length: API_BLOCK_BYTES },
         { offset: 2 * API_BLOCK_BYTES, length: API_BLOCK_BYTES },
       ]);
-      assert.deepEqual(changes, await client.images.changes(snapshotId, "vda"));
+      assert.deepEqual(
+        changes,
+        await client.images.changes(snapshotId, "vda", { since: 0, generation: generationId }),
+      );
+      const own = await cli("image", "changes", snapshotId, "vda", "--since", locator.changeToken!);
+      assert.equal(own.code, 3);
+      assert.match(own.stderr, /not_earlier\)\n$/);
+      const bare = await cli(...args);
+      assert.equal(bare.code, 3);
+      assert.match(bare.stderr, /malformed\)\n$/);
     });
 
-    await t.step("snapshot waitevent times out with null; destroy; detach", async () => {
-      assert.equal(
-        json(await cli("snapshot", "waitevent", snapshotId, "--timeout", "100", "--json")),
-        null,
-      );
+    await t.step("snapshot waitevent times out with no events; destroy; detach", async () => {
+      const page = json(
+        await cli("snapshot", "waitevent", snapshotId, "--timeout", "100", "--json"),
+      ) as { events: unknown[]; lastId: number; truncated: boolean };
+      assert.deepEqual([page.events, page.truncated], [[], false]);
       const human = await cli("snapshot", "waitevent", snapshotId, "--timeout", "50");
-      assert.equal(human.stdout, "no event within 50 ms\n");
+      assert.equal(human.stdout, `no event within 50 ms (last id ${page.lastId})\n`);
       assert.deepEqual(json(await cli("snapshot", "destroy", snapshotId, "--json")), {
         destroyed: snapshotId,
       });
@@ -201,22 +222,26 @@ Deno.test({
         })),
         { scratchDir: root },
       );
-      const first = json(await waiting) as { code: string };
-      assert.equal(first.code, "no_space");
+      const polled = json(await waiting) as { events: Array<{ code: string; id: number }> };
+      assert.equal(polled.events[0].code, "no_space");
       await using watch = new RunningCli(["snapshot", "watch", snapshot.id, "--json"], env);
-      // Destroy once the watch has taken the corrupted event (the second one delivered).
-      for (let i = 0; !/^blksnap_events_delivered_total 2$/m.test(await client.metrics()); i++) {
-        assert.ok(i < 1000, "the watch did not take the corrupted event");
+      // Destroy once the watch has had both events from the log (it starts from the first).
+      const delivered = new RegExp(
+        `^blksnap_events_delivered_total ${polled.events.length + 2}$`,
+        "m",
+      );
+      for (let i = 0; !delivered.test(await client.metrics()); i++) {
+        assert.ok(i < 1000, "the watch did not get both events");
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       await client.snapshots.destroy(snapshot.id);
       const result = await watch.finished();
       assert.equal(result.code, 0, result.stderr);
       const lines = result.stdout.trim().split("\n").map((line) => JSON.parse(line));
-      assert.equal(lines.length, 1, result.stdout);
-      assert.equal(lines[0].code, "corrupted");
-      assert.equal(lines[0].errorName, "ENOSPC");
-      assert.equal(lines[0].deviceId, "a");
+      assert.deepEqual(lines.map((l) => l.code), ["no_space", "corrupted"], result.stdout);
+      assert.equal(lines[0].id, polled.events[0].id, "the same event, with its id");
+      assert.equal(lines[1].errorName, "ENOSPC");
+      assert.equal(lines[1].deviceId, "a");
     });
   },
 });

@@ -222,7 +222,10 @@ Deno.test("SIGTERM ends serve while an event stream and a long poll are open", a
     const stream = await fetch(`${baseUrl}/v1/snapshots/${snapshot.id}/events/stream`);
     assert.equal(stream.status, 200);
     const streamText = stream.text();
-    const polling = client.snapshots.waitEvent(snapshot.id, 60_000).catch((error) => error);
+    const polling = client.snapshots.waitEvents(snapshot.id, { timeoutMs: 60_000 }).then(
+      (page) => page.events.length === 0 ? undefined : page,
+      (error) => error,
+    );
     serve.kill("SIGTERM");
     const stopped = await serve.finishedWithin(10_000);
     assert.equal(stopped.code, 0, stopped.stderr);

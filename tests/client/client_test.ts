@@ -4,7 +4,8 @@ import { ConnectionError, ProblemError } from "../../src/client/problem_error.ts
 import { PROBLEM_CONTENT_TYPE, problemFor } from "../../src/api/problem.ts";
 import { ServiceError } from "../../src/errors.ts";
 import { join } from "node:path";
-import type { SnapshotEvent } from "../../src/driver.ts";
+import type { LoggedEvent } from "../../src/driver.ts";
+import type { TruncatedNotice } from "../../src/client/client.ts";
 import { assertProblem } from "../_helpers/api_problem.ts";
 import { withService } from "../_helpers/service_fixture.ts";
 
@@ -79,7 +80,7 @@ Deno.test("ConnectionError when nothing listens, for every kind of call", async 
     ["attach", () => client.devices.attach({ path: "/x" })],
     ["detach", () => client.devices.detach("x")],
     ["map", () => client.cbt.map("x")],
-    ["waitEvent", () => client.snapshots.waitEvent("x", 10)],
+    ["waitEvents", () => client.snapshots.waitEvents("x", { timeoutMs: 10 })],
     ["read", () => client.images.read("x", "y")],
     ["watch", () => client.snapshots.watch("x").next()],
   ];
@@ -114,7 +115,7 @@ Deno.test("GET is retried after a 503 and succeeds; POST and the long poll are n
     assert.equal(counts.get("POST /v1/snapshots/s/take"), 1);
     await assert.rejects(client.devices.detach("a"), ProblemError);
     assert.equal(counts.get("DELETE /v1/devices/a"), 1);
-    await assert.rejects(client.snapshots.waitEvent("s", 10), ProblemError);
+    await assert.rejects(client.snapshots.waitEvents("s", { timeoutMs: 10 }), ProblemError);
     assert.equal(counts.get("GET /v1/snapshots/s/events"), 1);
   });
 });
@@ -160,7 +161,10 @@ Deno.test("a long poll may outlast timeoutMs: it adds its own wait", async () =>
       devices: ["a"],
       diffStorage: { path: join(allowed, "diff"), limitBytes: 1 << 20 },
     });
-    assert.equal(await client.snapshots.waitEvent(snapshot.id, 400), undefined);
+    assert.deepEqual(
+      (await client.snapshots.waitEvents(snapshot.id, { timeoutMs: 400 })).events,
+      [],
+    );
   });
 });
 
@@ -195,11 +199,34 @@ Deno.test("watch() throws the problem of an `end` event other than NOT_FOUND", a
       `"requestedSectors":8}\n\nevent: end\ndata: ${JSON.stringify(problem)}\n\n`;
     return new Response(text, { headers: { "content-type": "text/event-stream" } });
   }, async (baseUrl) => {
-    const events: SnapshotEvent[] = [];
+    const events: Array<LoggedEvent | TruncatedNotice> = [];
     await assert.rejects(async () => {
       for await (const event of createClient({ baseUrl }).snapshots.watch("s")) events.push(event);
     }, (error: unknown) => error instanceof ProblemError && error.code === "IO");
     assert.deepEqual(events, [{ code: "no_space", timeMs: 1, requestedSectors: 8 }]);
+  });
+});
+
+Deno.test("watch() resumes a broken stream with Last-Event-ID and yields every event once", async () => {
+  const asked: Array<string | null> = [];
+  const event = (id: number) =>
+    `event: no_space\nid: ${id}\ndata: {"id":${id},"code":"no_space","timeMs":1,` +
+    `"requestedSectors":${id}}\n\n`;
+  const end = `event: end\ndata: ${
+    JSON.stringify(problemFor(new ServiceError("NOT_FOUND", "gone")))
+  }\n\n`;
+  await withHttpServer((request) => {
+    asked.push(request.headers.get("last-event-id"));
+    // The first connection breaks after two events (the server ends it without `end`).
+    const text = asked.length === 1 ? event(1) + event(2) : event(3) + end;
+    return new Response(text, { headers: { "content-type": "text/event-stream" } });
+  }, async (baseUrl) => {
+    const ids: number[] = [];
+    for await (const item of createClient({ baseUrl }).snapshots.watch("s", { after: 0 })) {
+      if (item.code !== "truncated") ids.push(item.id);
+    }
+    assert.deepEqual(ids, [1, 2, 3]);
+    assert.deepEqual(asked, ["0", "2"]);
   });
 });
 

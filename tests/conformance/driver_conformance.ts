@@ -28,6 +28,7 @@ import { deviceCases } from "./cases/devices.ts";
 import { eventCases } from "./cases/events.ts";
 import { imageCases } from "./cases/images.ts";
 import { snapshotCases } from "./cases/snapshots.ts";
+import { tokenCases } from "./cases/tokens.ts";
 import type { ConformanceTarget } from "./fixture.ts";
 import type { ConformanceCase } from "./steps.ts";
 
@@ -45,6 +46,7 @@ export const conformanceCases: readonly ConformanceCase[] = [
   ...snapshotCases,
   ...imageCases,
   ...eventCases,
+  ...tokenCases,
 ];
 
 /**

@@ -27,8 +27,15 @@ import type { BackendKind, DeviceInfo, SnapshotDriver } from "../../src/driver.t
  *   devices of more than 128 GiB (tracking blocks above the minimum size).
  * - `destroy-while-reading`: image reads may be in flight when the snapshot
  *   is destroyed.
+ * - `cbt-faults`: {@link ConformanceFixture.corruptCbt} corrupts a device's
+ *   CBT map as a failed marking does.
  */
-export type ConformanceFeature = "data" | "overflow" | "large-devices" | "destroy-while-reading";
+export type ConformanceFeature =
+  | "data"
+  | "overflow"
+  | "large-devices"
+  | "destroy-while-reading"
+  | "cbt-faults";
 
 /** One backend set up for the suite. */
 export interface ConformanceTarget {
@@ -73,6 +80,8 @@ export interface ConformanceFixture {
    * the write is complete.
    */
   writeDevice(device: DeviceInfo, offset: number, data: Uint8Array): Promise<void>;
+  /** Corrupts the device's CBT map, as a marking beyond the map does (feature `cbt-faults`). */
+  corruptCbt?(device: DeviceInfo): Promise<void>;
   /** Reads `length` bytes at `offset` of the device as it is now (its original data). */
   readDevice(device: DeviceInfo, offset: number, length: number): Promise<Uint8Array>;
   /**

@@ -52,9 +52,11 @@ labTest({
 
       const events: SnapshotEvent[] = [];
       const deadline = Date.now() + 60_000;
+      let after = 0;
       while (!events.some((e) => e.code === "corrupted") && Date.now() < deadline) {
-        const event = await fs.client.snapshots.waitEvent(created.id, 2000);
-        if (event) events.push(event);
+        const page = await fs.client.snapshots.waitEvents(created.id, { after, timeoutMs: 2000 });
+        events.push(...page.events);
+        after = page.lastId;
       }
       console.log(`events: ${JSON.stringify(events)}`);
       const corrupted = events.findIndex((e) => e.code === "corrupted");

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { isServiceError } from "../../src/errors.ts";
 import { DiffStorage } from "../../src/engine/diff_storage.ts";
-import type { EventInput } from "../../src/engine/event_queue.ts";
+import type { EventInput } from "../../src/event_log.ts";
 import { resolveEngineParams } from "../../src/engine/params.ts";
 import { createEngineStats } from "../../src/engine/stats.ts";
 import { MemoryStore } from "../../src/store/memory_store.ts";

@@ -6,11 +6,8 @@ import { CHUNK, filled, type Fixture, setupEngine, sleep } from "../_helpers/eng
 import { Prng } from "../_helpers/prng.ts";
 
 async function drainEvents(fx: Fixture): Promise<SnapshotEvent[]> {
-  const events: SnapshotEvent[] = [];
-  for (let event = await fx.snapshot.waitEvent(0); event; event = await fx.snapshot.waitEvent(0)) {
-    events.push(event);
-  }
-  return events;
+  const page = await fx.snapshot.waitEvents({ timeoutMs: 0 });
+  return page.events.map(({ id: _, ...event }) => event as SnapshotEvent);
 }
 
 async function settle(fx: Fixture): Promise<void> {
@@ -105,7 +102,7 @@ Deno.test("an original that fails to load a chunk corrupts the image with EIO; t
   await tracker.write(CHUNK, filled(CHUNK, 9));
   assert.deepEqual(memory.snapshotBytes(CHUNK, CHUNK), filled(CHUNK, 9));
   assert.equal(fx.snapshot.deviceError("d0"), 5);
-  const event = await fx.snapshot.waitEvent(0);
+  const [event] = (await fx.snapshot.waitEvents({ timeoutMs: 0 })).events;
   assert.equal(event?.code === "corrupted" && event.errorCode, 5);
   store.failRead = undefined;
   await assert.rejects(fx.snapshot.image("d0").read(0, new Uint8Array(1)), corrupted);

@@ -217,9 +217,9 @@ Deno.test("destroy keeps the devices attached with their CBT and closes the stor
   const { tracker, memory } = fx.devices[0];
   const image = fx.snapshot.image("d0");
   await tracker.write(0, filled(10, 9));
-  const waiting = fx.snapshot.waitEvent(60_000);
+  const waiting = fx.snapshot.waitEvents({ timeoutMs: 60_000 });
   await fx.snapshot.destroy();
-  assert.equal(await waiting, undefined, "pending waits end at destroy");
+  assert.deepEqual((await waiting).events, [], "pending waits end at destroy");
   assert.equal(fx.storage.closed, true);
   assert.equal(fx.storage.usedAfterClose, 0);
   assert.equal(tracker.snapshot, undefined);
@@ -229,7 +229,7 @@ Deno.test("destroy keeps the devices attached with their CBT and closes the stor
   assert.throws(() => fx.engine.snapshot(fx.snapshot.id), code("NOT_FOUND"));
   assert.throws(() => fx.snapshot.image("d0"), code("NOT_FOUND"));
   await assert.rejects(image.read(0, new Uint8Array(1)), code("UNAVAILABLE"));
-  await assert.rejects(fx.snapshot.waitEvent(1), code("NOT_FOUND"));
+  await assert.rejects(fx.snapshot.waitEvents({ timeoutMs: 1 }), code("NOT_FOUND"));
   await fx.snapshot.destroy(); // idempotent
   await tracker.write(CHUNK, filled(10, 8)); // no copy-on-write any more
   assert.equal(memory.snapshotBytes(CHUNK, 1)[0], 8);
@@ -237,9 +237,24 @@ Deno.test("destroy keeps the devices attached with their CBT and closes the stor
   await fx.close();
 });
 
-Deno.test("Snapshot.waitEvent() resolves undefined on timeout", async () => {
+Deno.test("Snapshot.waitEvents() answers no events on timeout", async () => {
   const fx = await setupEngine({ sizes: [4 * CHUNK] });
-  assert.equal(await fx.snapshot.waitEvent(20), undefined);
+  const page = await fx.snapshot.waitEvents({ timeoutMs: 20 });
+  assert.deepEqual(page.events, []);
+  assert.equal(page.truncated, false);
+  await fx.close();
+});
+
+Deno.test("take records each member's CBT position before and after the switch", async () => {
+  const fx = await setupEngine({ sizes: [4 * CHUNK, 2 * CHUNK] });
+  for (const { tracker } of fx.devices) {
+    const atTake = fx.snapshot.cbtAtTake(tracker.name);
+    assert.ok(atTake, `recorded for ${tracker.name}`);
+    assert.equal(atTake.before.changesNumber, 0);
+    assert.equal(atTake.after.changesNumber, 1);
+    assert.equal(atTake.after.generationId, tracker.cbt.generationId);
+  }
+  assert.equal(fx.snapshot.cbtAtTake("nonexistent"), undefined);
   await fx.close();
 });
 

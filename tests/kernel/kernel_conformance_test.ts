@@ -63,6 +63,10 @@ async function fakeKernelFixture(profile: "upstream" | "outoftree"): Promise<Con
       return Promise.resolve();
     },
     readDevice: (device, offset, length) => readAt(device.path, offset, length),
+    corruptCbt(device) {
+      fake.corruptCbt(device.path);
+      return Promise.resolve();
+    },
     storagePath: () => Promise.resolve(`${dir}/storage${next++}.diff`),
     async cleanup() {
       await driver.close();

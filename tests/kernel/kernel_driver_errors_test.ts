@@ -180,13 +180,14 @@ for (const profile of ["upstream", "outoftree"] as const) {
   Deno.test(`[${profile}] wait-event errnos: ENOENT is a timeout, others map`, async () => {
     const { fx, driver, snapshotId } = await ready(profile);
     try {
+      const wait = (timeoutMs: number) => driver.waitEvents(snapshotId, { timeoutMs });
       fx.fake.failNext(IOCTL_BLKSNAP_SNAPSHOT_WAIT_EVENT, E.ENOENT);
-      assert.equal(await driver.waitEvent(snapshotId, 20), undefined);
+      assert.deepEqual((await wait(20)).events, []);
       fx.fake.failNext(IOCTL_BLKSNAP_SNAPSHOT_WAIT_EVENT, E.ESRCH);
-      await assert.rejects(driver.waitEvent(snapshotId, 1000), code("NOT_FOUND", "ESRCH"));
+      await assert.rejects(wait(2000), code("NOT_FOUND", "ESRCH"));
       fx.fake.failNext(IOCTL_BLKSNAP_SNAPSHOT_WAIT_EVENT, E.ENOTTY);
-      await assert.rejects(driver.waitEvent(snapshotId, 1000), code("MODULE_MISMATCH"));
-      await assert.rejects(driver.waitEvent(snapshotId, -1), code("INVALID_ARGUMENT"));
+      await assert.rejects(wait(2000), code("MODULE_MISMATCH"));
+      await assert.rejects(wait(-1), code("INVALID_ARGUMENT"));
       fx.fake.failNext(IOCTL_BLKSNAP_SNAPSHOT_DESTROY, E.ENODEV);
       await assert.rejects(driver.destroySnapshot(snapshotId), code("NOT_FOUND", "ENODEV"));
     } finally {

@@ -118,7 +118,10 @@ for (const profile of ["upstream", "outoftree"] as const) {
       });
       await driver.takeSnapshot(id);
       await driver.readImage(id, "vdb", 0, new Uint8Array(512));
-      const waiting = assert.rejects(driver.waitEvent(id, 5000), (error) => isServiceError(error));
+      const waiting = assert.rejects(
+        driver.waitEvents(id, { timeoutMs: 5000 }),
+        (error) => isServiceError(error),
+      );
       await new Promise((resolve) => setTimeout(resolve, 10));
       await driver.close();
       await waiting;

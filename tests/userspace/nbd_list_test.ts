@@ -59,12 +59,21 @@ Deno.test({
       const all = byName(await listExports(port));
       assert.equal(all.size, 5, `exports: ${[...all.keys()]}`);
       const alphaImage = all.get(`alpha@${readOnly.id}`)!;
-      assert.equal(alphaImage.description, `read-only image of alpha in snapshot ${readOnly.id}`);
+      const [{ changeToken: alphaToken }] = (await driver.snapshotInfo(readOnly.id)).devices;
+      assert.equal(
+        alphaImage.description,
+        `read-only image of alpha in snapshot ${readOnly.id}; change token ${alphaToken}`,
+      );
       assert.equal(alphaImage.is_read_only, true);
       assert.equal(alphaImage["export-size"], a.capacityBytes);
-      assert.deepEqual(alphaImage.contexts, CONTEXTS);
+      assert.deepEqual(alphaImage.contexts, [...CONTEXTS, `blksnap:change-token:${alphaToken}`]);
+      assert.deepEqual(all.get("alpha")!.contexts, alphaImage.contexts, "the device's latest take");
       const betaImage = all.get(`beta@${writable.id}`)!;
-      assert.equal(betaImage.description, `writable image of beta in snapshot ${writable.id}`);
+      const [{ changeToken: betaToken }] = (await driver.snapshotInfo(writable.id)).devices;
+      assert.equal(
+        betaImage.description,
+        `writable image of beta in snapshot ${writable.id}; change token ${betaToken}`,
+      );
       assert.equal(betaImage.is_read_only, false);
       assert.equal(betaImage["export-size"], b.capacityBytes);
       assert.ok(

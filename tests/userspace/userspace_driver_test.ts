@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { isServiceError } from "../../src/errors.ts";
 import { userspaceFixture } from "./_helpers/userspace_fixture.ts";
 
-Deno.test("a waitEvent() pending when the driver closes is UNAVAILABLE", async () => {
+Deno.test("a waitEvents() pending when the driver closes is UNAVAILABLE", async () => {
   const fx = await userspaceFixture();
   try {
     const device = await fx.driver.attach(await fx.createDevice(1 << 20), { name: "disk" });
@@ -17,8 +17,8 @@ Deno.test("a waitEvent() pending when the driver closes is UNAVAILABLE", async (
       diffStorage: { path: `${fx.dir}/diff`, limitBytes: 1 << 26 },
     });
     await fx.driver.takeSnapshot(created.id);
-    const waiting = fx.driver.waitEvent(created.id, 10_000).then(
-      (event) => ({ event }),
+    const waiting = fx.driver.waitEvents(created.id, { timeoutMs: 10_000 }).then(
+      (page) => ({ page }),
       (error) => ({ error }),
     );
     await fx.driver.close();

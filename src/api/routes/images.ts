@@ -1,7 +1,8 @@
 /**
- * Image routes: where a device's image of a taken snapshot is (its locator),
- * its bytes over HTTP with Range support, and the extents changed since the
- * previous snapshot (from the CBT) for incremental backup.
+ * Image routes: where a device's image of a taken snapshot is (its locator
+ * and change token), its bytes over HTTP with Range support, and the extents
+ * changed since an earlier snapshot's change token (from the CBT) for
+ * incremental backup, or 409 FULL_BACKUP_REQUIRED (see changes.ts).
  *
  * @module
  */
@@ -64,7 +65,7 @@ export const imageRoutes: RouteSpec[] = [
     method: "get",
     path: "/v1/snapshots/{id}/images/{device}",
     operationId: "getImage",
-    summary: "Where a device's image is (an nbd:// URI or a /dev path) and its size",
+    summary: "Where a device's image is (an nbd:// URI or a /dev path), its size and change token",
     tag: "images",
     params: imageParams,
     responses: {
@@ -81,6 +82,8 @@ export const imageRoutes: RouteSpec[] = [
         deviceId: params.device,
         locator: image.locator,
         sizeBytes,
+        ...(image.changeToken ? { changeToken: image.changeToken } : {}),
+        ...(image.previousChangeToken ? { previousChangeToken: image.previousChangeToken } : {}),
       });
     },
   }),
@@ -137,7 +140,8 @@ export const imageRoutes: RouteSpec[] = [
     method: "get",
     path: "/v1/snapshots/{id}/images/{device}/changes",
     operationId: "getImageChanges",
-    summary: "Extents changed since the previous snapshot (from the CBT), for incremental backup",
+    summary: "Extents changed since an earlier snapshot's change token (default: the previous " +
+      "snapshot), or 409 FULL_BACKUP_REQUIRED with a reason",
     tag: "images",
     params: imageParams,
     query: changesQuery,
@@ -145,11 +149,16 @@ export const imageRoutes: RouteSpec[] = [
       200: { description: "Changed extents", schema: imageChanges.jsonSchema() },
       ...commonErrors,
       404: problemSpec("No such snapshot or device in it."),
-      409: problemSpec("The snapshot is not taken yet."),
+      409: problemSpec(
+        "The snapshot is not taken yet (CONFLICT), or the changes cannot be answered " +
+          "completely: FULL_BACKUP_REQUIRED with `reason` generation_changed, other_device, " +
+          "not_earlier, malformed (also a bare number without a matching generation) or " +
+          "cbt_corrupted.",
+      ),
     },
     async handle({ params, query, services }) {
-      await takenImage(services.driver, params.id, params.device);
-      const changes = await readChanges(services.driver, params.device, { since: query.since });
+      const image = await takenImage(services.driver, params.id, params.device);
+      const changes = await readChanges(services.driver, image, query);
       return json({ snapshotId: params.id, deviceId: params.device, ...changes });
     },
   }),

@@ -24,14 +24,16 @@ Verbs:
   read      write the image's bytes to --output FILE, or to standard output
             (--offset BYTES and --length BYTES read a part; a progress bar is
             drawn on standard error when it is a terminal)
-  changes   the extents changed since the previous snapshot (--since N: changed
-            after change number N), for incremental backup
-  locate    where the image is: an nbd:// URI (userspace) or a /dev path (kernel)
+  changes   the extents changed since the snapshot of change token --since TOKEN
+            (default: the previous snapshot), for incremental backup; exit 3 with
+            FULL_BACKUP_REQUIRED and its reason when only a full backup is safe
+  locate    where the image is (an nbd:// URI or a /dev path) and its change token
 
   -o, --output FILE   read: where to write (default standard output)
   --offset BYTES      read: first byte (default 0)
   --length BYTES      read: number of bytes (default: to the end)
-  --since N           changes: report blocks with a change number above N
+  --since TOKEN       changes: the change token of an earlier snapshot of the device
+  --generation UUID   changes: with a bare change number in --since, its CBT generation
 ${CLIENT_FLAGS_HELP}`;
 
 async function read(
@@ -87,6 +89,7 @@ export const command: Command = {
       offset: { type: "string" },
       length: { type: "string" },
       since: { type: "string" },
+      generation: { type: "string" },
     });
     const snapshotId = positional(parsed, 0, "SNAPSHOT");
     const deviceId = positional(parsed, 1, "DEVICE");
@@ -100,15 +103,16 @@ export const command: Command = {
         return 0;
       }
       case "changes": {
-        const since = parsed.values.since
-          ? integerArgument(parsed.values.since as string, "--since")
-          : undefined;
-        const changes = await client.images.changes(snapshotId, deviceId, { since });
+        const since = parsed.values.since as string | undefined;
+        const generation = parsed.values.generation as string | undefined;
+        const changes = await client.images.changes(snapshotId, deviceId, { since, generation });
         print(
           parsed,
           io,
           changes,
           () =>
+            `change token ${changes.changeToken}\n` +
+            `since token  ${changes.sinceToken ?? `(change number ${changes.since})`}\n` +
             `generation ${changes.generationId}, changes number ${changes.changesNumber}, ` +
             `blocks above ${changes.since}: ${changes.changedBytes} bytes in ${changes.extents.length} extents\n` +
             changes.extents.map((e) => `${e.offset}\t${e.length}\n`).join(""),
@@ -117,7 +121,14 @@ export const command: Command = {
       }
       case "locate": {
         const locator = await client.images.locator(snapshotId, deviceId);
-        print(parsed, io, locator, () => `${locator.locator}\t${locator.sizeBytes} bytes\n`);
+        print(
+          parsed,
+          io,
+          locator,
+          () =>
+            `${locator.locator}\t${locator.sizeBytes} bytes\n` +
+            (locator.changeToken ? `change token ${locator.changeToken}\n` : ""),
+        );
         return 0;
       }
       default:

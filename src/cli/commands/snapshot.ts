@@ -5,7 +5,8 @@
  * @module
  */
 
-import type { SnapshotEvent, SnapshotInfo } from "../../driver.ts";
+import type { LoggedEvent, SnapshotInfo } from "../../driver.ts";
+import type { TruncatedNotice } from "../../client/client.ts";
 import type { Command } from "../command.ts";
 import {
   CLIENT_FLAGS_HELP,
@@ -30,10 +31,13 @@ Verbs:
   info SNAPSHOT         state, images, errors, storage usage
   list                  all snapshots
   destroy SNAPSHOT      destroy it and its images (devices stay attached)
-  waitevent SNAPSHOT [--timeout MS]
-                        wait for the next event (default 30000 ms); exit 0 with the event,
-                        or 0 with "no event" on timeout
-  watch SNAPSHOT        print events as they come until the snapshot is destroyed
+  waitevent SNAPSHOT [--after ID] [--timeout MS]
+                        the events after event ID (default: all the snapshot's log holds),
+                        waiting up to MS (default 30000) for one; exit 0 either way
+  watch SNAPSHOT [--after ID]
+                        print events (with their ids) as they come until the snapshot is
+                        destroyed; every watcher sees every event, a broken connection resumes
+                        after the last id seen
 
 ${CLIENT_FLAGS_HELP}`;
 
@@ -51,19 +55,23 @@ function describeSnapshot(snapshot: SnapshotInfo): string {
       : []),
     ...snapshot.devices.map((d) =>
       `  device    ${d.deviceId}  image ${d.locator ?? "(not taken)"}` +
-      (d.errorCode ? `  error ${d.errorName ?? d.errorCode}` : "")
+      (d.errorCode ? `  error ${d.errorName ?? d.errorCode}` : "") +
+      (d.changeToken ? `\n            change token ${d.changeToken}` : "")
     ),
   ];
   return lines.join("\n") + "\n";
 }
 
-function describeEvent(event: SnapshotEvent): string {
+function describeEvent(event: LoggedEvent | TruncatedNotice): string {
+  if (event.code === "truncated") {
+    return `events after ${event.after} are no longer held; resuming at ${event.resumedAt}\n`;
+  }
   const time = new Date(event.timeMs).toISOString();
   return event.code === "corrupted"
-    ? `${time} corrupted${event.deviceId ? ` device ${event.deviceId}` : ""} error ${
+    ? `${event.id} ${time} corrupted${event.deviceId ? ` device ${event.deviceId}` : ""} error ${
       event.errorName ?? event.errorCode
     }\n`
-    : `${time} no_space requested ${event.requestedSectors} sectors\n`;
+    : `${event.id} ${time} no_space requested ${event.requestedSectors} sectors\n`;
 }
 
 async function verb(name: string, args: string[], io: CliIo): Promise<number> {
@@ -73,9 +81,13 @@ async function verb(name: string, args: string[], io: CliIo): Promise<number> {
     limit: { type: "string" },
     writable: { type: "boolean", default: false },
     timeout: { type: "string" },
+    after: { type: "string" },
   } as const;
   const parsed: Parsed = parseCommand(args, flags);
   const client = await clientFor(parsed, io);
+  const after = parsed.values.after
+    ? integerArgument(parsed.values.after as string, "--after")
+    : undefined;
   switch (name) {
     case "create": {
       const devices = (parsed.values.device as string[] | undefined) ?? [];
@@ -130,18 +142,22 @@ async function verb(name: string, args: string[], io: CliIo): Promise<number> {
       const timeout = parsed.values.timeout
         ? integerArgument(parsed.values.timeout as string, "--timeout")
         : 30_000;
-      const event = await client.snapshots.waitEvent(id, timeout);
+      const page = await client.snapshots.waitEvents(id, { after, timeoutMs: timeout });
       print(
         parsed,
         io,
-        event ?? null,
-        () => event ? describeEvent(event) : `no event within ${timeout} ms\n`,
+        page,
+        () =>
+          (page.truncated ? `some events after ${after ?? 0} are no longer held\n` : "") +
+          (page.events.length
+            ? page.events.map(describeEvent).join("")
+            : `no event within ${timeout} ms (last id ${page.lastId})\n`),
       );
       return 0;
     }
     case "watch": {
       const id = positional(parsed, 0, "SNAPSHOT");
-      for await (const event of client.snapshots.watch(id)) {
+      for await (const event of client.snapshots.watch(id, { after })) {
         if (parsed.values.json) io.out(JSON.stringify(event) + "\n");
         else io.out(describeEvent(event));
       }

@@ -94,7 +94,7 @@ cases.add("an unknown snapshot id is NOT_FOUND for every snapshot call", [], asy
   await rejectsWith(driver.takeSnapshot(id), "NOT_FOUND", "takeSnapshot");
   await rejectsWith(driver.addDevice(id, device.id), "NOT_FOUND", "addDevice");
   await rejectsWith(driver.destroySnapshot(id), "NOT_FOUND", "destroySnapshot");
-  await rejectsWith(driver.waitEvent(id, 10), "NOT_FOUND", "waitEvent");
+  await rejectsWith(driver.waitEvents(id, { timeoutMs: 10 }), "NOT_FOUND", "waitEvents");
   await rejectsWith(driver.imageSize(id, device.id), "NOT_FOUND", "imageSize");
   await rejectsWith(driver.readImage(id, device.id, 0, new Uint8Array(512)), "NOT_FOUND", "read");
   await rejectsWith(driver.snapshotInfo("not-a-uuid"), "NOT_FOUND", "a malformed id");

@@ -97,9 +97,18 @@ export async function loadModules(dir: string): Promise<void> {
   }
 }
 
-/** Unloads veeamblksnap then bdevfilter (those that are loaded). */
+/**
+ * Unloads veeamblksnap then bdevfilter (those that are loaded), retrying for up to 5 s while one
+ * is in use: a snapshot's event reader may still sleep in SNAPSHOT_WAIT_EVENT for one slice (at
+ * most 1 s) after its driver closed, holding the control device until the call returns.
+ */
 export async function unloadModules(): Promise<void> {
   for (const name of moduleNames) {
-    if (isLoaded(name)) await run("rmmod", [name]);
+    if (!isLoaded(name)) continue;
+    await waitFor(
+      `${name} to unload`,
+      async () => (await run("rmmod", [name], { allowFailure: true })).code === 0,
+      { timeoutMs: 5000 },
+    );
   }
 }

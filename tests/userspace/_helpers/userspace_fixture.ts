@@ -8,6 +8,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import type { DeviceInfo } from "../../../src/driver.ts";
 import type { EngineParams } from "../../../src/engine/params.ts";
 import { UserspaceDriver } from "../../../src/userspace/userspace_driver.ts";
@@ -93,6 +94,12 @@ export async function userspaceFixture(
     },
     readDevice: (device: DeviceInfo, offset: number, length: number) =>
       readAt(device.path, offset, length),
+    corruptCbt(device: DeviceInfo) {
+      const { cbt } = driver.engine.tracker(device.id);
+      // A marking past the map, as after a resize: what cbt_map_set turns into corruption.
+      assert.throws(() => cbt.set(cbt.blockCount * cbt.blockSizeBytes, 1));
+      return Promise.resolve();
+    },
     storagePath: () => Promise.resolve(`${dir}/storage${next++}.diff`),
     async cleanup() {
       await Promise.all(clients.map((client) => client.close()));
