@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { nbdWrite } from "../_helpers/api_nbd.ts";
 import { pattern, toolsMissing } from "../_helpers/nbd_fixture.ts";
-import { API_BLOCK_BYTES, withService } from "../_helpers/service_fixture.ts";
+import { API_BLOCK_BYTES, type ServiceFixture, withService } from "../_helpers/service_fixture.ts";
 import { chromiumMissing, withBrowserPage } from "./headless_browser.ts";
 import { withPrefixProxy } from "./prefix_proxy.ts";
 
@@ -17,47 +17,54 @@ async function eventually(what: string, check: () => boolean): Promise<void> {
   assert.ok(check(), what);
 }
 
+/** A taken snapshot of a 1 MiB disk "vda" whose storage holds two chunks; returns its id. */
+async function smallSnapshot({ client, makeDisk, allowed }: ServiceFixture): Promise<string> {
+  await client.devices.attach({ path: await makeDisk("disk.img", 1 << 20), name: "vda" });
+  const snapshot = await client.snapshots.create({
+    devices: ["vda"],
+    diffStorage: { path: join(allowed, "diff"), limitBytes: 2 * API_BLOCK_BYTES },
+  });
+  await client.snapshots.take(snapshot.id);
+  return snapshot.id;
+}
+
+/** Overwrites chunks 0..3 of vda through NBD: two more than the storage holds. */
+async function overflow(fixture: ServiceFixture): Promise<void> {
+  const device = await fixture.client.devices.get("vda");
+  const writes = [0, 1, 2, 3].map((chunk) => ({
+    offset: chunk * API_BLOCK_BYTES,
+    data: pattern(512, 40 + chunk),
+  }));
+  await nbdWrite(device.locator, writes, { scratchDir: fixture.root });
+}
+
+/** The selector of the events the page lists for snapshot `id`. */
+function eventItems(id: string): string {
+  return `#event-list li[data-snapshot-id="${id}"]`;
+}
+
 Deno.test({
   name: "behind a proxy that adds a path prefix the page works, and a cut event stream resumes " +
     "with Last-Event-ID and no event twice",
   ignore: noBrowser,
   async fn() {
     await withService({}, async (fixture) => {
-      const { client } = fixture;
-      await client.devices.attach({
-        path: await fixture.makeDisk("disk.img", 1 << 20),
-        name: "vda",
-      });
-      const snapshot = await client.snapshots.create({
-        devices: ["vda"],
-        diffStorage: { path: join(fixture.allowed, "diff"), limitBytes: 2 * API_BLOCK_BYTES },
-      });
-      await client.snapshots.take(snapshot.id);
-
+      const id = await smallSnapshot(fixture);
       await withPrefixProxy(fixture.baseUrl, { prefix: "blksnap" }, async (proxy) => {
         await withBrowserPage(async ({ page, problems }) => {
           await page.goto(`${proxy.baseUrl}/ui`, WAIT);
           assert.equal(new URL(page.url()).pathname, "/blksnap/ui/", "redirected under the prefix");
-          const live = `#streams [data-snapshot-id="${snapshot.id}"][data-status="live"]`;
+          const live = `#streams [data-snapshot-id="${id}"][data-status="live"]`;
           await page.waitForSelector(live, WAIT);
-          await page.waitForSelector(`tr[data-snapshot-id="${snapshot.id}"]`, WAIT);
+          await page.waitForSelector(`tr[data-snapshot-id="${id}"]`, WAIT);
 
-          const device = await client.devices.get("vda");
-          await nbdWrite(
-            device.locator,
-            [0, 1, 2, 3].map((chunk) => ({
-              offset: chunk * API_BLOCK_BYTES,
-              data: pattern(512, 40 + chunk),
-            })),
-            { scratchDir: fixture.root },
-          );
-          const events = `#event-list li[data-snapshot-id="${snapshot.id}"]`;
+          await overflow(fixture);
+          const events = eventItems(id);
           await page.waitForSelector(`${events}[data-code="corrupted"]`, WAIT);
           assert.deepEqual(
             await page.$$eval(events, (items) => items.map((li) => li.getAttribute("data-code"))),
             ["corrupted", "no_space"],
           );
-
           const lastId = await page.$eval(
             `${events}[data-code="corrupted"]`,
             (li) => li.getAttribute("data-event-id"),
@@ -79,6 +86,34 @@ Deno.test({
           assert.deepEqual(problems, []);
         });
       });
+    });
+  },
+});
+
+Deno.test({
+  name: "a page opened after an overflow lists the events the log holds and takes none from others",
+  ignore: noBrowser,
+  async fn() {
+    await withService({}, async (fixture) => {
+      const { client } = fixture;
+      const id = await smallSnapshot(fixture);
+      await overflow(fixture);
+      for (let tries = 0; tries < 10; tries++) {
+        const held = await client.snapshots.waitEvents(id, { timeoutMs: 5000 });
+        if (held.events.some((e) => e.code === "corrupted")) break;
+      }
+      await withBrowserPage(async ({ page, problems }) => {
+        await page.goto(`${fixture.baseUrl}/ui/`, WAIT);
+        const events = eventItems(id);
+        await page.waitForSelector(`${events}[data-code="corrupted"]`, WAIT);
+        assert.deepEqual(
+          await page.$$eval(events, (items) => items.map((li) => li.getAttribute("data-code"))),
+          ["corrupted", "no_space"],
+        );
+        assert.deepEqual(problems, []);
+      });
+      const after = await client.snapshots.waitEvents(id, { timeoutMs: 0 });
+      assert.deepEqual(after.events.map((e) => e.code), ["no_space", "corrupted"], "still held");
     });
   },
 });

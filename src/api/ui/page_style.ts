@@ -70,7 +70,8 @@ tr.device:hover, tr.device.selected { background: #e6f0ff; }
 .state-taken { color: var(--ok); }
 .state-corrupted, .code-corrupted { color: var(--bad); }
 .code-no_space { color: var(--warn); }
-.code-end, .code-stream { color: var(--muted); }
+.code-end { color: var(--muted); }
+.code-truncated { color: var(--warn); }
 .usage { min-width: 160px; }
 .bar { height: 8px; background: var(--line); border-radius: 4px; overflow: hidden; margin-top: 3px; }
 .bar > div { height: 100%; background: var(--accent); }

@@ -111,8 +111,14 @@ export const SCRIPT_EVENTS = String.raw`
           } catch {
             return;
           }
-          if (message.event === "end") addEvent(snapshotId, { code: "end", detail: "stream ended: " + event.detail });
-          else addEvent(snapshotId, event, message.id);
+          if (message.event === "end") {
+            addEvent(snapshotId, { code: "end", detail: "stream ended: " + event.detail });
+          } else if (message.event === "truncated") {
+            addEvent(snapshotId, {
+              code: "truncated",
+              detail: "events after id " + event.after + " are no longer held; resumed at id " + event.resumedAt,
+            });
+          } else addEvent(snapshotId, { code: message.event, ...event }, message.id);
           refresh();
         });
         if (ended) return setStreamStatus(stream, "ended");
