@@ -63,6 +63,11 @@ export interface DeviceInfo {
 export interface AttachOptions {
   /** The device's id; derived from the path's base name when omitted. */
   name?: string;
+  /**
+   * Checks the real path of the object the driver opened (read from its
+   * descriptor, not from the name); throws (FORBIDDEN) to refuse it.
+   */
+  verifyOpened?: (realPath: string) => void;
 }
 
 /** CBT state of a device, as CBTINFO reports it. */
@@ -93,6 +98,12 @@ export interface DiffStorageOptions {
   path: string;
   /** The most the storage may grow to, in bytes. */
   limitBytes: number;
+  /**
+   * Use an existing non-empty regular file (its contents are lost). Without
+   * it such a file is refused (CONFLICT): it may hold data of a crashed run
+   * or of someone else.
+   */
+  overwrite?: boolean;
 }
 
 /** Options of {@link SnapshotDriver.createSnapshot}. */
@@ -103,6 +114,8 @@ export interface CreateSnapshotOptions {
   diffStorage: DiffStorageOptions;
   /** Whether images accept writes (userspace backend; kernel images are block devices). */
   writable?: boolean;
+  /** Checks the real path of the storage the driver opened, as {@link AttachOptions.verifyOpened}. */
+  verifyOpened?: (realPath: string) => void;
 }
 
 /** The life of a snapshot. */

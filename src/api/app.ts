@@ -37,7 +37,7 @@ export const DEFAULT_BODY_LIMIT_BYTES = 4 << 20;
 export interface AppOptions {
   /** Path prefixes under which device and storage paths must resolve. */
   paths: PathPolicy;
-  /** When set, every request needs `Authorization: Bearer <token>`. */
+  /** When set, every request needs `Authorization: Bearer <token>` (trimmed; empty: RangeError). */
   token?: string;
   /** Request body limit in bytes (default {@link DEFAULT_BODY_LIMIT_BYTES}). */
   bodyLimitBytes?: number;
@@ -55,6 +55,18 @@ export const apiRoutes: RouteSpec[] = [
   ...imageRoutes,
 ];
 
+/**
+ * A body above this many characters is handled in steps (text, parse,
+ * validate, act) with the event loop let run between them, so a large
+ * request (65536 mark-dirty ranges) never blocks other I/O for the whole of it.
+ */
+const LARGE_BODY_CHARS = 64 << 10;
+
+/** Lets pending I/O (NBD requests, other connections) run before going on. */
+function yieldToIo(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
 function honoPath(path: string): string {
   return path.replaceAll(/\{(\w+)\}/g, ":$1");
 }
@@ -69,6 +81,7 @@ async function readJsonBody(request: Request): Promise<unknown> {
     );
   }
   const text = await request.text();
+  if (text.length > LARGE_BODY_CHARS) await yieldToIo();
   try {
     return JSON.parse(text);
   } catch (cause) {
@@ -133,7 +146,7 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
     );
   });
   app.route("/", statusPage); // the static page needs no token; the data it fetches does
-  if (options.token) app.use("*", bearerAuth(options.token));
+  if (options.token !== undefined) app.use("*", bearerAuth(options.token));
   app.use(
     "*",
     bodyLimit({
@@ -155,7 +168,14 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
     app.on(route.method.toUpperCase(), honoPath(route.path), async (c) => {
       const params = route.params ? route.params.parse(c.req.param(), "") : undefined;
       const query = route.query ? route.query.parse(c.req.query(), "") : undefined;
-      const body = route.body ? parseBody(route.body, await readJsonBody(c.req.raw)) : undefined;
+      let body;
+      if (route.body) {
+        const json = await readJsonBody(c.req.raw);
+        const large = Number(c.req.header("content-length") ?? 0) > LARGE_BODY_CHARS;
+        if (large) await yieldToIo();
+        body = parseBody(route.body, json);
+        if (large) await yieldToIo();
+      }
       return await route.handle({ params, query, body, services, c });
     });
   }

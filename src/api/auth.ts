@@ -20,8 +20,15 @@ export function tokensMatch(presented: string, expected: string): boolean {
   return timingSafeEqual(digest(presented), digest(expected));
 }
 
-/** Middleware that refuses requests without the bearer `token` (401 problem+json). */
-export function bearerAuth(token: string): MiddlewareHandler {
+/**
+ * Middleware that refuses requests without the bearer `token` (401
+ * problem+json). The token is trimmed (a trailing newline from a file or an
+ * environment variable is no part of it); an empty one is a RangeError, so
+ * that a misconfiguration never opens the API to everyone.
+ */
+export function bearerAuth(configured: string): MiddlewareHandler {
+  const token = configured.trim();
+  if (!token) throw new RangeError("The bearer token is empty");
   return async (c, next) => {
     const header = c.req.header("authorization") ?? "";
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);

@@ -78,6 +78,10 @@ export const createSnapshotBody = object({
   diffStorage: object({
     path: string({ description: "Regular file (created if missing), block device, or directory." }),
     limitBytes: integer({ minimum: 1, description: "The most the storage may grow to, in bytes." }),
+    overwrite: optional(boolean({
+      description: "Use an existing non-empty regular file, losing its contents (default false: " +
+        "such a file is refused with 409).",
+    })),
   }),
   writable: optional(boolean({ description: "Whether images accept writes (default false)." })),
 });

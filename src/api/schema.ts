@@ -154,7 +154,15 @@ export function array<T>(
     if (!Array.isArray(value)) throw invalid(field, `must be an array, got ${describe(value)}`);
     if (value.length < minItems) throw invalid(field, `must have at least ${minItems} items`);
     if (value.length > maxItems) throw invalid(field, `must have at most ${maxItems} items`);
-    return value.map((entry, index) => item.parse(entry, `${field}[${index}]`));
+    // The item's field name is only built for an error (validation is pure: the retry
+    // throws the same error, now naming the item), which keeps 65536 items cheap.
+    return value.map((entry, index) => {
+      try {
+        return item.parse(entry, "");
+      } catch {
+        return item.parse(entry, `${field}[${index}]`);
+      }
+    });
   }, {
     type: "array",
     items: item.jsonSchema(),
@@ -193,17 +201,18 @@ export function object<S extends Shape>(
   options: { description?: string } = {},
 ): Schema<ObjectOf<S>> & { readonly shape: S } {
   const required = Object.keys(shape).filter((key) => !shape[key].optional);
+  const properties = Object.entries(shape);
   const parse = (value: unknown, field: string): ObjectOf<S> => {
     if (typeof value !== "object" || value === null || Array.isArray(value)) {
       throw invalid(field, `must be an object, got ${describe(value)}`);
     }
     const record = value as Record<string, unknown>;
     const at = (key: string) => field ? `${field}.${key}` : key;
-    for (const key of Object.keys(record)) {
-      if (!(key in shape)) throw invalid(at(key), "is not a known property");
+    for (const key in record) {
+      if (!Object.hasOwn(shape, key)) throw invalid(at(key), "is not a known property");
     }
     const result: Record<string, unknown> = {};
-    for (const [key, property] of Object.entries(shape)) {
+    for (const [key, property] of properties) {
       if (record[key] === undefined && !property.optional) {
         throw invalid(at(key), "is required");
       }

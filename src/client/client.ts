@@ -107,8 +107,8 @@ export interface WatchOptions {
 export interface CreateSnapshotRequest {
   /** Attached device ids. */
   devices: string[];
-  /** Difference storage path and limit. */
-  diffStorage: { path: string; limitBytes: number };
+  /** Difference storage path and limit; `overwrite` reuses an existing non-empty file (its contents are lost). */
+  diffStorage: { path: string; limitBytes: number; overwrite?: boolean };
   /** Writable images (default false). */
   writable?: boolean;
 }

@@ -172,10 +172,21 @@ export class CbtMap {
    * Marks sector ranges dirty in both tables (the CBTDIRTY control). All
    * ranges are checked first: INVALID_ARGUMENT for a malformed range,
    * OUT_OF_RANGE past the map; then all are marked.
+   *
+   * In O(ranges) plus the blocks marked once: the block runs are sorted by
+   * their first block (one typed-array sort of packed keys), overlapping and
+   * adjacent runs merged, and each merged run filled in both tables. A fill
+   * equals the kernel's per-block maximum here because the write table only
+   * ever holds values up to the active number and the read table values up
+   * to the previous one (marks use those numbers; switch copies the write
+   * table when active moves past it and keeps the read table when active
+   * restarts at 1, previous then being 255; reset clears both).
    */
   markDirtySectors(ranges: readonly SectorRange[]): void {
     this.#refuseCorrupted("mark sectors dirty");
-    for (const { offsetSectors, countSectors } of ranges) {
+    const firsts = new Float64Array(ranges.length);
+    const lasts = new Float64Array(ranges.length);
+    ranges.forEach(({ offsetSectors, countSectors }, i) => {
       if (
         !Number.isSafeInteger(offsetSectors) || !Number.isSafeInteger(countSectors) ||
         offsetSectors < 0 || countSectors < 1
@@ -185,14 +196,17 @@ export class CbtMap {
           `Cannot mark ${countSectors} sectors at ${offsetSectors} dirty: not a valid range`,
         );
       }
-      const [, last] = this.#blockRange(
+      const [first, last] = this.#blockRange(
         offsetSectors * SECTOR_BYTES,
         countSectors * SECTOR_BYTES,
       );
       if (last >= this.#blockCount) throw this.#outOfRange(last);
-    }
-    for (const { offsetSectors, countSectors } of ranges) {
-      this.setBoth(offsetSectors * SECTOR_BYTES, countSectors * SECTOR_BYTES);
+      firsts[i] = first;
+      lasts[i] = last;
+    });
+    for (const [first, last] of mergedRuns(firsts, lasts)) {
+      this.#writeTable.fill(this.#active, first, last + 1);
+      this.#readTable.fill(this.#previous, first, last + 1);
     }
   }
 
@@ -259,4 +273,35 @@ export class CbtMap {
       changesNumber: this.#previous,
     };
   }
+}
+
+/**
+ * The runs [first, last] of `firsts`/`lasts` (inclusive block ranges) sorted
+ * and merged where they overlap or touch. Sorting packs (first, index) into
+ * one number per run so that a numeric typed-array sort does it.
+ */
+function mergedRuns(firsts: Float64Array, lasts: Float64Array): Array<[number, number]> {
+  const count = firsts.length;
+  const scale = 2 ** Math.ceil(Math.log2(count + 1));
+  let largest = 0;
+  for (let i = 0; i < count; i++) largest = Math.max(largest, firsts[i]);
+  if ((largest + 1) * scale > Number.MAX_SAFE_INTEGER) {
+    throw new RangeError(`Cannot sort ${count} runs up to block ${largest}: too many`);
+  }
+  const keys = new Float64Array(count);
+  for (let i = 0; i < count; i++) keys[i] = firsts[i] * scale + i;
+  keys.sort();
+  const runs: Array<[number, number]> = [];
+  for (let k = 0; k < count; k++) {
+    const i = keys[k] % scale;
+    const first = firsts[i];
+    const last = lasts[i];
+    const run = runs[runs.length - 1];
+    if (run !== undefined && first <= run[1] + 1) {
+      if (last > run[1]) run[1] = last;
+    } else {
+      runs.push([first, last]);
+    }
+  }
+  return runs;
 }

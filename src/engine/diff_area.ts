@@ -19,12 +19,14 @@
  *   chunks and no worker runs, the worker starts and drains it. Storing one
  *   chunk (diff_area_store_one): area corrupted -> FAILED; no storage space
  *   yet -> allocate a full chunk (failure: FAILED + corrupted ENOSPC); write
- *   the data (failure: FAILED + corrupted EIO); then STORED and the buffer
- *   goes back to the pool.
+ *   the data (failure: FAILED + corrupted EIO, or ENOSPC when the file system
+ *   is full); then STORED and the buffer goes back to the pool.
  * - Image I/O (diff_area_submit_chunk), one chunk at a time under its lock:
  *   reads come from the original (NEW or no chunk: the lock keeps a
  *   copy-on-write from completing mid-read), the buffer (IN_MEMORY) or the
  *   storage (STORED); FAILED or a corrupted area gives SNAPSHOT_CORRUPTED.
+ *   A stored chunk that cannot be read back (a short read: the storage was
+ *   truncated) corrupts the area with EIO: its data is lost, never zeros.
  *   Unlike the kernel, a read also fails when the area became corrupted while
  *   it read: after corruption, writes to the original skip copy-on-write and
  *   could have changed what a NEW chunk read returned. Writes (writable
@@ -268,8 +270,9 @@ export class DiffArea {
         chunk.diffOffsetBytes,
         chunk.buffer.subarray(0, chunk.sizeBytes),
       );
-    } catch {
-      this.#storeFailed(chunk, Errno.EIO);
+    } catch (error) {
+      const full = (error as { code?: unknown } | null)?.code === "ENOSPC";
+      this.#storeFailed(chunk, full ? Errno.ENOSPC : Errno.EIO);
       return;
     }
     chunk.state = ChunkState.STORED;
@@ -312,6 +315,8 @@ export class DiffArea {
       if (kind === "read") await store.read(offset, piece);
       else await store.write(offset, piece);
     } catch (error) {
+      // A stored chunk that cannot be read back (or written) is lost: the snapshot is corrupted.
+      if (store === this.#storage.store) this.setCorrupted(Errno.EIO);
       throw new ServiceError(
         "IO",
         `Cannot ${kind} the snapshot image of ${this.name}: ${kind} of ${piece.length} bytes ` +

@@ -8,11 +8,13 @@
  * limit, filled (handed out) and requested (what the storage will hold once
  * pending growth completes).
  * - Set-up (diff_storage_set_diff_storage): capacity = the store's size,
- *   requested = capacity. Only when that is at most half the minimum step:
- *   capacity == limit is accepted as is; capacity > limit fails with
- *   STORAGE_EXHAUSTED; otherwise the store grows at once by
- *   min(minimum, limit - capacity). A larger store is accepted whatever the
- *   limit, as the seed does.
+ *   but never more than the limit: unlike the seed, which accepts a larger
+ *   store whatever the limit, the limit always holds, so a store larger than
+ *   the limit (a partition, or a file the caller chose to reuse) is used up
+ *   to the limit only (its size is left alone; the service refuses a
+ *   non-empty file unless told to overwrite it, and then empties it);
+ *   requested = capacity. When that is at most half the minimum step and
+ *   below the limit, the store grows at once by min(minimum, limit - capacity).
  * - Allocation (diff_storage_alloc) is append-only. It fails with ENOSPC, and
  *   sets the overflow flag so that every later allocation fails too, when
  *   filled + count > requested.
@@ -95,15 +97,15 @@ export class DiffStorage {
     this.#emit = options.emit;
     this.#stats = options.stats;
     this.#limit = options.limitSectors;
-    this.#capacity = Math.floor(store.capacityBytes / SECTOR_BYTES);
+    this.#capacity = Math.min(Math.floor(store.capacityBytes / SECTOR_BYTES), options.limitSectors);
     this.#requested = this.#capacity;
   }
 
   /**
-   * Sets up `store` as a difference storage limited to `limitSectors` and
-   * grows it at once when it is nearly empty. INVALID_ARGUMENT for a bad
-   * limit; STORAGE_EXHAUSTED when a small store already exceeds the limit or
-   * cannot grow.
+   * Sets up `store` as a difference storage limited to `limitSectors` (a
+   * larger store is used up to the limit) and grows it at once when it is
+   * nearly empty. INVALID_ARGUMENT for a bad limit; STORAGE_EXHAUSTED when it
+   * cannot grow (ENOSPC when the file system is full).
    */
   static async open(store: BlockStore, options: DiffStorageOptions): Promise<DiffStorage> {
     const limit = options.limitSectors;
@@ -129,24 +131,19 @@ export class DiffStorage {
 
   async #setup(): Promise<void> {
     if (!this.#isHalfFull(this.#requested)) return;
-    if (this.#capacity === this.#limit) return;
-    if (this.#capacity > this.#limit) {
-      throw new ServiceError(
-        "STORAGE_EXHAUSTED",
-        `Cannot use ${this.store.name} as difference storage: it holds ${this.#capacity} sectors, ` +
-          `more than the limit of ${this.#limit}`,
-      );
-    }
+    if (this.#capacity >= this.#limit) return;
     if (!this.#growable) return;
     const target = this.#capacity +
       Math.min(this.#params.diffStorageMinimumSectors, this.#limit - this.#capacity);
     try {
       await this.store.grow(target * SECTOR_BYTES);
     } catch (error) {
+      const full = (error as { code?: unknown } | null)?.code === "ENOSPC";
       throw new ServiceError(
         "STORAGE_EXHAUSTED",
-        `Cannot use ${this.store.name} as difference storage: growing it to ${target} sectors failed`,
-        { cause: error },
+        `Cannot use ${this.store.name} as difference storage: growing it to ${target} sectors ` +
+          `failed (${full ? "the file system is full" : String(error)})`,
+        { cause: error, errno: "ENOSPC" },
       );
     }
     this.#capacity = target;

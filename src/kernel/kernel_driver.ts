@@ -9,6 +9,9 @@
  *   module still has (CBTINFO per device, COLLECT for snapshots).
  * - Devices: the id is the name given at attach or the path's base name. The
  *   path must be a block device (BLKGETSIZE64 answers; else INVALID_ARGUMENT).
+ *   It is opened once (O_PATH|O_NOFOLLOW), verified by the descriptor's real
+ *   path, and the module is given `/proc/self/fd/N` (open_checked.ts); a
+ *   device that is a snapshot's storage is a CONFLICT.
  *   Attaching a device the module already tracks with blksnap (EALREADY:
  *   attached by an earlier run of the service, or by another tool) adopts it
  *   and keeps its CBT; another filter on it (EBUSY) is a CONFLICT. Detach
@@ -19,9 +22,12 @@
  *   ranges are checked against the capacity and sent in batches, one range
  *   per ioctl on the upstream profile (its v7 CBTDIRTY reads only the first
  *   element of the array, see seed 004).
- * - Snapshots: create takes a regular file (created empty if missing, and
- *   removed again at destroy), a block device, or a directory (the module
- *   makes an unnamed file there); the limit is `limitBytes` rounded down to
+ * - Snapshots: create takes a regular file (created empty and exclusively if
+ *   missing, and removed again at destroy; an existing non-empty one only
+ *   with `overwrite`), a block device, or a directory (the module makes an
+ *   unnamed file there), opened and verified as devices are and given to
+ *   the module as `/proc/self/fd/N`; it may not be the service's own file,
+ *   another snapshot's storage or an attached device; the limit is `limitBytes` rounded down to
  *   512-byte sectors. Devices are added with SNAPSHOTADD; when one fails, the
  *   new snapshot is destroyed again. Info asks SNAPSHOTINFO per device: the
  *   image locator is the device directory plus the name the module reports,
@@ -82,14 +88,12 @@ import { type DeviceNumber, type Libc, realLibc } from "./libc.ts";
 import { ModuleClient } from "./module_client.ts";
 import { detectProfile } from "./profiles.ts";
 import { DriverRecords, type SnapshotRecord } from "./records.ts";
-import {
-  checkCreateOptions,
-  checkRanges,
-  createIfMissing,
-  deviceName,
-  invalid,
-  isCount,
-} from "./validate.ts";
+import { openDevice, openStorage } from "./open_checked.ts";
+import { findServiceFile, sameObject } from "../store/service_files.ts";
+import { removeCreated } from "../store/open_verified.ts";
+import type { StoreIdentity } from "../engine/block_store.ts";
+import { splitDeviceNumber } from "../store/dev_numbers.ts";
+import { checkCreateOptions, checkRanges, deviceName, invalid, isCount } from "./validate.ts";
 
 /** Options of {@link KernelDriver}. */
 export interface KernelDriverOptions {
@@ -152,6 +156,8 @@ export class KernelDriver implements SnapshotDriver {
   #kernel?: Promise<Kernel>;
   #records: DriverRecords;
   #images = new ImageReader();
+  /** Identity of each snapshot's storage as opened here, by snapshot id (identity rules). */
+  #storageIdentities = new Map<string, StoreIdentity>();
   #eventsSeen = 0;
   /** CBT positions at take, by snapshot id and device id. */
   #takeMarks = new Map<string, Map<string, TakeMark>>();
@@ -295,12 +301,58 @@ export class KernelDriver implements SnapshotDriver {
   /** Drops the record of a snapshot the module no longer has (or just destroyed). */
   async #forget({ client, waiter }: Kernel, snapshot: SnapshotRecord): Promise<void> {
     this.#records.removeSnapshot(snapshot.id);
+    const identity = this.#storageIdentities.get(snapshot.id);
+    this.#storageIdentities.delete(snapshot.id);
     this.#takeMarks.delete(snapshot.id);
     waiter.forget(snapshot.id);
     this.#persist(client);
     for (const path of snapshot.images) await this.#images.release(path);
     if (snapshot.storageCreated && snapshot.storage) {
-      await unlink(snapshot.storage.path).catch(() => {});
+      if (identity) await removeCreated(snapshot.storage.path, identity);
+      else await unlink(snapshot.storage.path).catch(() => {});
+    }
+  }
+
+  /**
+   * CONFLICT when the storage is the service's own file, another snapshot's
+   * storage, or a non-member attached device (members: INVALID_ARGUMENT).
+   */
+  async #refuseStorageIdentity(
+    identity: StoreIdentity,
+    memberIds: string[],
+    what: string,
+  ): Promise<void> {
+    const field = "diffStorage.path";
+    const own = await findServiceFile(this.#options.stateDir, identity);
+    if (own) {
+      throw new ServiceError(
+        "CONFLICT",
+        `${what}: the storage is the service's own file ${own.path}`,
+        {
+          field,
+        },
+      );
+    }
+    for (const [snapshotId, other] of this.#storageIdentities) {
+      if (sameObject(other, identity)) {
+        throw new ServiceError("CONFLICT", `${what}: snapshot ${snapshotId} uses this storage`, {
+          field,
+        });
+      }
+    }
+    if (identity.kind !== "block") return;
+    for (const device of this.#records.devices()) {
+      if (!device.number || !sameNumber(identity.device, device.number)) continue;
+      if (memberIds.includes(device.id)) {
+        throw invalid(`${what}: the storage cannot be device ${device.id} itself`, field);
+      }
+      throw new ServiceError(
+        "CONFLICT",
+        `${what}: the storage is the attached device ${device.id}`,
+        {
+          field,
+        },
+      );
     }
   }
 
@@ -328,16 +380,32 @@ export class KernelDriver implements SnapshotDriver {
     if (this.#records.findDevice(id)) {
       throw new ServiceError("CONFLICT", `${what}: a device named ${id} is already attached`);
     }
-    const number = this.#libc.blockDeviceNumber(path);
-    const same = (other?: DeviceNumber) =>
-      number !== undefined && other?.major === number.major && other.minor === number.minor;
-    for (const device of this.#records.devices()) {
-      if (device.path === path || same(device.number)) {
-        throw new ServiceError("CONFLICT", `${what}: it is already attached as ${device.id}`);
+    const opened = openDevice(this.#libc, path, { what, verify: options.verifyOpened });
+    let capacityBytes: number;
+    const number = opened.number;
+    try {
+      const same = (other?: DeviceNumber) =>
+        other?.major === number.major && other.minor === number.minor;
+      for (const device of this.#records.devices()) {
+        if (device.path === path || same(device.number)) {
+          throw new ServiceError("CONFLICT", `${what}: it is already attached as ${device.id}`);
+        }
       }
+      for (const [snapshotId, storage] of this.#storageIdentities) {
+        if (storage.kind === "block" && sameNumber(storage.device, number)) {
+          throw new ServiceError(
+            "CONFLICT",
+            `${what}: it is the difference storage of snapshot ${snapshotId}`,
+            { field: "path" },
+          );
+        }
+      }
+      // The module opens /proc/self/fd/N: the very device that was checked.
+      capacityBytes = client.blockDeviceSize(opened.procPath, what);
+      client.attach(opened.procPath, what);
+    } finally {
+      opened.close();
     }
-    const capacityBytes = client.blockDeviceSize(path, what);
-    client.attach(path, what);
     const device = { id, path, capacityBytes, number };
     this.#records.addDevice(device);
     this.#persist(client);
@@ -435,15 +503,28 @@ export class KernelDriver implements SnapshotDriver {
       }
     };
     validate();
-    const storageCreated = await createIfMissing(path, what);
+    const storage = await openStorage(path, {
+      libc: this.#libc,
+      what,
+      verify: options.verifyOpened,
+      overwrite: options.diffStorage.overwrite,
+    });
+    const storageCreated = storage.created;
+    const dropStorage = async () => {
+      if (storageCreated) await removeCreated(path, storage.identity);
+    };
     let uuid: Uint8Array;
     try {
       validate();
-      uuid = client.createSnapshot(path, limitSectors);
+      await this.#refuseStorageIdentity(storage.identity, deviceIds, what);
+      // The module opens /proc/self/fd/N: the very storage that was checked.
+      uuid = client.createSnapshot(storage.procPath, limitSectors);
     } catch (error) {
-      if (storageCreated) await unlink(path).catch(() => {});
+      await storage.close();
+      await dropStorage();
       throw error;
     }
+    await storage.close();
     const snapshot: SnapshotRecord = {
       id: formatUuid(uuid),
       uuid,
@@ -462,9 +543,10 @@ export class KernelDriver implements SnapshotDriver {
       }
     } catch (error) {
       client.destroy(uuid);
-      if (storageCreated) await unlink(path).catch(() => {});
+      await dropStorage();
       throw error;
     }
+    this.#storageIdentities.set(snapshot.id, storage.identity);
     this.#records.addSnapshot(snapshot);
     this.#watchEvents(kernel, snapshot);
     this.#persist(client);
@@ -690,4 +772,10 @@ export async function createKernelDriver(
   const driver = new KernelDriver(options);
   await driver.start();
   return driver;
+}
+
+/** True when `rdev` (a dev_t) is the device `number`. */
+function sameNumber(rdev: number, number: DeviceNumber): boolean {
+  const split = splitDeviceNumber(rdev);
+  return split.major === number.major && split.minor === number.minor;
 }

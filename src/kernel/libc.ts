@@ -42,6 +42,8 @@ export interface Libc {
   monotonicNs(): bigint;
   /** Major and minor number of the block device at `path`; undefined when it is not one. */
   blockDeviceNumber(path: string): DeviceNumber | undefined;
+  /** The real path of what `fd` is open on (the `/proc/self/fd/N` link); undefined when unknown. */
+  realPathOf(fd: number): string | undefined;
 }
 
 /** A device number split into its parts. */
@@ -66,7 +68,9 @@ export const OpenFlags = {
   O_WRONLY: 1,
   O_RDWR: 2,
   O_NONBLOCK: 0o4000,
+  O_NOFOLLOW: 0o400000,
   O_CLOEXEC: 0o2000000,
+  O_PATH: 0o10000000,
 } as const;
 
 /** The library the real {@link Libc} and the event worker open. */
@@ -142,6 +146,13 @@ const real: Libc = {
     if (result !== 0) throw new Error(`clock_gettime failed (errno ${readErrno(lib)})`);
     const { tv_sec, tv_nsec } = Timespec.decode(spec);
     return BigInt(tv_sec) * 1_000_000_000n + BigInt(tv_nsec);
+  },
+  realPathOf(fd) {
+    try {
+      return Deno.readLinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      return undefined;
+    }
   },
   blockDeviceNumber(path) {
     let info: Deno.FileInfo;

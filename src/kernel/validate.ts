@@ -1,16 +1,14 @@
 /**
  * Argument checks of the kernel driver, made before any request reaches the
- * module so that the module's EINVAL keeps one meaning (see errno.ts), and
- * the difference-storage file the driver creates when it is missing.
+ * module so that the module's EINVAL keeps one meaning (see errno.ts). What
+ * the driver opens is checked in open_checked.ts.
  *
  * @module
  */
 
-import { open } from "node:fs/promises";
 import type { CreateSnapshotOptions, SectorRange } from "../driver.ts";
 import { ServiceError } from "../errors.ts";
 import { SECTOR_SIZE } from "./abi.ts";
-import { fsError } from "./image_reader.ts";
 
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 
@@ -87,20 +85,4 @@ export function checkCreateOptions(options: CreateSnapshotOptions, what: string)
     throw invalid(`${what}: limitBytes must be an integer >= 512`, "diffStorage.limitBytes");
   }
   return { deviceIds, path, limitBytes, limitSectors: Math.floor(limitBytes / SECTOR_SIZE) };
-}
-
-/**
- * Creates an empty regular file at `path` (mode 0600) unless something exists
- * there; true when it made one. The module opens the storage without
- * O_CREAT, and grows a regular file itself.
- */
-export async function createIfMissing(path: string, what: string): Promise<boolean> {
-  try {
-    const handle = await open(path, "wx", 0o600);
-    await handle.close();
-    return true;
-  } catch (error) {
-    if ((error as { code?: string })?.code === "EEXIST") return false;
-    throw fsError(error, `${what}: cannot create the difference storage ${path}`);
-  }
 }

@@ -30,7 +30,9 @@ import { SocketReader } from "./socket_reader.ts";
 import { Transmission } from "./transmission.ts";
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
-const ACCEPT_RETRY_MS = 100;
+const DEFAULT_MAX_CONNECTIONS = 256;
+const ACCEPT_RETRY_MIN_MS = 10;
+const ACCEPT_RETRY_MAX_MS = 1000;
 
 /** Where and how {@link startNbdServer} listens. */
 export interface NbdServerOptions {
@@ -42,6 +44,8 @@ export interface NbdServerOptions {
   logger?: NbdLogger;
   /** A client that has not chosen an export after this many ms is disconnected (default 30 s). */
   handshakeTimeoutMs?: number;
+  /** Connections served at once; a client over the limit is closed at once (default 256). */
+  maxConnections?: number;
 }
 
 /** A running NBD server. */
@@ -100,6 +104,7 @@ export async function startNbdServer(
     unixPath: options.unixPath,
     logger,
     handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
   });
 }
 
@@ -110,6 +115,7 @@ class Server implements NbdServer {
   #listeners: Deno.Listener[];
   #logger: NbdLogger;
   #handshakeTimeoutMs: number;
+  #maxConnections: number;
   #open = new Set<Connection>();
   #accepting: Promise<void>[];
   #closed: Promise<void> | undefined;
@@ -117,12 +123,19 @@ class Server implements NbdServer {
   constructor(
     provider: ExportProvider,
     listeners: Deno.Listener[],
-    options: { tcpPort?: number; unixPath?: string; logger: NbdLogger; handshakeTimeoutMs: number },
+    options: {
+      tcpPort?: number;
+      unixPath?: string;
+      logger: NbdLogger;
+      handshakeTimeoutMs: number;
+      maxConnections: number;
+    },
   ) {
     this.#provider = provider;
     this.#listeners = listeners;
     this.#logger = options.logger;
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs;
+    this.#maxConnections = options.maxConnections;
     this.tcpPort = options.tcpPort;
     this.unixPath = options.unixPath;
     this.#accepting = listeners.map((listener) => this.#accept(listener));
@@ -151,20 +164,31 @@ class Server implements NbdServer {
     this.#logger("info", "nbd: server closed");
   }
 
+  /** Accepts until close; a failed accept (EMFILE) backs off from 10 ms to 1 s and goes on. */
   async #accept(listener: Deno.Listener): Promise<void> {
+    let retryMs = 0;
     while (true) {
       let stream: Deno.Conn;
       try {
         stream = await listener.accept();
       } catch (error) {
         if (this.#closed !== undefined || error instanceof Deno.errors.BadResource) return;
-        this.#logger("error", `nbd: accept failed, retrying: ${describe(error)}`);
-        await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
+        if (retryMs === 0) {
+          this.#logger("error", `nbd: accept failed, backing off: ${describe(error)}`);
+        }
+        retryMs = Math.min(ACCEPT_RETRY_MAX_MS, Math.max(ACCEPT_RETRY_MIN_MS, retryMs * 2));
+        await new Promise((resolve) => setTimeout(resolve, retryMs));
         continue;
       }
+      retryMs = 0;
       if (this.#closed !== undefined) {
         stream.close();
         return;
+      }
+      if (this.#open.size >= this.#maxConnections) {
+        this.#logger("debug", `nbd: refused a connection: ${this.#maxConnections} are open`);
+        stream.close();
+        continue;
       }
       if (stream.remoteAddr.transport === "tcp") (stream as Deno.TcpConn).setNoDelay(true);
       const connection = new Connection(stream, this.#provider, {

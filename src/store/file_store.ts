@@ -14,20 +14,25 @@
  * end of file early is an error. Capacity: the file size, or for a block device the size
  * in sectors from /sys/dev/block/MAJOR:MINOR/size (seeking to the end when
  * sysfs is missing). Minimum I/O size: queue/minimum_io_size of the device
- * (or of its parent, for a partition), 512 for files. Growing a file sets its
- * size with ftruncate, which makes the new part sparse: real preallocation
- * (fallocate) would need FFI, which this layer avoids, so a full file system
- * shows up as a failed write (EIO for the snapshot) rather than a failed grow.
- * Block devices cannot grow. close() waits for I/O in flight.
+ * (or of its parent, for a partition), 512 for files. Growing a file
+ * preallocates the new part with fallocate (preallocate.ts), so a full file
+ * system fails the grow with ENOSPC; where the file system has no fallocate
+ * the size is set with ftruncate (sparse) and a full file system shows up as
+ * a write failing with ENOSPC. Block devices cannot grow. A regular file
+ * found shorter than the store's capacity (truncated behind its back) fails
+ * grows, and writes of a store opened with `guardTruncation`, with EIO instead of being extended again with a hole that
+ * would read back as zeros; a read past its end fails as well. close() waits
+ * for I/O in flight.
  *
  * @module
  */
 
-import { writeSync } from "node:fs";
+import { fstatSync, writeSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import type { BlockStore, StoreIdentity } from "../engine/block_store.ts";
 import { acquireCachedReads, readCached, releaseCachedReads } from "./cached_read.ts";
 import { splitDeviceNumber } from "./dev_numbers.ts";
+import { preallocate } from "./preallocate.ts";
 
 const SECTOR_BYTES = 512;
 
@@ -41,6 +46,12 @@ export interface FileStoreInit {
   isBlockDevice: boolean;
   /** Whether writes and growth are refused. */
   readOnly: boolean;
+  /**
+   * Check before each write that a regular file was not truncated behind the
+   * store (one fstat per write: meant for difference storage, whose writes are
+   * whole chunks). Default false; grow() always checks.
+   */
+  guardTruncation?: boolean;
 }
 
 async function readSysfsNumber(path: string): Promise<number | undefined> {
@@ -77,6 +88,7 @@ export class FileStore implements BlockStore {
   #handle: FileHandle;
   #fd: number;
   #readFromCache = true;
+  #guardTruncation: boolean;
   #sysfs: string | undefined;
   #capacity: number;
   #closed = false;
@@ -95,6 +107,7 @@ export class FileStore implements BlockStore {
     this.#fd = init.handle.fd;
     acquireCachedReads();
     this.readOnly = init.readOnly;
+    this.#guardTruncation = init.guardTruncation ?? false;
     this.identity = identity;
     this.#capacity = capacity;
     this.minIoBytes = minIo;
@@ -117,8 +130,13 @@ export class FileStore implements BlockStore {
     const minIo = (await readSysfsNumber(`${sysfs}/queue/minimum_io_size`)) ??
       (await readSysfsNumber(`${sysfs}/../queue/minimum_io_size`)) ?? SECTOR_BYTES;
     const identity: StoreIdentity = { kind: "block", device: stat.rdev, inode: 0 };
-    const capacity = await blockDeviceCapacity(sysfs, init.name);
+    const capacity = await blockDeviceCapacity(sysfs, `/proc/self/fd/${init.handle.fd}`);
     return new FileStore(init, identity, capacity, Math.max(minIo, SECTOR_BYTES), sysfs);
+  }
+
+  /** The open descriptor (for positioned I/O of other layers); valid until close(). */
+  get fd(): number {
+    return this.#fd;
   }
 
   /** Current capacity in bytes (as last read). */
@@ -128,7 +146,7 @@ export class FileStore implements BlockStore {
 
   async #readCapacity(): Promise<number> {
     if (this.identity.kind === "file") return (await this.#handle.stat()).size;
-    return await blockDeviceCapacity(this.#sysfs!, this.name);
+    return await blockDeviceCapacity(this.#sysfs!, `/proc/self/fd/${this.#fd}`);
   }
 
   #check(action: string, offset: number, length: number, writing: boolean): void {
@@ -188,10 +206,29 @@ export class FileStore implements BlockStore {
     });
   }
 
-  /** Writes `data` at `offset`. RangeError past the capacity; I/O errors as thrown. */
+  /** An Error with code EIO when a regular file is shorter than the capacity (truncated behind us). */
+  #refuseShrunk(action: string): void {
+    if (this.identity.kind !== "file") return;
+    const size = fstatSync(this.#fd).size;
+    if (size < this.#capacity) {
+      throw Object.assign(
+        new Error(
+          `Cannot ${action} ${this.name}: the file holds ${size} bytes, ${this.#capacity} were ` +
+            "written or allocated (it was truncated)",
+        ),
+        { code: "EIO" },
+      );
+    }
+  }
+
+  /**
+   * Writes `data` at `offset`. RangeError past the capacity; EIO when the
+   * file was truncated behind the store; other I/O errors as thrown (ENOSPC included).
+   */
   // deno-lint-ignore require-await
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.#check("write", offset, data.length, true);
+    if (this.#guardTruncation) this.#refuseShrunk("write");
     for (let done = 0; done < data.length;) {
       done += writeSync(this.#fd, data, done, data.length - done, offset + done);
     }
@@ -204,8 +241,10 @@ export class FileStore implements BlockStore {
   }
 
   /**
-   * Extends a regular file to `bytes` (sparse, see the design note). RangeError
-   * for a block device; an error for a read-only store.
+   * Extends a regular file to `bytes`, preallocated where the file system
+   * can (see the design note). RangeError for a block device; an error for a
+   * read-only store; an Error with code ENOSPC when the file system is full,
+   * EIO when the file was truncated behind the store.
    */
   async grow(bytes: number): Promise<void> {
     this.#check("grow", 0, 0, true);
@@ -213,6 +252,20 @@ export class FileStore implements BlockStore {
       throw new RangeError(`Cannot grow ${this.name}: it is a block device`);
     }
     if (!Number.isSafeInteger(bytes) || bytes <= this.#capacity) return;
+    this.#refuseShrunk("grow");
+    const from = this.#capacity;
+    if (preallocate(this.#fd, from, bytes - from) === "unsupported") {
+      await this.#tracked(() => this.#handle.truncate(bytes));
+    }
+    this.#capacity = bytes;
+  }
+
+  /** Sets a regular file's size to `bytes` (also smaller). RangeError for a block device. */
+  async truncate(bytes: number): Promise<void> {
+    this.#check("truncate", 0, 0, true);
+    if (this.identity.kind === "block") {
+      throw new RangeError(`Cannot truncate ${this.name}: it is a block device`);
+    }
     await this.#tracked(() => this.#handle.truncate(bytes));
     this.#capacity = bytes;
   }

@@ -28,7 +28,7 @@ import type {
   SnapshotInfo,
   WaitEventsOptions,
 } from "../driver.ts";
-import { errnoName, ServiceError } from "../errors.ts";
+import { errnoName, isServiceError, ServiceError } from "../errors.ts";
 import { Engine } from "../engine/engine.ts";
 import type { EngineParams } from "../engine/params.ts";
 import type { SnapshotImage } from "../engine/image.ts";
@@ -38,7 +38,9 @@ import type { Tracker } from "../engine/tracker.ts";
 import { type NbdLogger, startNbdServer } from "../nbd/mod.ts";
 import type { NbdServer } from "../nbd/server.ts";
 import type { FileStore } from "../store/file_store.ts";
-import { openStore } from "../store/open_store.ts";
+import { openStoreVerified } from "../store/open_store.ts";
+import type { CreatedFile, VerifyOpened } from "../store/open_verified.ts";
+import { findServiceFile, sameObject } from "../store/service_files.ts";
 import {
   checkAbsolute,
   checkDeviceIds,
@@ -65,8 +67,8 @@ const CAPABILITIES: Capability[] = [
 
 /** Options of {@link UserspaceDriver.start}. */
 export interface UserspaceDriverOptions {
-  /** Where the NBD server listens: TCP (default 127.0.0.1:10809) and/or a Unix socket. */
-  nbd?: { tcp?: { hostname?: string; port: number }; unixPath?: string };
+  /** Where the NBD server listens: TCP (default 127.0.0.1:10809) and/or a Unix socket; its connection limit. */
+  nbd?: { tcp?: { hostname?: string; port: number }; unixPath?: string; maxConnections?: number };
   /** Folder where attached devices are remembered across restarts; nothing is persisted without it. */
   stateDir?: string;
   /** Engine parameters over the kernel's defaults. */
@@ -96,10 +98,11 @@ export class UserspaceDriver implements SnapshotDriver {
   readonly #server: NbdServer;
   readonly #devices = new Map<string, Attached>();
   /** Storage files this driver created, by snapshot id: removed again at destroy. */
-  readonly #createdStorage = new Map<string, string>();
+  readonly #createdStorage = new Map<string, CreatedFile>();
   /** The identity of each snapshot's difference storage, by snapshot id. */
   readonly #storageIdentities = new Map<string, StoreIdentity>();
   readonly #deviceList?: DeviceListFile;
+  readonly #stateDir?: string;
   readonly #baseUri: (name: string) => string;
   #closed = false;
 
@@ -108,8 +111,10 @@ export class UserspaceDriver implements SnapshotDriver {
     server: NbdServer,
     deviceList: DeviceListFile | undefined,
     tcpHost: string | undefined,
+    stateDir?: string,
   ) {
     this.#engine = engine;
+    this.#stateDir = stateDir;
     this.#server = server;
     this.#deviceList = deviceList;
     this.#baseUri = server.tcpPort !== undefined
@@ -135,6 +140,7 @@ export class UserspaceDriver implements SnapshotDriver {
       server,
       deviceList,
       listen.tcp?.hostname ?? "127.0.0.1",
+      options.stateDir,
     );
     if (deviceList) await driver.#restoreDevices(deviceList, options.logger);
     return driver;
@@ -234,7 +240,37 @@ export class UserspaceDriver implements SnapshotDriver {
     );
   }
 
-  async #attach(path: string, name: string): Promise<Attached> {
+  /**
+   * CONFLICT when the opened `store` is the service's own file, another
+   * attached device, or (or holds) a snapshot's difference storage.
+   */
+  async #refuseDeviceIdentity(path: string, store: FileStore): Promise<void> {
+    const what = `Cannot attach ${path}`;
+    const own = await findServiceFile(this.#stateDir, store.identity);
+    if (own) {
+      throw new ServiceError("CONFLICT", `${what}: it is the service's own file ${own.path}`, {
+        field: "path",
+      });
+    }
+    for (const [name, attached] of this.#devices) {
+      if (sameObject(attached.store.identity, store.identity)) {
+        throw new ServiceError("CONFLICT", `${what}: it is already attached as ${name}`, {
+          field: "path",
+        });
+      }
+    }
+    for (const [id, storage] of this.#storageIdentities) {
+      if (storageLivesOn(storage, store.identity)) {
+        throw new ServiceError(
+          "CONFLICT",
+          `${what}: it is (or holds) the difference storage of snapshot ${id}`,
+          { field: "path" },
+        );
+      }
+    }
+  }
+
+  async #attach(path: string, name: string, verify?: VerifyOpened): Promise<Attached> {
     if (!DEVICE_NAME.test(name)) {
       throw new ServiceError(
         "INVALID_ARGUMENT",
@@ -247,23 +283,20 @@ export class UserspaceDriver implements SnapshotDriver {
         field: "name",
       });
     }
-    // openStore gives a directory an unnamed file: a device cannot be one.
-    const info = await Deno.stat(path).catch(() => undefined);
-    if (info?.isDirectory) {
-      throw new ServiceError(
-        "INVALID_ARGUMENT",
-        `Cannot attach ${path}: it is a directory, not a regular file or a block device`,
-        { field: "path" },
-      );
-    }
-    const store = await openStore(path);
-    if (store.identity.kind !== "file" && store.identity.kind !== "block") {
+    const { store } = await openStoreVerified(path, {
+      noDirectory: true,
+      verify,
+      purpose: "attach",
+    }).catch((error) => {
+      throw isServiceError(error) && error.field === undefined
+        ? new ServiceError(error.code, error.message, { field: "path", errno: error.errno })
+        : error;
+    });
+    try {
+      await this.#refuseDeviceIdentity(path, store);
+    } catch (error) {
       await store.close();
-      throw new ServiceError(
-        "INVALID_ARGUMENT",
-        `Cannot attach ${path}: only regular files and block devices can be tracked`,
-        { field: "path" },
-      );
+      throw error;
     }
     try {
       const tracker = await this.#engine.attach(name, store);
@@ -289,7 +322,11 @@ export class UserspaceDriver implements SnapshotDriver {
   async attach(path: string, options: AttachOptions = {}): Promise<DeviceInfo> {
     this.#refuseClosed();
     checkAbsolute(path, `Cannot attach ${path}`, "path");
-    const attached = await this.#attach(path, options.name ?? deviceNameFor(path));
+    const attached = await this.#attach(
+      path,
+      options.name ?? deviceNameFor(path),
+      options.verifyOpened,
+    );
     await this.#saveDevices();
     return this.#deviceInfo(attached);
   }
@@ -360,17 +397,24 @@ export class UserspaceDriver implements SnapshotDriver {
       });
     }
     const path = options.diffStorage.path;
-    const existed = await Deno.lstat(path).then(() => true, () => false);
+    const opened = await openStoreVerified(path, {
+      create: true,
+      verify: options.verifyOpened,
+      purpose: "use as difference storage",
+      guardTruncation: true,
+    }).catch((error) => {
+      throw isServiceError(error) && error.field === undefined
+        ? new ServiceError(error.code, error.message, {
+          field: "diffStorage.path",
+          errno: error.errno,
+        })
+        : error;
+    });
+    const { store: storage, createdIn } = opened;
     let snapshot: Snapshot;
-    let storage: FileStore;
     try {
-      storage = await openStore(path, { create: true });
-      try {
-        this.#refuseStorageInUse(storage, options.deviceIds);
-      } catch (error) {
-        await storage.close();
-        throw error;
-      }
+      await this.#refuseStorageInUse(storage, options.deviceIds);
+      await this.#claimStorage(storage, options.diffStorage.overwrite ?? false);
       snapshot = await this.#engine.createSnapshot({
         storage,
         storagePath: path,
@@ -379,10 +423,11 @@ export class UserspaceDriver implements SnapshotDriver {
         trackers: options.deviceIds,
       });
     } catch (error) {
-      if (!existed) await Deno.remove(path).catch(() => {});
+      await storage.close().catch(() => {});
+      await createdIn?.remove();
       throw error;
     }
-    if (!existed) this.#createdStorage.set(snapshot.id, path);
+    if (createdIn) this.#createdStorage.set(snapshot.id, createdIn);
     this.#storageIdentities.set(snapshot.id, storage.identity);
     return this.#snapshotInfo(snapshot);
   }
@@ -393,9 +438,26 @@ export class UserspaceDriver implements SnapshotDriver {
    * is another snapshot's storage (both would hand out the same space). The
    * engine refuses a member's own device itself.
    */
-  #refuseStorageInUse(storage: FileStore, memberIds: string[]): void {
+  async #refuseStorageInUse(storage: FileStore, memberIds: string[]): Promise<void> {
+    const own = await findServiceFile(this.#stateDir, storage.identity);
+    if (own) {
+      throw new ServiceError(
+        "CONFLICT",
+        `Cannot use ${storage.name} as difference storage: it is the service's own file ${own.path}`,
+        { field: "diffStorage.path" },
+      );
+    }
     for (const [name, attached] of this.#devices) {
-      if (memberIds.includes(name)) continue;
+      if (memberIds.includes(name)) {
+        if (storageLivesOn(storage.identity, attached.store.identity)) {
+          throw invalid(
+            `Cannot use ${storage.name} as difference storage: it is (or lives on) the member ` +
+              `device ${name}`,
+            "diffStorage.path",
+          );
+        }
+        continue;
+      }
       if (storageLivesOn(storage.identity, attached.store.identity)) {
         throw new ServiceError(
           "CONFLICT",
@@ -416,6 +478,24 @@ export class UserspaceDriver implements SnapshotDriver {
         );
       }
     }
+  }
+
+  /**
+   * An existing regular file must be empty, or `overwrite` given (it is then
+   * emptied): it may hold data of a crashed run or of someone else, and a
+   * store larger than the limit would break it. CONFLICT otherwise.
+   */
+  async #claimStorage(storage: FileStore, overwrite: boolean): Promise<void> {
+    if (storage.identity.kind !== "file" || storage.capacityBytes === 0) return;
+    if (!overwrite) {
+      throw new ServiceError(
+        "CONFLICT",
+        `Cannot use ${storage.name} as difference storage: it is a non-empty file ` +
+          `(${storage.capacityBytes} bytes); give overwrite to reuse it`,
+        { field: "diffStorage.path" },
+      );
+    }
+    await storage.truncate(0);
   }
 
   /** Adds a device to a snapshot that is not taken yet. */
@@ -456,10 +536,10 @@ export class UserspaceDriver implements SnapshotDriver {
   }
 
   async #removeCreatedStorage(snapshotId: string): Promise<void> {
-    const path = this.#createdStorage.get(snapshotId);
-    if (path === undefined) return;
+    const created = this.#createdStorage.get(snapshotId);
+    if (created === undefined) return;
     this.#createdStorage.delete(snapshotId);
-    await Deno.remove(path).catch(() => {});
+    await created.remove();
   }
 
   /**

@@ -309,7 +309,28 @@ export class FakeKernel implements Libc {
 
   // ---- Libc ----
 
-  open(path: string, _flags: number): SyscallResult {
+  /**
+   * The path a `/proc/self/fd/N` name stands for, as the kernel resolves it:
+   * the path of a fake fd, or the real link of a real one; other paths as they are.
+   */
+  #unproc(path: string): string {
+    const match = /^\/proc\/self\/fd\/(\d+)$/.exec(path);
+    if (!match) return path;
+    const fake = this.#fds.get(Number(match[1]));
+    if (fake) return fake.path;
+    try {
+      return Deno.readLinkSync(path);
+    } catch {
+      return path;
+    }
+  }
+
+  realPathOf(fd: number): string | undefined {
+    return this.#fds.get(fd)?.path;
+  }
+
+  open(name: string, _flags: number): SyscallResult {
+    const path = this.#unproc(name);
     const kind = this.#kindOf(path);
     if (!kind) return fail(E.ENOENT);
     const fd = this.#nextFd++;
@@ -334,7 +355,7 @@ export class FakeKernel implements Libc {
   }
 
   blockDeviceNumber(path: string): DeviceNumber | undefined {
-    const device = this.#devices.get(path);
+    const device = this.#devices.get(this.#unproc(path));
     return device ? { major: device.major, minor: device.minor } : undefined;
   }
 
@@ -381,7 +402,7 @@ export class FakeKernel implements Libc {
       if (address >= base && address < base + buffer.length) {
         const tail = buffer.subarray(address - base);
         const end = tail.indexOf(0);
-        return end < 0 ? undefined : decoder.decode(tail.subarray(0, end));
+        return end < 0 ? undefined : this.#unproc(decoder.decode(tail.subarray(0, end)));
       }
     }
     return undefined;

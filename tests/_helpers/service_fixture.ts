@@ -1,7 +1,7 @@
 /**
  * A real service for API, client and CLI tests: createApp over a
  * UserspaceDriver (its NBD server on a free loopback port) served by
- * Deno.serve on 127.0.0.1 port 0, temp folders for the allowed prefix, the
+ * the service's own HTTP listener (src/api/http_listener.ts) on 127.0.0.1 port 0, temp folders for the allowed prefix, the
  * state and things outside the prefix, and a typed ky client pointed at it.
  * Everything is closed and removed when the body ends, so the test
  * sanitizers stay on.
@@ -11,6 +11,7 @@
 
 import { join } from "node:path";
 import { createApp } from "../../src/api/app.ts";
+import { type HttpServer, serveHttp } from "../../src/api/http_listener.ts";
 import { Metrics } from "../../src/api/metrics.ts";
 import { PathPolicy } from "../../src/api/path_policy.ts";
 import { type BlksnapClient, type ClientOptions, createClient } from "../../src/client/client.ts";
@@ -102,7 +103,7 @@ export async function withService(
     logger: () => {},
   });
   const metrics = new Metrics();
-  let server: Deno.HttpServer<Deno.NetAddr> | undefined;
+  let server: HttpServer | undefined;
   try {
     const app = createApp(driver, {
       paths: await PathPolicy.create([allowed]),
@@ -110,8 +111,8 @@ export async function withService(
       bodyLimitBytes: options.bodyLimitBytes,
       metrics,
     });
-    server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
-    const baseUrl = `http://127.0.0.1:${server.addr.port}`;
+    server = serveHttp(Deno.listen({ hostname: "127.0.0.1", port: 0 }), app.fetch);
+    const baseUrl = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
     const client = createClient({ baseUrl, token: options.token, ...options.client });
     await body({
       baseUrl,
@@ -133,7 +134,6 @@ export async function withService(
     await driver.close();
     if (server) {
       await server.shutdown();
-      await server.finished;
     }
     await Deno.remove(root, { recursive: true });
   }

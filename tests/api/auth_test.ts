@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { apiRoutes } from "../../src/api/app.ts";
-import { tokensMatch } from "../../src/api/auth.ts";
+import { bearerAuth, tokensMatch } from "../../src/api/auth.ts";
+import { Hono } from "hono";
 import { createClient } from "../../src/client/client.ts";
 import { rejectsWithProblem, responseProblem } from "../_helpers/api_problem.ts";
 import { withService } from "../_helpers/service_fixture.ts";
@@ -80,4 +81,16 @@ Deno.test("without a token, requests need no Authorization header (and ignore on
       assert.deepEqual(await response.json(), []);
     }
   });
+});
+
+Deno.test("bearerAuth() trims its token and refuses an empty one", async () => {
+  assert.throws(() => bearerAuth(""), RangeError);
+  assert.throws(() => bearerAuth(" \n"), RangeError);
+  const app = new Hono().use("*", bearerAuth("s3cret\n")).get("/", (c) => c.text("in"));
+  const ok = await app.request("/", { headers: { authorization: "Bearer s3cret" } });
+  assert.equal(ok.status, 200);
+  assert.equal(
+    (await app.request("/", { headers: { authorization: "Bearer s3cre" } })).status,
+    401,
+  );
 });

@@ -84,7 +84,8 @@ Deno.test("PathPolicy lets storage files be created under a prefix, not beside i
     );
     assert.equal(
       await codeOf(() => policy.resolve(`${allowed}-sibling/x.diff`, storage)),
-      "NOT_FOUND",
+      "FORBIDDEN",
+      "outside the prefixes, missing or not: 403",
     );
     assert.equal(
       await codeOf(() => policy.resolve(join(allowed, "no-dir", "x.diff"), storage)),

@@ -134,24 +134,33 @@ Deno.test("snapshots: unknown devices are 404 and unknown snapshots 404 on every
   });
 });
 
-Deno.test("snapshots: a storage already larger than its limit is 507 STORAGE_EXHAUSTED", async () => {
+Deno.test("snapshots: an existing non-empty storage file is 409 unless overwrite, which empties it", async () => {
   await withService({}, async ({ client, fetch, makeDisk, allowed }) => {
     await client.devices.attach({ path: await makeDisk("a.img", MIB), name: "a" });
     const storage = join(allowed, "full.diff");
-    await Deno.writeFile(storage, new Uint8Array(64 * 1024));
-    const response = await fetch("/v1/snapshots", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ devices: ["a"], diffStorage: { path: storage, limitBytes: 32768 } }),
+    await Deno.writeFile(storage, new Uint8Array(64 * 1024).fill(7));
+    const create = (diffStorage: Record<string, unknown>) =>
+      fetch("/v1/snapshots", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ devices: ["a"], diffStorage }),
+      });
+    const problem = await responseProblem(await create({ path: storage, limitBytes: 32768 }), {
+      status: 409,
+      code: "CONFLICT",
     });
-    const problem = await responseProblem(response, {
-      status: 507,
-      code: "STORAGE_EXHAUSTED",
-      errno: "ENOSPC",
-    });
-    assert.match(problem.detail, /more than the limit/);
+    assert.match(problem.detail, /non-empty file .*overwrite/);
+    assert.equal((await Deno.stat(storage)).size, 64 * 1024, "the file is untouched");
     assert.deepEqual(await client.snapshots.list(), []);
     assert.equal((await client.devices.get("a")).snapshotId, undefined, "the device is free again");
+    const response = await create({ path: storage, limitBytes: 32768, overwrite: true });
+    assert.equal(response.status, 201, await response.clone().text());
+    const created = await response.json();
+    assert.equal(created.storage.limitBytes, 32768);
+    assert.ok(created.storage.capacityBytes <= 32768, "the limit holds");
+    assert.ok((await Deno.stat(storage)).size <= 32768, "the file was emptied, then grown");
+    await client.snapshots.destroy(created.id);
+    assert.equal((await Deno.stat(storage)).size <= 32768, true, "a file not created here stays");
   });
 });
 

@@ -8,7 +8,9 @@
  *   engine, one connection);
  * - first writes under a snapshot (copy-on-write): sequential MiB/s and
  *   4 KiB random-write IOPS at QD16 on a fresh instance, ours after an
- *   engine snapshot is taken against nbdkit's cow filter.
+ *   engine snapshot is taken against nbdkit's cow filter;
+ * - mark-dirty (`--only mark-dirty`, tests/bench/mark_dirty.ts): 65,536
+ *   whole-device ranges on a 2,097,152-block device under NBD writes.
  *
  * Prints Markdown tables with ratios (ours / nbdkit) and writes
  * results.json to the bench directory. Speeds are reported, never asserted.
@@ -29,6 +31,7 @@ import { runTool, toolsMissing } from "../_helpers/nbd_fixture.ts";
 import { type Contender, CONTENDERS, startContender } from "./contenders.ts";
 import { fio, nbdcopy } from "./measure.ts";
 import { formatTables, type Results } from "./report.ts";
+import { benchMarkDirty, formatMarkDirty } from "./mark_dirty.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -105,6 +108,12 @@ for (const [key, metrics] of samples) {
   results.rows[key] = Object.fromEntries(
     Object.entries(metrics).map(([metric, values]) => [metric, median(values)]),
   );
+}
+
+if (only === undefined || only.includes("mark-dirty")) {
+  const markDirty = await benchMarkDirty(dir);
+  await Deno.writeTextFile(`${dir}/mark-dirty.json`, JSON.stringify(markDirty, null, 2));
+  console.log(formatMarkDirty(markDirty));
 }
 
 await removeLeftovers();

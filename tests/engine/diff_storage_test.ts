@@ -54,16 +54,23 @@ Deno.test("DiffStorage accepts a small store exactly at its limit without growin
   await storage.close();
 });
 
-Deno.test("DiffStorage refuses a small store above its limit (STORAGE_EXHAUSTED)", async () => {
-  const store = memory(20);
-  await assert.rejects(setup(store, 10).open, (e) => isServiceError(e, "STORAGE_EXHAUSTED"));
-  await store.close();
-});
-
-Deno.test("DiffStorage accepts a store larger than half the minimum whatever the limit (seed)", async () => {
-  const storage = await setup(memory(100), 50).open;
-  assert.equal(storage.counters().requestedSectors, 100);
-  await storage.close();
+Deno.test("DiffStorage uses a store larger than its limit only up to the limit, small or large", async () => {
+  for (const [sectors, limit] of [[20, 10], [100, 50]]) {
+    const store = new FaultyStore(memory(sectors));
+    const storage = await setup(store, limit).open;
+    assert.equal(storage.counters().capacitySectors, limit);
+    assert.equal(storage.counters().requestedSectors, limit);
+    assert.equal(store.counts.grows, 0);
+    let handedOut = 0;
+    assert.throws(() => {
+      for (;;) {
+        storage.allocate(CHUNK);
+        handedOut += CHUNK;
+      }
+    }, (e) => isServiceError(e, "STORAGE_EXHAUSTED"));
+    assert.ok(handedOut <= limit, `${handedOut} sectors handed out, limit ${limit}`);
+    await storage.close();
+  }
 });
 
 Deno.test("DiffStorage rejects an invalid limit", async () => {

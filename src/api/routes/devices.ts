@@ -23,15 +23,18 @@ export const deviceRoutes: RouteSpec[] = [
       ...commonErrors,
       403: problemSpec("The path is outside the allowed prefixes."),
       404: problemSpec("The path does not exist."),
-      409: problemSpec("The device or name is already attached."),
+      409: problemSpec(
+        "The device or name is already attached, or the path is a difference storage or a " +
+          "file of the service's state.",
+      ),
     },
     async handle({ body, services }) {
-      const path = await services.paths.resolve(body.path, {
-        field: "path",
-        purpose: "attach",
-        mustExist: true,
+      const check = { field: "path", purpose: "attach" };
+      const path = await services.paths.resolve(body.path, { ...check, mustExist: true });
+      const device = await services.driver.attach(path, {
+        name: body.name,
+        verifyOpened: services.paths.verifier(body.path, check),
       });
-      const device = await services.driver.attach(path, { name: body.name });
       return json(device, 201, { location: `/v1/devices/${device.id}` });
     },
   }),

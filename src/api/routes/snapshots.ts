@@ -25,21 +25,24 @@ export const snapshotRoutes: RouteSpec[] = [
       403: problemSpec("The storage path is outside the allowed prefixes."),
       404: problemSpec("A device is not attached, or the storage's folder does not exist."),
       409: problemSpec(
-        "A device is already in a snapshot, or the storage is another attached device or " +
-          "another snapshot's storage.",
+        "A device is already in a snapshot, or the storage is an attached device, another " +
+          "snapshot's storage, a file of the service's state, or an existing non-empty file " +
+          "(without overwrite).",
       ),
       507: problemSpec("The storage is already larger than the limit."),
     },
     async handle({ body, services }) {
+      const check = { field: "diffStorage.path", purpose: "use as difference storage" };
       const path = await services.paths.resolve(body.diffStorage.path, {
-        field: "diffStorage.path",
-        purpose: "use as difference storage",
+        ...check,
         mustExist: false,
       });
+      const { limitBytes, overwrite } = body.diffStorage;
       const snapshot = await services.driver.createSnapshot({
         deviceIds: body.devices,
-        diffStorage: { path, limitBytes: body.diffStorage.limitBytes },
+        diffStorage: { path, limitBytes, ...(overwrite ? { overwrite } : {}) },
         writable: body.writable,
+        verifyOpened: services.paths.verifier(body.diffStorage.path, check),
       });
       return json(snapshot, 201, { location: `/v1/snapshots/${snapshot.id}` });
     },

@@ -12,12 +12,15 @@ import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import type { SnapshotDriver } from "../../driver.ts";
 import { createApp } from "../../api/app.ts";
+import { type HttpServer, serveHttp } from "../../api/http_listener.ts";
 import { PathPolicy } from "../../api/path_policy.ts";
 import { ServiceError } from "../../errors.ts";
 import { SERVICE_VERSION } from "../../version.ts";
 import type { Command } from "../command.ts";
 import type { CliIo } from "../context.ts";
 import { UsageError } from "../exit_codes.ts";
+import { raiseOpenFileLimit } from "../open_file_limit.ts";
+import { limitFlags, LIMITS_HELP, type ServeLimits, serveLimits } from "./serve_limits.ts";
 
 const HELP = `Usage: blksnap serve [options]
 
@@ -38,7 +41,7 @@ userspace backend.
                           default 127.0.0.1:10809; "off" for none)
   --nbd-socket PATH       NBD server Unix socket, userspace backend (env BLKSNAP_NBD_SOCKET)
   -h, --help              show this help
-`;
+${LIMITS_HELP}`;
 
 /** The serve settings after flags and environment are merged. */
 export interface ServeSettings {
@@ -56,6 +59,8 @@ export interface ServeSettings {
   nbdListen?: { hostname: string; port: number };
   /** NBD Unix socket path. */
   nbdSocket?: string;
+  /** Connection and request limits. */
+  limits: ServeLimits;
 }
 
 /** Parses "HOST:PORT" ("[::1]:8037" for IPv6); `what` names the option in errors. */
@@ -82,6 +87,15 @@ async function readTokenFile(path: string): Promise<string> {
   }
 }
 
+/** BLKSNAP_TOKEN trimmed (a trailing newline is no part of it); UsageError when set but empty. */
+function tokenFromEnv(io: CliIo): string | undefined {
+  const text = io.env("BLKSNAP_TOKEN");
+  if (text === undefined) return undefined;
+  const token = text.trim();
+  if (!token) throw new UsageError("BLKSNAP_TOKEN is set but empty: give a token or unset it");
+  return token;
+}
+
 /** Merges flags `args` with the environment into settings. */
 export async function serveSettings(args: string[], io: CliIo): Promise<ServeSettings | "help"> {
   let values;
@@ -96,6 +110,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
         "token-file": { type: "string" },
         "nbd-listen": { type: "string" },
         "nbd-socket": { type: "string" },
+        ...limitFlags,
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -116,7 +131,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   const allowFromEnv = io.env("BLKSNAP_ALLOW_PATH")?.split(":").filter(Boolean);
   const allowPaths = (values["allow-path"] ?? allowFromEnv ?? [stateDir]).map((p) => resolve(p));
   const tokenFile = values["token-file"] ?? io.env("BLKSNAP_TOKEN_FILE");
-  const token = tokenFile ? await readTokenFile(tokenFile) : io.env("BLKSNAP_TOKEN") || undefined;
+  const token = tokenFile ? await readTokenFile(tokenFile) : tokenFromEnv(io);
   if (!isLoopback(listen.hostname) && !token) {
     throw new UsageError(
       `Listening on ${listen.hostname} (not loopback) requires a bearer token: ` +
@@ -129,7 +144,8 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   if (!nbdListen && !nbdSocket && backend === "userspace") {
     throw new UsageError("The userspace backend needs --nbd-listen or --nbd-socket");
   }
-  return { listen, backend, stateDir, allowPaths, token, nbdListen, nbdSocket };
+  const limits = serveLimits(values, io);
+  return { listen, backend, stateDir, allowPaths, token, nbdListen, nbdSocket, limits };
 }
 
 async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotDriver> {
@@ -159,6 +175,7 @@ async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotD
     nbd: {
       ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
       ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
+      maxConnections: settings.limits.nbdMaxConnections,
     },
     logger: log,
   });
@@ -178,26 +195,28 @@ async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotD
 /** Runs the service until SIGINT or SIGTERM. */
 async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   await Deno.mkdir(settings.stateDir, { recursive: true });
+  const files = raiseOpenFileLimit();
+  io.err(`open-file limit: ${files.soft} (hard ${files.hard})\n`);
   const paths = await PathPolicy.create(settings.allowPaths);
   io.err(`blksnap service ${SERVICE_VERSION}, state in ${settings.stateDir}\n`);
   const driver = await openDriver(settings, io);
   const app = createApp(driver, { paths, token: settings.token });
   const stopped = Promise.withResolvers<void>();
-  let server: Deno.HttpServer;
+  let server: HttpServer;
   try {
-    server = Deno.serve({
-      hostname: settings.listen.hostname,
-      port: settings.listen.port,
-      onListen: ({ hostname, port }) => {
-        const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-        io.err(
-          `HTTP API on http://${host}:${port}/v1 (bearer token ${
-            settings.token ? "required" : "not required"
-          })\n`,
-        );
-        io.err(`allowed paths: ${paths.prefixes.join(", ")}\n`);
-      },
-    }, app.fetch);
+    const { hostname, port } = settings.listen;
+    server = serveHttp(Deno.listen({ hostname, port }), app.fetch, {
+      ...settings.limits.http,
+      log: (message) => io.err(`${message}\n`),
+    });
+    const addr = server.addr as Deno.NetAddr;
+    const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+    io.err(
+      `HTTP API on http://${host}:${addr.port}/v1 (bearer token ${
+        settings.token ? "required" : "not required"
+      })\n`,
+    );
+    io.err(`allowed paths: ${paths.prefixes.join(", ")}\n`);
   } catch (error) {
     await driver.close();
     const { hostname, port } = settings.listen;

@@ -24,8 +24,9 @@ import { UsageError } from "../exit_codes.ts";
 const HELP = `Usage: blksnap snapshot VERB [arguments] [options]
 
 Verbs:
-  create --device ID [--device ID ...] --storage PATH --limit SIZE [--writable]
-                        create a snapshot of attached devices; SIZE like 1073741824, 512M, 2G
+  create --device ID [--device ID ...] --storage PATH --limit SIZE [--writable] [--overwrite]
+                        create a snapshot of attached devices; SIZE like 1073741824, 512M, 2G;
+                        --overwrite reuses an existing non-empty storage file (its data is lost)
   add SNAPSHOT DEVICE   add an attached device to a snapshot not yet taken
   take SNAPSHOT         take it, atomically across its devices
   info SNAPSHOT         state, images, errors, storage usage
@@ -80,6 +81,7 @@ async function verb(name: string, args: string[], io: CliIo): Promise<number> {
     storage: { type: "string" },
     limit: { type: "string" },
     writable: { type: "boolean", default: false },
+    overwrite: { type: "boolean", default: false },
     timeout: { type: "string" },
     after: { type: "string" },
   } as const;
@@ -97,7 +99,11 @@ async function verb(name: string, args: string[], io: CliIo): Promise<number> {
       if (!limit) throw new UsageError("missing --limit SIZE (the most the storage may grow to)");
       const snapshot = await client.snapshots.create({
         devices,
-        diffStorage: { path: storage, limitBytes: sizeArgument(limit, "--limit") },
+        diffStorage: {
+          path: storage,
+          limitBytes: sizeArgument(limit, "--limit"),
+          ...(parsed.values.overwrite ? { overwrite: true } : {}),
+        },
         writable: parsed.values.writable as boolean,
       });
       print(parsed, io, snapshot, () => describeSnapshot(snapshot));
