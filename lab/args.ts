@@ -18,6 +18,12 @@ export interface LabOptions {
   readonly moduleSrc?: string;
   /** Folder of prebuilt .ko files. */
   readonly moduleKo?: string;
+  /** A kernel image (bzImage) to boot instead of the image's Debian kernel. */
+  readonly kernelImage?: string;
+  /** The custom kernel's module folder (`lib/modules/<release>` of `make modules_install`). */
+  readonly kernelModules?: string;
+  /** The custom kernel's kbuild tree, for building --module-src against it. */
+  readonly kernelHeaders?: string;
   /** Run only the e2e files whose path contains this, or else the cases whose name matches. */
   readonly only?: string;
   /** Leave the VM up after the suite and print how to reach it. */
@@ -44,6 +50,11 @@ e2e suite (tests/e2e) inside and brings the results back into a run folder.
                       linux-image-cloud-amd64, linux-image-rt-amd64); headers follow it
   --module-src DIR    blksnap module source folder, built in the guest against its headers
   --module-ko DIR     folder of prebuilt .ko files for the guest's kernel
+  --kernel-image PATH boot this kernel (a bzImage, e.g. a 6.12 build with blksnap built in)
+                      instead of the image's Debian kernel; the image stays the same
+  --kernel-modules DIR  with --kernel-image: its lib/modules/<release> folder, installed
+                      in the run's guest (for a kernel whose blksnap is a module)
+  --kernel-headers DIR  with --kernel-image: its kbuild tree, to build --module-src against
   --only PATTERN      run the e2e files whose path contains PATTERN; when no file matches,
                       the cases whose name matches PATTERN (deno test --filter)
   --keep              leave the VM running afterwards and print how to reach it
@@ -53,7 +64,8 @@ e2e suite (tests/e2e) inside and brings the results back into a run folder.
   --verbose           show everything the guest prints
   -h, --help          this text
 
-Without --module-src or --module-ko the module cases are reported as skipped.
+Without --module-src or --module-ko the module cases are reported as skipped, unless the
+kernel has blksnap built in (a --kernel-image with CONFIG_BLKSNAP=y).
 `;
 
 /**
@@ -70,6 +82,9 @@ export function parseLabArgs(args: readonly string[]): LabOptions {
         kernel: { type: "string", default: "linux-image-amd64" },
         "module-src": { type: "string" },
         "module-ko": { type: "string" },
+        "kernel-image": { type: "string" },
+        "kernel-modules": { type: "string" },
+        "kernel-headers": { type: "string" },
         only: { type: "string" },
         keep: { type: "boolean", default: false },
         accel: { type: "string", default: "auto" },
@@ -97,6 +112,26 @@ export function parseLabArgs(args: readonly string[]): LabOptions {
       { field: "module-src" },
     );
   }
+  for (const name of ["kernel-modules", "kernel-headers"] as const) {
+    if (values[name] !== undefined && values["kernel-image"] === undefined) {
+      throw new ServiceError(
+        "INVALID_ARGUMENT",
+        `--${name} belongs to a custom kernel: give --kernel-image too`,
+        { field: name },
+      );
+    }
+  }
+  if (
+    values["kernel-image"] !== undefined && values["module-src"] !== undefined &&
+    values["kernel-headers"] === undefined
+  ) {
+    throw new ServiceError(
+      "INVALID_ARGUMENT",
+      "--module-src with --kernel-image needs --kernel-headers (the kbuild tree of that " +
+        "kernel): the image's Debian headers are for another kernel",
+      { field: "kernel-headers" },
+    );
+  }
   if (!["auto", "kvm", "tcg"].includes(values.accel)) {
     throw new ServiceError("INVALID_ARGUMENT", `--accel must be auto, kvm or tcg`, {
       field: "accel",
@@ -117,6 +152,9 @@ export function parseLabArgs(args: readonly string[]): LabOptions {
     kernel: values.kernel,
     ...(values["module-src"] !== undefined ? { moduleSrc: values["module-src"] } : {}),
     ...(values["module-ko"] !== undefined ? { moduleKo: values["module-ko"] } : {}),
+    ...(values["kernel-image"] !== undefined ? { kernelImage: values["kernel-image"] } : {}),
+    ...(values["kernel-modules"] !== undefined ? { kernelModules: values["kernel-modules"] } : {}),
+    ...(values["kernel-headers"] !== undefined ? { kernelHeaders: values["kernel-headers"] } : {}),
     ...(values.only !== undefined ? { only: values.only } : {}),
     keep: values.keep,
     accel: values.accel as AccelChoice,

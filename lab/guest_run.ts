@@ -57,6 +57,8 @@ export function runFiles(runDir: string): RunFiles {
 /** Options of {@link bootGuest}. */
 export interface BootOptions {
   readonly image: LabImage;
+  /** A kernel to boot instead of the image's (booted without an initrd). */
+  readonly kernel?: string;
   readonly runDir: string;
   readonly accel: Accelerator;
   readonly keep: boolean;
@@ -117,8 +119,9 @@ export async function bootGuest(options: BootOptions): Promise<Guest> {
   }
   const args = qemuArgs({
     accel: options.accel,
-    kernel: options.image.kernel,
-    initrd: options.image.initrd,
+    ...(options.kernel !== undefined
+      ? { kernel: options.kernel }
+      : { kernel: options.image.kernel, initrd: options.image.initrd }),
     rootDisk: files.rootDisk,
     inputDisk: files.inputTar,
     outputDisk: files.outputDisk,

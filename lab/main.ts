@@ -11,6 +11,7 @@ import { bundle } from "../src/build/bundle.ts";
 import { type LabOptions, labUsage, parseLabArgs } from "./args.ts";
 import { baseRecipe, ensureBaseImage } from "./base_image.ts";
 import { chooseAccelerator } from "./kvm_probe.ts";
+import { type CustomKernel, readCustomKernel } from "./kernel_image.ts";
 import { ensureLabImage } from "./lab_image.ts";
 import { bootGuest, followProgress, type Guest, type RunFiles, runFiles } from "./guest_run.ts";
 import { cacheRoot, e2eDir, packerDir, runnerScript, serviceEntry } from "./paths.ts";
@@ -58,6 +59,12 @@ async function runLab(options: LabOptions, reporter: Reporter): Promise<RunVerdi
   await Deno.mkdir(root, { recursive: true });
   const moduleSrc = options.moduleSrc && await Deno.realPath(options.moduleSrc);
   const moduleKo = options.moduleKo && await Deno.realPath(options.moduleKo);
+  const custom = options.kernelImage === undefined
+    ? undefined
+    : await readCustomKernel(options.kernelImage);
+  if (custom !== undefined) {
+    reporter.line(`kernel image: ${custom.path} (release ${custom.release}, no initrd)`);
+  }
 
   const serviceBundle = await bundleService(root, reporter);
   const recipe = await baseRecipe(options.kernel);
@@ -100,6 +107,9 @@ async function runLab(options: LabOptions, reporter: Reporter): Promise<RunVerdi
         kernelPackage: options.kernel,
         moduleSrc,
         moduleKo,
+        ...(custom !== undefined ? { kernelRelease: custom.release } : {}),
+        ...(options.kernelModules !== undefined ? { kernelModules: options.kernelModules } : {}),
+        ...(options.kernelHeaders !== undefined ? { kernelHeaders: options.kernelHeaders } : {}),
       }),
   );
   reporter.line(
@@ -107,14 +117,25 @@ async function runLab(options: LabOptions, reporter: Reporter): Promise<RunVerdi
       (selection.filter !== undefined ? ` (cases matching ${selection.filter})` : ""),
   );
   if (moduleSrc === undefined && moduleKo === undefined) {
-    reporter.line("module: none given, the module cases will be skipped");
+    reporter.line(
+      custom === undefined
+        ? "module: none given, the module cases will be skipped"
+        : "module: none given; the module cases run if the kernel has blksnap of its own " +
+          "(built in, or among --kernel-modules)",
+    );
   }
 
-  const guest = await bootGuest({ image, runDir, accel: decision.accel, keep: options.keep });
+  const guest = await bootGuest({
+    image,
+    runDir,
+    accel: decision.accel,
+    keep: options.keep,
+    ...(custom !== undefined ? { kernel: custom.path } : {}),
+  });
   if (options.keep) {
     reporter.line(`VM started (--keep); stop it with: kill $(cat ${files.pidFile})`);
   }
-  const agentExitCode = await watchGuest(guest, files, options, reporter);
+  const { agentExitCode, bootedRelease } = await watchGuest(guest, files, options, reporter);
 
   const unpacked = await unpackResults(files.outputDisk, files.resultsDir);
   const verdict = await judgeResults(files.resultsDir, {
@@ -137,7 +158,13 @@ async function runLab(options: LabOptions, reporter: Reporter): Promise<RunVerdi
       ].join("\n"),
     );
   }
-  await writeSummary(runDir, verdict);
+  const kernel = kernelLine(bootedRelease, {
+    imageRelease: image.kernelRelease,
+    kernelPackage: options.kernel,
+    custom,
+  });
+  reporter.line(kernel);
+  await writeSummary(runDir, verdict, kernel);
   for (const skipped of verdict.cases.filter((c) => c.status === "skipped")) {
     reporter.line(`skipped: ${skipped.name}${skipped.message ? ` (${skipped.message})` : ""}`);
   }
@@ -150,20 +177,43 @@ async function runLab(options: LabOptions, reporter: Reporter): Promise<RunVerdi
   return verdict;
 }
 
+/** What the guest reported about itself. */
+interface GuestReport {
+  /** The exit status the agent reported (undefined when it never did). */
+  readonly agentExitCode?: number;
+  /** The kernel release the agent said it booted (undefined when it never started). */
+  readonly bootedRelease?: string;
+}
+
+/**
+ * The summary's kernel line: what the guest booted, and where that kernel came from (the image's
+ * Debian package, or a --kernel-image with its release and digest).
+ */
+export function kernelLine(
+  bootedRelease: string | undefined,
+  source: { imageRelease: string; kernelPackage: string; custom?: CustomKernel },
+): string {
+  const { imageRelease, kernelPackage, custom } = source;
+  const booted = bootedRelease ?? "unknown (the agent never started)";
+  if (custom === undefined) return `kernel: ${booted} (${kernelPackage} ${imageRelease})`;
+  return `kernel: ${booted} (--kernel-image ${custom.path}, release ${custom.release}, ` +
+    `sha256 ${custom.sha256.slice(0, 16)}; image userland from ${kernelPackage})`;
+}
+
 /**
  * Follows the guest from boot to the end of the suite, printing cases as they finish; returns
- * the exit status the agent reported (undefined when it never did). Without --keep, the guest is
- * stopped by the time this returns.
+ * what the agent reported. Without --keep, the guest is stopped by the time this returns.
  */
 async function watchGuest(
   guest: Guest,
   files: RunFiles,
   options: LabOptions,
   reporter: Reporter,
-): Promise<number | undefined> {
+): Promise<GuestReport> {
   const deadline = Date.now() + options.timeoutMinutes * 60_000;
   const events = followProgress(files.progressLog, { exited: guest.exited, deadline });
   let agentExitCode: number | undefined;
+  let bootedRelease: string | undefined;
   let interrupted = false;
   const interrupt = () => {
     interrupted = true;
@@ -176,6 +226,7 @@ async function watchGuest(
       for (let next = await events.next(); !next.done; next = await events.next()) {
         const event = next.value;
         if (event.kind === "agent" && event.message.startsWith("booted")) {
+          bootedRelease = /^booted (\S+)/.exec(event.message)?.[1];
           reporter.line(`  guest: ${event.message}`);
           return;
         }
@@ -230,18 +281,21 @@ async function watchGuest(
       await guest.exited;
     }
   }
-  return agentExitCode;
+  return { agentExitCode, bootedRelease };
 }
 
 function indent(text: string): string {
   return text.split("\n").slice(0, 30).map((line) => `    ${line}`).join("\n");
 }
 
-async function writeSummary(runDir: string, verdict: RunVerdict): Promise<void> {
-  const lines = verdict.cases.map((c) =>
-    `${c.status.padEnd(7)} ${c.seconds.toFixed(3).padStart(9)} s  ${c.file}  ${c.name}` +
-    (c.status === "skipped" && c.message ? `  (${c.message})` : "")
-  );
+async function writeSummary(runDir: string, verdict: RunVerdict, kernel: string): Promise<void> {
+  const lines = [
+    kernel,
+    ...verdict.cases.map((c) =>
+      `${c.status.padEnd(7)} ${c.seconds.toFixed(3).padStart(9)} s  ${c.file}  ${c.name}` +
+      (c.status === "skipped" && c.message ? `  (${c.message})` : "")
+    ),
+  ];
   lines.push(
     `${verdict.summary.passed} passed, ${verdict.summary.failed} failed, ` +
       `${verdict.summary.skipped} skipped`,

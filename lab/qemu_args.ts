@@ -14,9 +14,9 @@ export type Accelerator = "kvm" | "tcg";
 export interface QemuRunSpec {
   /** Accelerator chosen by the probe. */
   readonly accel: Accelerator;
-  /** Kernel and initrd of the image, booted directly. */
+  /** Kernel and initrd booted directly: the image's, or a custom kernel without an initrd. */
   readonly kernel: string;
-  readonly initrd: string;
+  readonly initrd?: string;
   /** Root disk: a qcow2 overlay over the cached image. */
   readonly rootDisk: string;
   /** Input tar archive (read-only disk), output disk, scratch disk: raw files. */
@@ -85,8 +85,7 @@ export function qemuArgs(spec: QemuRunSpec): string[] {
     "-no-reboot",
     "-kernel",
     spec.kernel,
-    "-initrd",
-    spec.initrd,
+    ...(spec.initrd !== undefined ? ["-initrd", spec.initrd] : []),
     "-append",
     kernelCommandLine(spec),
     // Devices are placed on the PCI bus in command-line order: the root disk comes first, so

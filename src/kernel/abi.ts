@@ -117,6 +117,12 @@ export const BlkfilterCtl = struct({
   opt: u64le,
 });
 
+/**
+ * `struct blkfilter_name` (32 bytes): ATTACH's and DETACH's argument in the older v6/v7
+ * numbering (patch series v6/v7, lk6.7–lk6.9), which the driver only probes with.
+ */
+export const BlkfilterName = struct({ name: cString(BLKFILTER_NAME_LENGTH) });
+
 /** `struct bdevfilter_name` (40 bytes, out-of-tree): device path address and filter name. */
 export const BdevfilterName = struct({ devpath: u64le, name: cString(BLKFILTER_NAME_LENGTH) });
 
@@ -164,6 +170,14 @@ export const BLKFILTER_DETACH: number = _IOWR(BLKFILTER_IOCTL_TYPE, 143, Blkfilt
 /** Upstream: sends a filter command, on the block device's own fd. */
 export const BLKFILTER_CTL: number = _IOWR(BLKFILTER_IOCTL_TYPE, 144, BlkfilterCtl);
 
+/**
+ * The v6/v7 numbering (lk6.7–lk6.9) of the filter requests, 140–142: known only to detect a
+ * kernel that speaks it (ABI.md). Its CTL number is lk6.15's ATTACH, so it is not declared.
+ */
+export const BLKFILTER_V7_ATTACH: number = _IOWR(BLKFILTER_IOCTL_TYPE, 140, BlkfilterName);
+/** v6/v7 numbering: detaches a filter. */
+export const BLKFILTER_V7_DETACH: number = _IOWR(BLKFILTER_IOCTL_TYPE, 141, BlkfilterName);
+
 /** Out-of-tree: attaches a filter, on /dev/bdevfilter. */
 export const BDEVFILTER_ATTACH: number = _IOWR(BDEVFILTER_IOCTL_TYPE, 140, BdevfilterName);
 /** Out-of-tree: detaches a filter, on /dev/bdevfilter. */
@@ -199,6 +213,8 @@ const requestNames = new Map<number, string>([
   [BLKFILTER_ATTACH, "BLKFILTER_ATTACH"],
   [BLKFILTER_DETACH, "BLKFILTER_DETACH"],
   [BLKFILTER_CTL, "BLKFILTER_CTL"],
+  [BLKFILTER_V7_ATTACH, "BLKFILTER_ATTACH (v6/v7)"],
+  [BLKFILTER_V7_DETACH, "BLKFILTER_DETACH (v6/v7)"],
   [BDEVFILTER_ATTACH, "BDEVFILTER_ATTACH"],
   [BDEVFILTER_DETACH, "BDEVFILTER_DETACH"],
   [BDEVFILTER_CTL, "BDEVFILTER_CTL"],

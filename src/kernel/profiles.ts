@@ -15,6 +15,14 @@
  * callers not to tie behaviour to it, and requests of another interface fail
  * with ENOTTY/EINVAL, which the driver reports as MODULE_MISMATCH.
  *
+ * On `upstream`, VERSION cannot tell the lk6.15 numbering of the filter
+ * requests (the one spoken here) from the older v6/v7 one, so detection also
+ * probes one block device of the device directory without changing anything
+ * (numbering.ts) and refuses a v6/v7 kernel, or one without blk-filter, with
+ * MODULE_MISMATCH naming what it found. When the directory has no usable block
+ * device, the channel probes the first device it is sent to, before the
+ * request.
+ *
  * @module
  */
 
@@ -39,6 +47,7 @@ import {
 } from "./abi.ts";
 import { ioctlError, KernelErrno, openError } from "./errno.ts";
 import { cStringBytes, type Libc, OpenFlags, type SyscallResult } from "./libc.ts";
+import { numberingError, probeNumbering, probeSomeDevice, readNumbering } from "./numbering.ts";
 
 /** Control device of the upstream profile, relative to the device directory. */
 export const UPSTREAM_CONTROL = "blksnap-control";
@@ -147,9 +156,11 @@ function readVersion(libc: Libc, fd: number, controlPath: string): string {
 
 /**
  * Finds the module: opens the control device of either profile, asks
- * VERSION, and sets up the filter channel. UNAVAILABLE naming what is
- * missing when no control device exists; MODULE_MISMATCH when VERSION fails
- * with ENOTTY or EINVAL; FORBIDDEN without permission.
+ * VERSION, checks the upstream numbering, and sets up the filter channel.
+ * UNAVAILABLE naming what is missing when no control device exists;
+ * MODULE_MISMATCH when VERSION fails with ENOTTY or EINVAL, or when the
+ * upstream kernel speaks the v6/v7 numbering (or no filter requests at all);
+ * FORBIDDEN without permission.
  */
 export function detectProfile(libc: Libc, options: ProfileOptions = {}): DetectedProfile {
   const upstreamPath = devicePath(UPSTREAM_CONTROL, options);
@@ -172,9 +183,20 @@ export function detectProfile(libc: Libc, options: ProfileOptions = {}): Detecte
   }
   try {
     const moduleVersion = readVersion(libc, controlFd, controlPath);
-    const filter = profile === "upstream"
-      ? new UpstreamChannel(libc)
-      : OutOfTreeChannel.open(libc, devicePath(BDEVFILTER_DEVICE, options));
+    let filter: FilterChannel;
+    if (profile === "upstream") {
+      const probed = probeSomeDevice(libc, (options.devDir ?? "/dev").replace(/\/+$/, ""));
+      if (probed !== undefined) {
+        const refusal = numberingError(readNumbering(probed.answers), {
+          controlPath,
+          device: probed.path,
+        });
+        if (refusal !== undefined) throw refusal;
+      }
+      filter = new UpstreamChannel(libc, { controlPath, numberingChecked: probed !== undefined });
+    } else {
+      filter = OutOfTreeChannel.open(libc, devicePath(BDEVFILTER_DEVICE, options));
+    }
     return { profile, controlPath, controlFd, moduleVersion, filter };
   } catch (error) {
     libc.close(controlFd);
@@ -185,12 +207,30 @@ export function detectProfile(libc: Libc, options: ProfileOptions = {}): Detecte
 /** Upstream: BLKFILTER_* on the device's own fd, opened per request. */
 class UpstreamChannel implements FilterChannel {
   #libc: Libc;
+  #controlPath: string;
+  #numberingChecked: boolean;
 
-  constructor(libc: Libc) {
+  constructor(libc: Libc, options: { controlPath: string; numberingChecked: boolean }) {
     this.#libc = libc;
+    this.#controlPath = options.controlPath;
+    this.#numberingChecked = options.numberingChecked;
+  }
+
+  /** The numbering check that detection could not make (no block device to probe then). */
+  #checkNumbering(path: string): void {
+    if (this.#numberingChecked) return;
+    const answers = probeNumbering(this.#libc, path);
+    if (answers === undefined) return;
+    const refusal = numberingError(readNumbering(answers), {
+      controlPath: this.#controlPath,
+      device: path,
+    });
+    if (refusal !== undefined) throw refusal;
+    this.#numberingChecked = true;
   }
 
   #onDevice(path: string, request: number, arg: Uint8Array): FilterResult {
+    this.#checkNumbering(path);
     const opened = this.#libc.open(path, openFlags);
     if (opened.result < 0) {
       throw openError(opened.errno, `Cannot send ${requestName(request)} to ${path}`, path);

@@ -17,7 +17,11 @@
  *   backing file as it was at take time, so node:fs reads work on them;
  * - the errno of every refusal as the module returns it, plus one-shot
  *   injected failures;
- * - the upstream v7 CBTDIRTY bug (it reads only the first range of the array).
+ * - the upstream v7 CBTDIRTY bug (it reads only the first range of the array);
+ * - either numbering of the upstream filter requests (`numbering`): lk6.15's 142–144 or the
+ *   older v6/v7 140–142, whose CTL number is lk6.15's ATTACH; a request a kernel does not know
+ *   goes to the disk driver, which answers ENOTTY (or the device's `unknownIoctlErrno`, as loop
+ *   answers EINVAL).
  *
  * @module
  */
@@ -32,8 +36,12 @@ import {
   BLKFILTER_ATTACH,
   BLKFILTER_CTL,
   BLKFILTER_DETACH,
+  BLKFILTER_V7_ATTACH,
+  BLKFILTER_V7_DETACH,
+  BlkfilterAttach,
   BlkfilterCtl,
   BlkfilterCtlBlksnap as Cmd,
+  BlkfilterName,
   BLKGETSIZE64,
   BlksnapCbtdirty,
   BlksnapCbtinfo,
@@ -91,6 +99,8 @@ export interface FakeKernelOptions {
   withoutBdevfilter?: boolean;
   /** Multiply wait timeouts, like a module that takes `timeout_ms` as jiffies (default 1). */
   waitTimeoutScale?: number;
+  /** Numbering of the upstream filter requests (default lk6.15; "none": no blk-filter). */
+  numbering?: "lk6.15" | "v6/v7" | "none";
 }
 
 /** A block device the fake kernel knows. */
@@ -101,6 +111,8 @@ export interface FakeDeviceOptions {
   minor: number;
   /** Capacity in bytes (default: the backing file's size). */
   capacityBytes?: number;
+  /** What the disk driver answers to a request the block layer does not know (ENOTTY). */
+  unknownIoctlErrno?: number;
 }
 
 interface BlockDevice extends DeviceNumber {
@@ -111,6 +123,8 @@ interface BlockDevice extends DeviceNumber {
   tracker?: Tracker;
   /** True for snapshot images. */
   image?: boolean;
+  /** The disk driver's answer to unknown requests. */
+  unknownIoctlErrno?: number;
 }
 
 interface Tracker {
@@ -216,7 +230,13 @@ export class FakeKernel implements Libc {
   addBlockDevice(path: string, options: FakeDeviceOptions): void {
     let capacityBytes = options.capacityBytes;
     if (capacityBytes === undefined) capacityBytes = Deno.statSync(path).size;
-    this.#devices.set(path, { path, major: options.major, minor: options.minor, capacityBytes });
+    this.#devices.set(path, {
+      path,
+      major: options.major,
+      minor: options.minor,
+      capacityBytes,
+      unknownIoctlErrno: options.unknownIoctlErrno,
+    });
   }
 
   /** Makes another filter own the device at `path` (attach answers EBUSY, detach EINVAL). */
@@ -438,17 +458,50 @@ export class FakeKernel implements Libc {
 
   #blkfilter(device: BlockDevice, request: number, arg: Uint8Array, record: CallRecord) {
     record.device = device.path;
+    if (this.#options.numbering === "v6/v7") return this.#blkfilterV7(device, request, arg, record);
+    if (this.#options.numbering === "none") return fail(device.unknownIoctlErrno ?? E.ENOTTY);
     if (request === BLKFILTER_ATTACH || request === BLKFILTER_DETACH) {
       const injected = this.#injected(request);
       if (injected) return fail(injected);
-      return request === BLKFILTER_ATTACH ? this.#attach(device) : this.#detach(device);
+      if (request === BLKFILTER_DETACH) return this.#detach(device);
+      // blkfilter_ioctl_attach looks the name up among the registered filters first.
+      if (BlkfilterAttach.decode(arg).name !== "blksnap") return fail(E.ENOENT);
+      return this.#attach(device);
     }
-    if (request === BLKFILTER_CTL) {
-      const ctl = BlkfilterCtl.decode(arg);
-      if (ctl.name !== "blksnap") return fail(E.ENOENT);
-      return this.#ctl(device, ctl.cmd, ctl.opt, ctl.optlen, record);
+    if (request === BLKFILTER_CTL) return this.#namedCtl(device, BlkfilterCtl.decode(arg), record);
+    return fail(device.unknownIoctlErrno ?? E.ENOTTY);
+  }
+
+  /** The v6/v7 numbering: ATTACH 140 and DETACH 141 with a bare name, CTL 142. */
+  #blkfilterV7(device: BlockDevice, request: number, arg: Uint8Array, record: CallRecord) {
+    if (request === BLKFILTER_V7_ATTACH) {
+      const injected = this.#injected(request);
+      if (injected) return fail(injected);
+      if (BlkfilterName.decode(arg).name !== "blksnap") return fail(E.ENOENT);
+      return this.#attach(device);
     }
-    return fail(E.ENOTTY);
+    if (request === BLKFILTER_V7_DETACH) {
+      if (!device.tracker && !device.foreignFilter) return fail(E.ENOENT);
+      if (BlkfilterName.decode(arg).name !== "blksnap") return fail(E.EINVAL);
+      return this.#detach(device);
+    }
+    // 142: lk6.15's ATTACH number, the v7 CTL.
+    if (request === BLKFILTER_ATTACH) {
+      return this.#namedCtl(device, BlkfilterCtl.decode(arg), record);
+    }
+    return fail(device.unknownIoctlErrno ?? E.ENOTTY);
+  }
+
+  /** blkfilter_ioctl_ctl: no filter ENOENT, a filter of another name EINVAL, else the command. */
+  #namedCtl(
+    device: BlockDevice,
+    ctl: { name: string; cmd: number; opt: number; optlen: number },
+    record: CallRecord,
+  ): SyscallResult {
+    if (ctl.name !== "blksnap") {
+      return fail(device.tracker || device.foreignFilter ? E.EINVAL : E.ENOENT);
+    }
+    return this.#ctl(device, ctl.cmd, ctl.opt, ctl.optlen, record);
   }
 
   #bdevfilter(request: number, arg: Uint8Array, record: CallRecord): SyscallResult {

@@ -1,12 +1,14 @@
 /**
  * The kernel backend through the service's HTTP API on a virtio disk: partition 1 of the lab's
- * scratch disk (64 MiB) is the origin, with the module (bdevfilter + veeamblksnap) loaded and the
- * service started with `--backend kernel`. Every case ends by destroying, detaching, stopping the
- * service and unloading both modules; an rmmod that fails (something leaked) fails the case.
+ * scratch disk (64 MiB) is the origin, with the kernel's blksnap ready (the out-of-tree bdevfilter
+ * + veeamblksnap loaded, or the upstream blksnap of the kernel) and the service started with
+ * `--backend kernel`. Every case ends by destroying, detaching, stopping the service and checking
+ * that nothing leaked (an rmmod that fails, or, built in, a filter or image left over, fails it).
  *
  * - Images: one snapshot per kind of difference storage (a file on tmpfs, a directory on tmpfs
  *   where the module makes an unnamed file, a spare block device: partition 2); each image,
- *   read through its /dev/veeamblksnapimg_* node and through the API's Range reads while the
+ *   read through the node SNAPSHOTINFO names (the profile's: /dev/veeamblksnapimg_M:m or
+ *   /dev/blksnap-M-m of the origin) and through the API's Range reads while the
  *   origin is being written, equals the origin at take time; the origin has every write.
  * - CBT: changes number 0 after attach, 1 after the first take, 2 after the second, and exactly
  *   the blocks written between the takes read 2 (also as `.../changes` extents); ranges marked
@@ -28,6 +30,7 @@ import { labTest } from "./_helpers/guest.ts";
 import { kernelService } from "./_helpers/kernel_service.ts";
 import { originBytes, scratchPartitions } from "./_helpers/scratch.ts";
 import { exists, waitFor } from "./_helpers/sh.ts";
+import { imageDeviceOf, presentProfile } from "./_helpers/module.ts";
 import { mountTmpfs } from "./_helpers/tmpfs.ts";
 
 const KiB = 1024;
@@ -75,7 +78,11 @@ labTest({
           });
           const taken = await client.snapshots.take(created.id);
           const image = taken.devices[0].locator ?? "";
-          assert.match(image, /^\/dev\/veeamblksnapimg_\d+:\d+$/);
+          assert.equal(
+            image,
+            imageDeviceOf(presentProfile()!, origin),
+            "the image SNAPSHOTINFO names",
+          );
           assert.equal((await client.images.locator(created.id, device.id)).sizeBytes, originBytes);
           const atTake = current.slice();
 

@@ -6,7 +6,8 @@
 
 import assert from "node:assert/strict";
 import { labTest } from "./_helpers/guest.ts";
-import { exists, run, sha256File, waitFor } from "./_helpers/sh.ts";
+import { exists, run, sha256File } from "./_helpers/sh.ts";
+import { loadNbd } from "./_helpers/nbd.ts";
 
 const port = "10899"; // not the service's default NBD port (10809)
 const exportName = "lab";
@@ -30,8 +31,7 @@ labTest({
       await Deno.mkdir(mountPoint);
       await Deno.writeFile(image, new Uint8Array());
       await Deno.truncate(image, sizeBytes);
-      await run("modprobe", ["nbd", "nbds_max=4"]);
-      await waitFor(`${device} to appear`, () => exists(device));
+      await loadNbd();
 
       await t.step("qemu-nbd serves the file and nbd-client connects /dev/nbd0", async () => {
         await run("qemu-nbd", [

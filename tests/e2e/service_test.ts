@@ -1,12 +1,19 @@
 /**
  * The service as the image ships it: `deno run -A /opt/blksnap/blksnap.js serve` starts in the
- * guest (no network, nothing but the bundle and deno) and answers over HTTP; with the module
- * loaded, `--backend auto` picks the kernel backend.
+ * guest (no network, nothing but the bundle and deno) and answers over HTTP; with blksnap
+ * loaded (or built in), `--backend auto` picks the kernel backend and reports the profile of the
+ * control device the kernel has.
  */
 
 import assert from "node:assert/strict";
 import { labTest } from "./_helpers/guest.ts";
-import { loadModules, moduleDir, unloadModules } from "./_helpers/module.ts";
+import {
+  expectedProfile,
+  loadModules,
+  presentProfile,
+  unloadModules,
+  versionPattern,
+} from "./_helpers/module.ts";
 import { startService } from "./_helpers/service.ts";
 
 async function version(url: string): Promise<Record<string, unknown>> {
@@ -27,16 +34,18 @@ labTest({
 });
 
 labTest({
-  name: "serve --backend auto picks the kernel backend when the module is loaded",
+  name: "serve --backend auto picks the kernel backend when blksnap is there, with its profile",
   requires: ["service", "module"],
   async fn() {
-    await loadModules(await moduleDir());
+    await loadModules();
     try {
       await using service = await startService({ backend: "auto" });
       const info = await version(service.url);
+      const profile = presentProfile()!;
+      assert.equal(profile, expectedProfile(), "the run's blksnap has this profile");
       assert.equal(info.backend, "kernel");
-      assert.equal(info.profile, "outoftree");
-      assert.match(String(info.moduleVersion), /^7\./);
+      assert.equal(info.profile, profile);
+      assert.match(String(info.moduleVersion), versionPattern(profile));
     } finally {
       await unloadModules();
     }

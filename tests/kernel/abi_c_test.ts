@@ -47,6 +47,7 @@ struct blksnap_snapshotadd { struct blksnap_uuid id; };
 struct blksnap_snapshotinfo { int32_t error_code; uint8_t image[32]; };
 struct blkfilter_attach { uint8_t name[32]; uint64_t opt; uint32_t optlen; };
 struct blkfilter_detach { uint8_t name[32]; };
+struct blkfilter_name { uint8_t name[32]; };
 struct blkfilter_ctl { uint8_t name[32]; uint32_t cmd; uint32_t optlen; uint64_t opt; };
 struct bdevfilter_name { uint64_t devpath; uint8_t name[32]; };
 struct bdevfilter_ctl { uint64_t devpath; uint8_t name[32]; uint32_t cmd; uint32_t optlen; uint64_t opt; };
@@ -76,6 +77,7 @@ const layouts: Record<string, Described> = {
   blkfilter_attach: abi.BlkfilterAttach,
   blkfilter_detach: abi.BlkfilterDetach,
   blkfilter_ctl: abi.BlkfilterCtl,
+  blkfilter_name: abi.BlkfilterName,
   bdevfilter_name: abi.BdevfilterName,
   bdevfilter_ctl: abi.BdevfilterCtl,
 };
@@ -106,6 +108,8 @@ const requests: Record<string, [string, number]> = {
   BLKFILTER_ATTACH: ["_IOWR(0x12, 142, struct blkfilter_attach)", abi.BLKFILTER_ATTACH],
   BLKFILTER_DETACH: ["_IOWR(0x12, 143, struct blkfilter_detach)", abi.BLKFILTER_DETACH],
   BLKFILTER_CTL: ["_IOWR(0x12, 144, struct blkfilter_ctl)", abi.BLKFILTER_CTL],
+  BLKFILTER_V7_ATTACH: ["_IOWR(0x12, 140, struct blkfilter_name)", abi.BLKFILTER_V7_ATTACH],
+  BLKFILTER_V7_DETACH: ["_IOWR(0x12, 141, struct blkfilter_name)", abi.BLKFILTER_V7_DETACH],
   BDEVFILTER_ATTACH: ["_IOWR('F', 140, struct bdevfilter_name)", abi.BDEVFILTER_ATTACH],
   BDEVFILTER_DETACH: ["_IOWR('F', 141, struct bdevfilter_name)", abi.BDEVFILTER_DETACH],
   BDEVFILTER_CTL: ["_IOWR('F', 142, struct bdevfilter_ctl)", abi.BDEVFILTER_CTL],

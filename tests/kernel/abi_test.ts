@@ -28,6 +28,8 @@ Deno.test("request numbers are the ones ABI.md lists", () => {
     [abi.BLKFILTER_ATTACH, 0xC030128E],
     [abi.BLKFILTER_DETACH, 0xC020128F],
     [abi.BLKFILTER_CTL, 0xC0301290],
+    [abi.BLKFILTER_V7_ATTACH, 0xC020128C],
+    [abi.BLKFILTER_V7_DETACH, 0xC020128D],
     [abi.BDEVFILTER_ATTACH, 0xC028468C],
     [abi.BDEVFILTER_DETACH, 0xC028468D],
     [abi.BDEVFILTER_CTL, 0xC038468E],

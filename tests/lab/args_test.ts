@@ -69,3 +69,39 @@ Deno.test("headersPackage follows the kernel flavour", () => {
   assert.equal(headersPackage("linux-image-rt-amd64"), "linux-headers-rt-amd64");
   assert.equal(headersPackage("linux-image-6.1.0-56-amd64"), "linux-headers-6.1.0-56-amd64");
 });
+
+Deno.test("parseLabArgs takes a custom kernel with its modules and headers", () => {
+  const options = parseLabArgs([
+    "--kernel-image",
+    "/k/bzImage",
+    "--kernel-modules",
+    "/k/mod/lib/modules/6.12.117",
+    "--kernel-headers",
+    "/k/build",
+    "--module-src",
+    "/src/module",
+  ]);
+  assert.equal(options.kernelImage, "/k/bzImage");
+  assert.equal(options.kernelModules, "/k/mod/lib/modules/6.12.117");
+  assert.equal(options.kernelHeaders, "/k/build");
+  assert.equal(options.kernel, "linux-image-amd64", "the image's userland still comes from it");
+});
+
+Deno.test("parseLabArgs: modules and headers need a --kernel-image; a module build needs headers", () => {
+  for (const name of ["kernel-modules", "kernel-headers"]) {
+    assert.throws(
+      () => parseLabArgs([`--${name}`, "/k"]),
+      (error) => isServiceError(error, "INVALID_ARGUMENT") && error.field === name,
+    );
+  }
+  assert.throws(
+    () => parseLabArgs(["--kernel-image", "/k/bzImage", "--module-src", "/src"]),
+    (error) =>
+      isServiceError(error, "INVALID_ARGUMENT") && error.field === "kernel-headers" &&
+      /Debian headers are for another kernel/.test(error.message),
+  );
+  assert.equal(
+    parseLabArgs(["--kernel-image", "/k/bzImage", "--module-ko", "/ko"]).moduleKo,
+    "/ko",
+  );
+});

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { flattenErrors, withCleanup } from "../e2e/_helpers/cleanup.ts";
 import { physicalBlocks, toRuns } from "../e2e/_helpers/ext4.ts";
+import { imageDevicePath, versionPattern } from "../e2e/_helpers/module.ts";
 import { parseNbdUri } from "../e2e/_helpers/nbd.ts";
 import { appendLine, AppendWriter, LINE_BYTES } from "../e2e/_helpers/writers.ts";
 
@@ -107,4 +108,14 @@ Deno.test("AppendWriter appends whole lines and stops on request", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("each profile's image names and VERSION, as the e2e cases expect them", () => {
+  const origin = { major: 254, minor: 1 };
+  assert.equal(imageDevicePath("upstream", origin), "/dev/blksnap-254-1");
+  assert.equal(imageDevicePath("outoftree", origin), "/dev/veeamblksnapimg_254:1");
+  assert.match("2.0.0.0", versionPattern("upstream"));
+  assert.doesNotMatch("7.0.0.0", versionPattern("upstream"));
+  assert.match("7.0.0.0", versionPattern("outoftree"));
+  assert.doesNotMatch("2.0.0.0", versionPattern("outoftree"));
 });

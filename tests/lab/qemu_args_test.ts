@@ -69,3 +69,11 @@ Deno.test("kernelCommandLine asks for the agent, and carries a --keep key as one
   const encoded = words.find((w) => w.startsWith("blksnap_lab.ssh_key="))!;
   assert.equal(atob(encoded.slice("blksnap_lab.ssh_key=".length)), key);
 });
+
+Deno.test("qemuArgs boots a custom kernel without an initrd", () => {
+  const { initrd: _initrd, ...withoutInitrd } = spec;
+  const args = qemuArgs({ ...withoutInitrd, kernel: "/k/bzImage" });
+  assert.deepEqual(valuesOf(args, "-kernel"), ["/k/bzImage"]);
+  assert.ok(!args.includes("-initrd"));
+  assert.match(valuesOf(args, "-append")[0], /^root=\/dev\/vda rw /);
+});

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import {
+  copyKernelHeaders,
+  copyKernelModules,
   copyModuleObjects,
   copyModuleSource,
   isBuildProduct,
@@ -148,3 +150,77 @@ async function listNames(dir: string, prefix = ""): Promise<string[]> {
   }
   return names.sort();
 }
+
+Deno.test("a custom kernel's modules and kbuild tree go into the run without host links or objects", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const modules = `${dir}/lib/modules/6.12.117`;
+    await Deno.mkdir(`${modules}/kernel/drivers/block`, { recursive: true });
+    await Deno.writeTextFile(`${modules}/modules.order`, "kernel/drivers/block/blksnap.ko\n");
+    await Deno.writeTextFile(`${modules}/kernel/drivers/block/blksnap.ko`, "ko");
+    await Deno.symlink("/work/kernel/build-tree", `${modules}/build`);
+    const tree = `${dir}/build`;
+    await Deno.mkdir(`${tree}/include/config`, { recursive: true });
+    await Deno.mkdir(`${tree}/scripts/mod`, { recursive: true });
+    await Deno.writeTextFile(`${tree}/Makefile`, "all:\n");
+    await Deno.writeTextFile(`${tree}/include/config/auto.conf`, "CONFIG_BLKSNAP=m\n");
+    await Deno.writeTextFile(`${tree}/Module.symvers`, "");
+    await Deno.writeTextFile(`${tree}/scripts/mod/modpost`, "binary");
+    await Deno.writeTextFile(`${tree}/scripts/mod/modpost.o`, "object");
+    await Deno.writeTextFile(`${tree}/vmlinux`, "image");
+    await Deno.writeTextFile(`${dir}/run.sh`, "#!/bin/sh\n");
+    await Deno.mkdir(`${dir}/e2e`);
+    await prepareRunInput(`${dir}/in`, `${dir}/in.tar`, {
+      e2eDir: `${dir}/e2e`,
+      runnerScript: `${dir}/run.sh`,
+      selection: { files: [] },
+      kernelPackage: "linux-image-amd64",
+      kernelRelease: "6.12.117",
+      kernelModules: modules,
+      kernelHeaders: tree,
+    });
+    assert.deepEqual(await listNames(`${dir}/in/kernel-modules`), [
+      "kernel",
+      "kernel/drivers",
+      "kernel/drivers/block",
+      "kernel/drivers/block/blksnap.ko",
+      "modules.order",
+    ]);
+    assert.deepEqual(await listNames(`${dir}/in/kernel-headers`), [
+      "Makefile",
+      "Module.symvers",
+      "include",
+      "include/config",
+      "include/config/auto.conf",
+      "scripts",
+      "scripts/mod",
+      "scripts/mod/modpost",
+    ]);
+    assert.match(await Deno.readTextFile(`${dir}/in/lab.env`), /LAB_KERNEL_IMAGE='6\.12\.117'/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("custom kernel inputs are checked: module folder of the release, configured kbuild tree", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(`${dir}/6.1.0-57-amd64`);
+    await Deno.writeTextFile(`${dir}/6.1.0-57-amd64/modules.builtin`, "");
+    await assert.rejects(
+      copyKernelModules(`${dir}/6.1.0-57-amd64`, `${dir}/out`, { release: "6.12.117" }),
+      (error) =>
+        isServiceError(error, "INVALID_ARGUMENT") && /release 6\.12\.117/.test(error.message),
+    );
+    await assert.rejects(
+      copyKernelModules(dir, `${dir}/out`, { release: "6.12.117" }),
+      (error) => isServiceError(error, "NOT_FOUND") && /modules\.order/.test(error.message),
+    );
+    await assert.rejects(
+      copyKernelHeaders(`${dir}/6.1.0-57-amd64`, `${dir}/out2`),
+      (error) => isServiceError(error, "NOT_FOUND") && /Makefile/.test(error.message),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

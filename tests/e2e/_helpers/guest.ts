@@ -15,7 +15,11 @@
 export type Requirement =
   /** Running inside the lab guest (implied by every other requirement). */
   | "guest"
-  /** The blksnap module: a source folder (--module-src) or prebuilt .ko files (--module-ko). */
+  /**
+   * The blksnap module: a source folder (--module-src) or prebuilt .ko files (--module-ko) of
+   * the out-of-tree module, or the kernel's own blksnap (built in, or among the modules of a
+   * --kernel-image).
+   */
   | "module"
   /** The module's source folder (--module-src). */
   | "module-src"
@@ -37,6 +41,16 @@ export interface LabEnv {
   readonly serviceBundle?: string;
   /** The kernel package the image was built with. */
   readonly kernelPackage?: string;
+  /** The release of the --kernel-image this run boots instead of the image's kernel. */
+  readonly kernelImage?: string;
+  /** That kernel's kbuild tree, when --kernel-headers was given. */
+  readonly kernelHeaders?: string;
+  /**
+   * How the running kernel has blksnap of its own, as the runner found it at start: "builtin"
+   * (/dev/blksnap-control existed before anything was loaded) or "module" (a --kernel-image
+   * whose modules include blksnap).
+   */
+  readonly kernelBlksnap?: "builtin" | "module";
 }
 
 function env(name: string): string | undefined {
@@ -54,7 +68,14 @@ export function labEnv(): LabEnv {
     scratchDisk: env("LAB_SCRATCH_DISK"),
     serviceBundle: env("LAB_SERVICE_BUNDLE"),
     kernelPackage: env("LAB_KERNEL_PACKAGE"),
+    kernelImage: env("LAB_KERNEL_IMAGE"),
+    kernelHeaders: env("LAB_KERNEL_HEADERS"),
+    kernelBlksnap: blksnapKind(env("LAB_KERNEL_BLKSNAP")),
   };
+}
+
+function blksnapKind(value: string | undefined): LabEnv["kernelBlksnap"] {
+  return value === "builtin" || value === "module" ? value : undefined;
 }
 
 /** Why `requires` is not met in `lab`, or undefined when it is. */
@@ -64,8 +85,12 @@ export function unmetRequirement(
 ): string | undefined {
   if (lab.inDir === undefined) return "runs only inside the lab guest (deno task lab)";
   for (const requirement of requires) {
-    if (requirement === "module" && lab.moduleSrc === undefined && lab.moduleKo === undefined) {
-      return "no blksnap module given (deno task lab --module-src DIR or --module-ko DIR)";
+    if (
+      requirement === "module" && lab.moduleSrc === undefined && lab.moduleKo === undefined &&
+      lab.kernelBlksnap === undefined
+    ) {
+      return "no blksnap module given (deno task lab --module-src DIR or --module-ko DIR), " +
+        "and the kernel has none built in";
     }
     if (requirement === "module-src" && lab.moduleSrc === undefined) {
       return "no module source given (deno task lab --module-src DIR)";

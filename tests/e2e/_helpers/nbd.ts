@@ -19,7 +19,10 @@ export interface NbdConnection extends AsyncDisposable {
   disconnect(): Promise<void>;
 }
 
-/** Loads the nbd module with four devices (once) and waits for /dev/nbd0../dev/nbd3. */
+/**
+ * Loads the nbd module with four devices (once; a kernel with nbd built in has its default 16
+ * already) and waits for /dev/nbd0../dev/nbd3.
+ */
 export async function loadNbd(): Promise<void> {
   if (!exists("/sys/module/nbd")) await run("modprobe", ["nbd", "nbds_max=4"]);
   await waitFor("/dev/nbd3 to appear", () => exists("/dev/nbd3"));
