@@ -10,7 +10,7 @@
  * - Devices: the id is the name given at attach or the path's base name. The
  *   path must be a block device (BLKGETSIZE64 answers; else INVALID_ARGUMENT).
  *   It is opened once (O_PATH|O_NOFOLLOW), verified by the descriptor's real
- *   path, and the module is given `/proc/self/fd/N` (open_checked.ts); a
+ *   path, and the module is given that real path (open_checked.ts says why); a
  *   device that is a snapshot's storage is a CONFLICT.
  *   Attaching a device the module already tracks with blksnap (EALREADY:
  *   attached by an earlier run of the service, or by another tool) adopts it
@@ -400,9 +400,18 @@ export class KernelDriver implements SnapshotDriver {
           );
         }
       }
-      // The module opens /proc/self/fd/N: the very device that was checked.
       capacityBytes = client.blockDeviceSize(opened.procPath, what);
-      client.attach(opened.procPath, what);
+      // The module keeps the path and opens it again at take: give it the verified real path,
+      // then check that it still names the device that was verified.
+      client.attach(opened.realPath, what);
+      if (!same(this.#libc.blockDeviceNumber(opened.realPath))) {
+        client.detach(opened.realPath, what);
+        throw new ServiceError(
+          "CONFLICT",
+          `${what}: the device node changed while it was being attached`,
+          { field: "path" },
+        );
+      }
     } finally {
       opened.close();
     }

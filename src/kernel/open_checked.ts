@@ -1,9 +1,14 @@
 /**
  * What the kernel driver opens before the module sees a path: a device to
  * attach and a difference storage, each opened once without following a
- * final symlink, verified by the real path of its descriptor, and named to
- * the module as `/proc/self/fd/N`, so that the module opens the very object
- * that was checked (see src/store/open_verified.ts for the whole rule).
+ * final symlink and verified by the real path of its descriptor (see
+ * src/store/open_verified.ts for the whole rule). A storage is named to the
+ * module as `/proc/self/fd/N`, so that the module opens the very object that
+ * was checked. A device is named by its verified real path instead: the
+ * out-of-tree module keeps the path given at attach and opens it again at
+ * every take (VAL-7.0 diff_area.c, bdev_open of orig_bdevpath), long after
+ * the descriptor is closed, so the driver checks after attach that the path
+ * still names the same device number.
  *
  * @module
  */
@@ -19,6 +24,8 @@ import { type DeviceNumber, type Libc, OpenFlags } from "./libc.ts";
 export interface OpenedDevice {
   /** `/proc/self/fd/N` naming the device while it is open. */
   procPath: string;
+  /** The real path of the opened device node (what the descriptor was verified by). */
+  realPath: string;
   /** The device's number. */
   number: DeviceNumber;
   /** Closes the descriptor. */
@@ -59,7 +66,7 @@ export function openDevice(
         { field: "path" },
       );
     }
-    return { procPath, number, close };
+    return { procPath, realPath, number, close };
   } catch (error) {
     close();
     throw error;

@@ -128,6 +128,8 @@ interface BlockDevice extends DeviceNumber {
 }
 
 interface Tracker {
+  /** The path given at attach (out-of-tree profile), which the module opens again at take. */
+  attachPath?: string;
   device: BlockDevice;
   blockSize: number;
   blockCount: number;
@@ -416,13 +418,18 @@ export class FakeKernel implements Libc {
   }
 
   #string(address: number): string | undefined {
-    const start = this.#resolve(address, 1);
-    if (!start) return undefined;
+    const raw = this.#rawString(address);
+    return raw === undefined ? undefined : this.#unproc(raw);
+  }
+
+  /** The NUL-terminated string at `address` as the caller wrote it (no `/proc/self/fd` lookup). */
+  #rawString(address: number): string | undefined {
+    if (!this.#resolve(address, 1)) return undefined;
     for (const [base, buffer] of this.#memory) {
       if (address >= base && address < base + buffer.length) {
         const tail = buffer.subarray(address - base);
         const end = tail.indexOf(0);
-        return end < 0 ? undefined : this.#unproc(decoder.decode(tail.subarray(0, end)));
+        return end < 0 ? undefined : decoder.decode(tail.subarray(0, end));
       }
     }
     return undefined;
@@ -515,7 +522,11 @@ export class FakeKernel implements Libc {
       const device = this.#devices.get(path);
       if (!device) return fail(this.#kindOf(path) ? E.ENOTBLK : E.ENOENT);
       if (name !== "blksnap") return fail(E.ENOENT);
-      return request === BDEVFILTER_ATTACH ? this.#attach(device) : this.#detach(device);
+      if (request === BDEVFILTER_DETACH) return this.#detach(device);
+      const attached = this.#attach(device);
+      // The out-of-tree module keeps the path as given and opens it again at every take.
+      if (attached.result === 0) device.tracker!.attachPath = this.#rawString(devpath);
+      return attached;
     }
     if (request === BDEVFILTER_CTL) {
       const ctl = BdevfilterCtl.decode(arg);
@@ -661,6 +672,8 @@ export class FakeKernel implements Libc {
         if (!snapshot) return fail(E.ESRCH);
         if (snapshot.taken) return fail(E.EALREADY);
         if (snapshot.trackers.length === 0) return fail(E.ENODEV);
+        const reopenFailed = this.#reopenAttachPaths(snapshot);
+        if (reopenFailed) return reopenFailed;
         this.#take(snapshot);
         return ok();
       }
@@ -706,6 +719,20 @@ export class FakeKernel implements Libc {
     });
     BlksnapSnapshotCreate.encode({ ...request, id: { b: uuid } }, arg);
     return ok();
+  }
+
+  /**
+   * ENOTBLK when a tracker's attach path (out-of-tree module) no longer
+   * names its device, as bdev_open(orig_bdevpath) at take finds.
+   */
+  #reopenAttachPaths(snapshot: Snapshot): SyscallResult | undefined {
+    for (const tracker of snapshot.trackers) {
+      if (tracker.attachPath === undefined) continue;
+      if (this.#devices.get(this.#unproc(tracker.attachPath)) !== tracker.device) {
+        return fail(E.ENOTBLK);
+      }
+    }
+    return undefined;
   }
 
   #take(snapshot: Snapshot): void {
