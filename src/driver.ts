@@ -57,6 +57,14 @@ export interface DeviceInfo {
    * NBD URI for the userspace backend, the device path for the kernel backend.
    */
   locator: string;
+  /**
+   * "attached" (tracked), or a remembered device that is not tracked now:
+   * "missing" (it could not be opened at start; retried) or "refused" (its
+   * path is outside the allowed prefixes). Absent means attached.
+   */
+  state?: "attached" | "missing" | "refused";
+  /** Why a missing or refused device is not tracked. */
+  error?: string;
 }
 
 /** Options of {@link SnapshotDriver.attach}. */

@@ -88,9 +88,13 @@ Deno.test({
       );
       assert.match(out, /"code":"CONFLICT"/);
       assert.deepEqual([...Deno.readDirSync(`${cwd}/state`)].map((e) => e.name).sort(), [
+        "cbt",
         "disk0.img",
+        "service.lock",
         "userspace-devices.json",
+        "userspace-snapshots.json",
       ]);
+      assert.deepEqual([...Deno.readDirSync(`${cwd}/state/cbt`)], [], "detach removed the record");
     } finally {
       service.child.kill("SIGTERM");
       await service.child.status;

@@ -141,6 +141,11 @@ export const deviceInfo = object({
   capacityBytes: integer(),
   snapshotId: optional(snapshotId),
   locator: string({ description: "NBD URI (userspace) or device path (kernel) for tracked I/O." }),
+  state: optional(string({
+    description: "attached (absent means attached), missing (could not be opened at start; " +
+      "retried) or refused (path outside the allowed prefixes).",
+  })),
+  error: optional(string({ description: "Why a missing or refused device is not tracked." })),
 });
 
 /** CbtInfo. */

@@ -20,6 +20,11 @@
  * - reset (take after corruption or a capacity change): new sizing, cleared
  *   tables, previous 0 / active 1, new generation.
  * Offsets here are in bytes; markDirtySectors takes the kernel's sectors.
+ * Persistence (not in the seed): an observer sees every newly marked range
+ * of a table (only entries that rose), every switch and reset, and the map
+ * becoming corrupted, so that a write-intent record can keep the tables on
+ * stable storage (src/userspace/cbt_journal.ts); exportState and
+ * restoreState carry a whole map across a restart.
  *
  * @module
  */
@@ -45,6 +50,40 @@ export interface CbtMapInfo {
   changesNumber: number;
 }
 
+/** A whole map as data: what {@link CbtMap.exportState} gives and {@link CbtMap.restoreState} takes. */
+export interface CbtMapState {
+  /** Power of 2 of the tracking block size. */
+  blockShift: number;
+  /** Number of tracking blocks (the length of each table). */
+  blockCount: number;
+  /** Device capacity in bytes the map was sized for. */
+  capacityBytes: number;
+  /** UUID of the generation. */
+  generationId: string;
+  /** The change number writes mark (1..255). */
+  activeNumber: number;
+  /** The change number of the last take (0..255). */
+  previousNumber: number;
+  /** True after a marking error, until the next reset. */
+  corrupted: boolean;
+  /** The read table, one byte per block. */
+  readTable: Uint8Array;
+  /** The write table, one byte per block. */
+  writeTable: Uint8Array;
+}
+
+/** What happens to a map, for a persistent record of it (see {@link CbtMap.observe}). */
+export interface CbtMapObserver {
+  /** Entries `firstBlock..lastBlock` (inclusive) of `table` rose; called before the marking call returns. */
+  marked(table: "write" | "read", firstBlock: number, lastBlock: number): void;
+  /** The map switched at take: `wrap` when it restarted at 1 with a new generation and a cleared write table. */
+  switched(kind: "switch" | "wrap"): void;
+  /** The map was re-sized with cleared tables and a new generation. */
+  reset(): void;
+  /** The map became corrupted (a mark beyond its end). */
+  corrupted(): void;
+}
+
 /** Read and write tables of one byte per tracking block, with change numbers and a generation. */
 export class CbtMap {
   #params: EngineParams;
@@ -57,6 +96,7 @@ export class CbtMap {
   #previous = 0;
   #generationId = "";
   #corrupted = false;
+  #observer: CbtMapObserver | undefined = undefined;
 
   /** A fresh map sized for `capacityBytes` with the tracking-block rules of `params`. */
   constructor(capacityBytes: number, params: EngineParams) {
@@ -141,11 +181,19 @@ export class CbtMap {
     const table = this.#writeTable;
     const number = this.#active;
     const end = Math.min(last, this.#blockCount - 1);
+    let rose = -1;
+    let lastRose = -1;
     for (let i = first; i <= end; i++) {
-      if (table[i] < number) table[i] = number;
+      if (table[i] < number) {
+        table[i] = number;
+        if (rose < 0) rose = i;
+        lastRose = i;
+      }
     }
+    if (rose >= 0) this.#observer?.marked("write", rose, lastRose);
     if (last >= this.#blockCount) {
       this.#corrupted = true;
+      this.#observer?.corrupted();
       throw this.#outOfRange(last);
     }
   }
@@ -162,9 +210,20 @@ export class CbtMap {
     if (last >= this.#blockCount) throw this.#outOfRange(last);
     const active = this.#active;
     const previous = this.#previous;
+    let rose = false;
     for (let i = first; i <= last; i++) {
-      if (this.#writeTable[i] < active) this.#writeTable[i] = active;
-      if (this.#readTable[i] < previous) this.#readTable[i] = previous;
+      if (this.#writeTable[i] < active) {
+        this.#writeTable[i] = active;
+        rose = true;
+      }
+      if (this.#readTable[i] < previous) {
+        this.#readTable[i] = previous;
+        rose = true;
+      }
+    }
+    if (rose && this.#observer) {
+      this.#observer.marked("write", first, last);
+      this.#observer.marked("read", first, last);
     }
   }
 
@@ -222,8 +281,10 @@ export class CbtMap {
       this.#active = 1;
       this.#writeTable.fill(0);
       this.#generationId = crypto.randomUUID();
+      this.#observer?.switched("wrap");
     } else {
       this.#readTable.set(this.#writeTable);
+      this.#observer?.switched("switch");
     }
   }
 
@@ -242,6 +303,70 @@ export class CbtMap {
     this.#active = 1;
     this.#generationId = crypto.randomUUID();
     this.#corrupted = false;
+    this.#observer?.reset();
+  }
+
+  /** Sets (or with undefined, removes) the one observer of this map's changes. */
+  observe(observer: CbtMapObserver | undefined): void {
+    this.#observer = observer;
+  }
+
+  /**
+   * The whole map as data. The tables are views of the live tables (valid
+   * until the next reset): copy them to keep a snapshot of the map.
+   */
+  exportState(): CbtMapState {
+    return {
+      blockShift: this.#blockShift,
+      blockCount: this.#blockCount,
+      capacityBytes: this.#capacityBytes,
+      generationId: this.#generationId,
+      activeNumber: this.#active,
+      previousNumber: this.#previous,
+      corrupted: this.#corrupted,
+      readTable: this.#readTable,
+      writeTable: this.#writeTable,
+    };
+  }
+
+  /**
+   * Replaces the map with `state` (copied), as saved by a previous run.
+   * Entries above the numbers they can hold (a record torn between a table
+   * and its numbers) are lowered to them: write entries to the active
+   * number, read entries to the previous one, so that they still count as
+   * changed. INVALID_ARGUMENT when the sizes or numbers do not fit together
+   * or the sizing differs from what the map's rules give for the capacity.
+   */
+  restoreState(state: CbtMapState): void {
+    const { shift, count } = trackingBlockSizing(state.capacityBytes, this.#params);
+    const fits = shift === state.blockShift && count === state.blockCount &&
+      state.readTable.length === count && state.writeTable.length === count &&
+      Number.isInteger(state.activeNumber) && state.activeNumber >= 1 &&
+      state.activeNumber <= CBT_MAX_CHANGE_NUMBER && Number.isInteger(state.previousNumber) &&
+      state.previousNumber >= 0 && state.previousNumber <= CBT_MAX_CHANGE_NUMBER &&
+      typeof state.generationId === "string" && state.generationId.length > 0;
+    if (!fits) {
+      throw new ServiceError(
+        "INVALID_ARGUMENT",
+        `Cannot restore a CBT map of ${state.blockCount} blocks of 2^${state.blockShift} bytes ` +
+          `(numbers ${state.previousNumber}/${state.activeNumber}) for ${state.capacityBytes} bytes`,
+      );
+    }
+    const writeTable = state.writeTable.slice();
+    const readTable = state.readTable.slice();
+    for (let i = 0; i < count; i++) {
+      if (writeTable[i] > state.activeNumber) writeTable[i] = state.activeNumber;
+      if (readTable[i] > state.previousNumber) readTable[i] = state.previousNumber;
+    }
+    this.#blockShift = shift;
+    this.#blockCount = count;
+    this.#capacityBytes = state.capacityBytes;
+    this.#readTable = readTable;
+    this.#writeTable = writeTable;
+    this.#active = state.activeNumber;
+    this.#previous = state.previousNumber;
+    this.#generationId = state.generationId;
+    this.#corrupted = state.corrupted;
   }
 
   /**

@@ -37,6 +37,10 @@
  *   flight finishes while copy-on-write still protects it), then, once the
  *   tracker no longer copies, close: the worker stops after its current
  *   chunk, the queue and buffers are dropped (nothing more is stored).
+ * - Across a service restart (not in the seed): {@link DiffArea.storeQueued}
+ *   stores every queued chunk, {@link DiffArea.storedChunks} lists where
+ *   the STORED chunks are, and the `storedChunks` option makes a new area
+ *   with those chunks STORED again.
  *
  * @module
  */
@@ -69,6 +73,11 @@ export interface DiffAreaOptions {
   emit: EmitEvent;
   /** Engine counters. */
   stats: EngineStats;
+  /**
+   * Chunks already STORED (a restored area): flat pairs of chunk index and
+   * byte offset in the difference storage, as {@link DiffArea.storedChunks} gives.
+   */
+  storedChunks?: ArrayLike<number>;
 }
 
 /** Internal counters of a difference area, for tests and diagnostics. */
@@ -126,6 +135,32 @@ export class DiffArea {
       options.params.chunkMaximumInQueue,
       (chunk) => this.#storeChunk(chunk),
     );
+    const stored = options.storedChunks ?? [];
+    for (let i = 0; i + 1 < stored.length; i += 2) {
+      const chunk = this.#chunk(stored[i]);
+      chunk.state = ChunkState.STORED;
+      chunk.diffOffsetBytes = stored[i + 1];
+    }
+  }
+
+  /** Flat pairs of chunk index and storage byte offset of every STORED chunk, by index. */
+  storedChunks(): number[] {
+    const pairs: number[] = [];
+    const indexes = [...this.#chunks.keys()].sort((a, b) => a - b);
+    for (const index of indexes) {
+      const chunk = this.#chunks.get(index)!;
+      if (chunk.state === ChunkState.STORED) pairs.push(index, chunk.diffOffsetBytes);
+    }
+    return pairs;
+  }
+
+  /**
+   * Stores every queued chunk now (a clean stop), whatever the queue's
+   * threshold; call with writes to the device stopped. Never rejects
+   * (failures corrupt the area, as in the worker).
+   */
+  async storeQueued(): Promise<void> {
+    await this.#queue.storeAll(() => this.setCorrupted(Errno.EIO));
   }
 
   /** True once loading or storing failed; image I/O then fails. */

@@ -56,6 +56,8 @@ export interface DiffStorageOptions {
   emit: EmitEvent;
   /** Engine counters (storageGrows). */
   stats: EngineStats;
+  /** Sectors already handed out (a storage restored after a service restart; default 0). */
+  filledSectors?: number;
 }
 
 /** Usage counters of a difference storage, in sectors. */
@@ -99,6 +101,7 @@ export class DiffStorage {
     this.#limit = options.limitSectors;
     this.#capacity = Math.min(Math.floor(store.capacityBytes / SECTOR_BYTES), options.limitSectors);
     this.#requested = this.#capacity;
+    this.#filled = options.filledSectors ?? 0;
   }
 
   /**
@@ -116,7 +119,23 @@ export class DiffStorage {
         { field: "limitSectors" },
       );
     }
+    const filled = options.filledSectors ?? 0;
+    if (!Number.isSafeInteger(filled) || filled < 0 || filled > limit) {
+      throw new ServiceError(
+        "INVALID_ARGUMENT",
+        `Cannot use ${store.name} as difference storage: ${filled} sectors cannot be in use ` +
+          `under a limit of ${limit}`,
+        { field: "filledSectors" },
+      );
+    }
     const storage = new DiffStorage(store, options);
+    if (storage.#capacity < filled) {
+      throw new ServiceError(
+        "STORAGE_EXHAUSTED",
+        `Cannot use ${store.name} as difference storage: it holds ${storage.#capacity} sectors, ` +
+          `fewer than the ${filled} in use`,
+      );
+    }
     await storage.#setup();
     return storage;
   }
@@ -130,7 +149,7 @@ export class DiffStorage {
   }
 
   async #setup(): Promise<void> {
-    if (!this.#isHalfFull(this.#requested)) return;
+    if (!this.#isHalfFull(this.#requested - this.#filled)) return;
     if (this.#capacity >= this.#limit) return;
     if (!this.#growable) return;
     const target = this.#capacity +

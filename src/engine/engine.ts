@@ -39,6 +39,8 @@ export interface EngineCreateSnapshotOptions {
   writable?: boolean;
   /** Names of attached devices to include now. */
   trackers?: string[];
+  /** A restored snapshot's id, creation time and storage sectors in use (see SnapshotCreateOptions). */
+  restored?: { id: string; createdAtMs: number; filledSectors: number };
 }
 
 function sameStore(a: StoreIdentity, b: StoreIdentity): boolean {
@@ -163,6 +165,7 @@ export class Engine {
       now: this.#now,
       isAttached: (tracker) => this.#trackers.get(tracker.name) === tracker,
       onDestroyed: (destroyed) => this.#snapshots.delete(destroyed.id),
+      ...options.restored,
     });
     this.#snapshots.set(snapshot.id, snapshot);
     return snapshot;

@@ -90,6 +90,7 @@ export class SnapshotImage {
     } catch {
       // A corrupted map is reset at the next take; the write itself proceeds.
     }
+    await this.#tracker.marksDurable();
     await this.#area.writeImage(offset, data);
   }
 

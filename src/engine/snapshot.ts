@@ -24,6 +24,10 @@
  * Take records each member's CBT position just before and right after the
  * switch: what the snapshot's change token names (change_token.ts).
  * Control operations (add, take, destroy) are serialised by a lock.
+ * Across a service restart (not in the seed): create takes the saved id and
+ * the storage's used sectors, and {@link Snapshot.restoreTaken} is take
+ * without the CBT switch (the restored maps switched already), its areas
+ * starting with their saved STORED chunks.
  *
  * @module
  */
@@ -66,6 +70,28 @@ export interface SnapshotCreateOptions {
   isAttached: (tracker: Tracker) => boolean;
   /** Called once the snapshot is destroyed. */
   onDestroyed: (snapshot: Snapshot) => void;
+  /** The id (a restored snapshot's); a new UUID by default. */
+  id?: string;
+  /** Creation time (a restored snapshot's); now by default. */
+  createdAtMs?: number;
+  /** Sectors of the storage already in use (a restored snapshot's); default 0. */
+  filledSectors?: number;
+}
+
+/** One device of a snapshot restored after a service restart ({@link Snapshot.restoreTaken}). */
+export interface RestoredDevice {
+  /** The member device. */
+  tracker: Tracker;
+  /** Its capacity at take (the image's size). */
+  capacityBytes: number;
+  /** Power of 2 of its chunk size at take. */
+  chunkShift: number;
+  /** Its STORED chunks: flat pairs of chunk index and storage byte offset. */
+  storedChunks: ArrayLike<number>;
+  /** 0, or the errno that had corrupted its image. */
+  errorCode: number;
+  /** Its CBT positions at take, as {@link Snapshot.cbtAtTake} gave them (for its change tokens). */
+  cbtAtTake?: CbtAtTake;
 }
 
 /** Usage of a snapshot's difference storage. */
@@ -115,7 +141,7 @@ export interface CbtAtTake {
 /** A snapshot of one or more devices. */
 export class Snapshot {
   /** UUID of the snapshot. */
-  readonly id: string = crypto.randomUUID();
+  readonly id: string;
   /** Whether images accept writes. */
   readonly writable: boolean;
   /** Creation time, ms since the epoch. */
@@ -133,8 +159,9 @@ export class Snapshot {
 
   private constructor(options: SnapshotCreateOptions) {
     this.#options = options;
+    this.id = options.id ?? crypto.randomUUID();
     this.writable = options.writable ?? false;
-    this.createdAtMs = options.now();
+    this.createdAtMs = options.createdAtMs ?? options.now();
   }
 
   /**
@@ -154,6 +181,7 @@ export class Snapshot {
         params: options.params,
         stats: options.stats,
         emit: (event) => snapshot.#raise(event),
+        filledSectors: options.filledSectors,
       });
     } catch (error) {
       for (const tracker of snapshot.#trackers) tracker.setSnapshot(undefined);
@@ -274,6 +302,68 @@ export class Snapshot {
         stats.snapshotsTaken += 1;
       } finally {
         for (const tracker of trackers) tracker.unfreeze();
+      }
+    } finally {
+      this.#control.unlock();
+    }
+  }
+
+  /**
+   * Makes a created snapshot taken again as it was before a service restart
+   * (at `takenAtMs`): each member gets a difference area of its take-time
+   * capacity with its saved STORED chunks, and copy-on-write resumes; the
+   * CBT maps are left as restored. CONFLICT unless created and idle;
+   * INVALID_ARGUMENT when the devices are not exactly the members, a
+   * capacity changed or the chunk sizing differs from the saved one.
+   */
+  async restoreTaken(devices: RestoredDevice[], takenAtMs: number): Promise<void> {
+    this.#refuseUnless("created", "restore");
+    const what = `Cannot restore snapshot ${this.id}`;
+    const members = new Set(this.#trackers);
+    if (devices.length !== members.size || devices.some((d) => !members.has(d.tracker))) {
+      throw new ServiceError("INVALID_ARGUMENT", `${what}: the devices are not its members`);
+    }
+    const { params, stats } = this.#options;
+    const plans = devices.map((device) => {
+      const sizing = chunkSizing(device.capacityBytes, device.tracker.store.minIoBytes, params);
+      if (
+        sizing.shift !== device.chunkShift ||
+        device.tracker.capacityBytes !== device.capacityBytes
+      ) {
+        throw new ServiceError(
+          "INVALID_ARGUMENT",
+          `${what}: device ${device.tracker.name} no longer has its take-time size or chunking`,
+        );
+      }
+      return { device, sizing };
+    });
+    await this.#control.lock();
+    try {
+      await Promise.all(devices.map(({ tracker }) => tracker.freeze()));
+      try {
+        for (const { device, sizing } of plans) {
+          const { tracker } = device;
+          const area = new DiffArea({
+            name: tracker.name,
+            original: tracker.store,
+            storage: this.#storage,
+            capacityBytes: device.capacityBytes,
+            sizing,
+            params,
+            emit: (event) => this.#raise(event),
+            stats,
+            storedChunks: device.storedChunks,
+          });
+          if (device.errorCode !== 0) area.setCorrupted(device.errorCode);
+          if (device.cbtAtTake) this.#cbtAtTake.set(tracker.name, device.cbtAtTake);
+          tracker.attachDiffArea(area);
+          this.#areas.set(tracker.name, area);
+          this.#images.set(tracker.name, new SnapshotImage(tracker, area, this.writable));
+        }
+        this.#state = "taken";
+        this.#takenAtMs = takenAtMs;
+      } finally {
+        for (const { tracker } of devices) tracker.unfreeze();
       }
     } finally {
       this.#control.unlock();

@@ -83,6 +83,23 @@ export class StoreQueue {
     this.#running = false;
   }
 
+  /**
+   * Runs the worker until the queue is empty (or stopped), whatever the
+   * threshold: a clean stop stores everything. `onError` as in {@link StoreQueue.start}.
+   */
+  async storeAll(onError: (error: unknown) => void): Promise<void> {
+    while (this.#chunks.length > 0 && !this.#stopped) {
+      const before = this.#chunks.length;
+      if (!this.#running) {
+        this.#running = true;
+        this.start(onError);
+      }
+      await this.#worker;
+      // Every queued chunk is locked (image I/O in flight): let that I/O finish.
+      if (this.#chunks.length === before) await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+  }
+
   /** Stops the worker after its current chunk and no longer starts one; resolves when it ended. */
   async stop(): Promise<void> {
     this.#stopped = true;

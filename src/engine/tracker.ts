@@ -14,6 +14,11 @@
  * wait at the gate, and freezing resolves once writes in flight (including
  * their copy-on-write) are done. Take and destroy freeze every member so
  * that no write lands between the switch of one member and another.
+ * Write intent (md's write-intent bitmap, not in the seed): with a
+ * {@link WriteIntent} set, a write waits after marking the CBT until the
+ * marks made so far are on stable storage, before its data goes to the
+ * original; when nothing is pending (the blocks were marked already) that
+ * costs nothing.
  *
  * @module
  */
@@ -27,6 +32,15 @@ import type { Snapshot } from "./snapshot.ts";
 import type { EngineStats } from "./stats.ts";
 
 const ZEROES = new Uint8Array(1 << 20);
+
+/** A persistent record of the CBT that writes wait on (see src/userspace/cbt_journal.ts). */
+export interface WriteIntent {
+  /**
+   * Undefined when every mark made so far is on stable storage, else a
+   * promise that resolves once it is. Never rejects.
+   */
+  durable(): Promise<void> | undefined;
+}
 
 /** Options of a {@link Tracker}. */
 export interface TrackerOptions {
@@ -51,6 +65,7 @@ export class Tracker {
   #gate: Array<() => void> = [];
   #inFlight = 0;
   #drained: Array<() => void> = [];
+  #writeIntent: WriteIntent | undefined = undefined;
 
   /** A tracker for `store` with a fresh CBT map sized for its current capacity. */
   constructor(name: string, store: BlockStore, options: TrackerOptions) {
@@ -125,6 +140,17 @@ export class Tracker {
     });
   }
 
+  /** Sets (or with undefined, removes) the record whose durability writes wait for. */
+  setWriteIntent(intent: WriteIntent | undefined): void {
+    this.#writeIntent = intent;
+  }
+
+  /** Resolves once every CBT mark made so far is on stable storage (at once without a record). */
+  async marksDurable(): Promise<void> {
+    const durable = this.#writeIntent?.durable();
+    if (durable) await durable;
+  }
+
   /** Makes completed writes durable. IO when the store fails. */
   flush(): Promise<void> {
     return this.#io("flush", () => this.store.flush());
@@ -140,6 +166,8 @@ export class Tracker {
       } catch {
         // The map is now corrupted; the next take resets it (cbt_map_set).
       }
+      const durable = this.#writeIntent?.durable();
+      if (durable) await durable;
       const area = this.#diffArea;
       if (area && !area.isCorrupted) await area.copyOnWrite(offset, length);
       await this.#io("write", write);

@@ -3,10 +3,13 @@
  * ioctls on its control device and on the block-device filter (ABI.md).
  *
  * Behaviour:
- * - Start ({@link createKernelDriver}): detect the profile (which control
+ * - Start ({@link createKernelDriver}): take the locks (the state folder's,
+ *   and the host-wide `hostLockPath`: two kernel-backend services would
+ *   adopt each other's trackers), detect the profile (which control
  *   device exists, then VERSION); without a module, UNAVAILABLE naming what
- *   is missing. Then reload the state file from `stateDir` and keep what the
- *   module still has (CBTINFO per device, COLLECT for snapshots).
+ *   is missing. Then reload the state file from `stateDir`, keep what the
+ *   module still has (CBTINFO per device, COLLECT for snapshots) and adopt
+ *   the trackers and snapshots it has beyond that (records.ts).
  * - Devices: the id is the name given at attach or the path's base name. The
  *   path must be a block device (BLKGETSIZE64 answers; else INVALID_ARGUMENT).
  *   It is opened once (O_PATH|O_NOFOLLOW), verified by the descriptor's real
@@ -45,9 +48,10 @@
  *   happen meanwhile.
  * - Images: size by BLKGETSIZE64 on the image device, data by node:fs
  *   positioned reads; SNAPSHOT_CORRUPTED once the module reports an error.
- * - close(): destroys the snapshots this service created (unless
- *   `keepSnapshotsOnClose`), leaves devices attached so that tracking goes
- *   on, and closes every fd, handle and worker.
+ * - close(): leaves snapshots and devices in the module, so that a restarted
+ *   service adopts them and images stay readable meanwhile (with
+ *   `destroySnapshotsOnClose`, destroys the snapshots this service created),
+ *   closes every fd, handle and worker, and releases the locks.
  *
  * Errors follow errno.ts (the EINVAL rule is documented there).
  *
@@ -88,6 +92,7 @@ import { type DeviceNumber, type Libc, realLibc } from "./libc.ts";
 import { ModuleClient } from "./module_client.ts";
 import { detectProfile } from "./profiles.ts";
 import { DriverRecords, type SnapshotRecord } from "./records.ts";
+import { STATE_LOCK_FILE_NAME, StateLock } from "../lock/state_lock.ts";
 import { openDevice, openStorage } from "./open_checked.ts";
 import { findServiceFile, sameObject } from "../store/service_files.ts";
 import { removeCreated } from "../store/open_verified.ts";
@@ -111,8 +116,12 @@ export interface KernelDriverOptions {
   stateDir?: string;
   /** Directory of device nodes (default `/dev`); tests use a temp dir. */
   devDir?: string;
-  /** Leave the snapshots this service created alive at close() (default false). */
-  keepSnapshotsOnClose?: boolean;
+  /** Destroy the snapshots this service created at close() (default false: they stay in the module). */
+  destroySnapshotsOnClose?: boolean;
+  /** A host-wide lock file (one kernel-backend service per host); none by default. */
+  hostLockPath?: string;
+  /** Checks each device's path at start (the allowed prefixes); rejects with the reason to refuse it. */
+  checkPath?: (path: string) => Promise<unknown>;
   /** Bytes of CBT map per CBTMAP ioctl (default 1 MiB). */
   cbtMapPieceBytes?: number;
   /** Ranges per CBTDIRTY ioctl on the out-of-tree profile (default 4096). */
@@ -124,6 +133,7 @@ export interface KernelDriverOptions {
 interface Kernel {
   client: ModuleClient;
   waiter: EventReader;
+  locks: StateLock[];
 }
 
 /** A device's CBT position at a take: the image's point and its previous snapshot's. */
@@ -191,9 +201,34 @@ export class KernelDriver implements SnapshotDriver {
     return this.#kernel;
   }
 
+  #lock(): StateLock[] {
+    const locks: StateLock[] = [];
+    try {
+      const { hostLockPath, stateDir } = this.#options;
+      if (hostLockPath) {
+        locks.push(StateLock.acquire(hostLockPath, "the kernel backend of this host"));
+      }
+      if (stateDir) {
+        const path = `${stateDir.replace(/\/+$/, "")}/${STATE_LOCK_FILE_NAME}`;
+        locks.push(StateLock.acquire(path, `the state folder ${stateDir}`));
+      }
+    } catch (error) {
+      for (const lock of locks) lock.release();
+      throw error;
+    }
+    return locks;
+  }
+
   async #init(): Promise<Kernel> {
     const { devDir } = this.#options;
     const client = new ModuleClient(this.#libc, detectProfile(this.#libc, { devDir }), { devDir });
+    let locks: StateLock[];
+    try {
+      locks = this.#lock();
+    } catch (error) {
+      client.close();
+      throw error;
+    }
     const blocking = this.#options.blockingIoctl ??
       (this.#options.libc === undefined
         ? new WorkerIoctl({ libraryPath: this.#options.waitLibraryPath })
@@ -202,13 +237,17 @@ export class KernelDriver implements SnapshotDriver {
       sliceMs: this.#options.eventSliceMs,
     });
     try {
-      await this.#records.restore(client, this.#libc);
+      await this.#records.restore(client, this.#libc, {
+        devDir,
+        checkPath: this.#options.checkPath,
+      });
     } catch (error) {
       waiter.close();
       client.close();
+      for (const lock of locks) lock.release();
       throw error;
     }
-    const kernel = { client, waiter };
+    const kernel = { client, waiter, locks };
     for (const snapshot of this.#records.snapshots()) this.#watchEvents(kernel, snapshot);
     return kernel;
   }
@@ -439,10 +478,11 @@ export class KernelDriver implements SnapshotDriver {
     return this.#records.devices().map((device) => this.#records.deviceInfo(device));
   }
 
-  /** One attached device. NOT_FOUND when unknown. */
+  /** One attached device (a refused one with its state and error). NOT_FOUND when unknown. */
   async getDevice(deviceId: string): Promise<DeviceInfo> {
     await this.#ready();
-    return this.#records.deviceInfo(this.#records.device(deviceId));
+    const device = this.#records.findDevice(deviceId) ?? this.#records.device(deviceId);
+    return this.#records.deviceInfo(device);
   }
 
   /** CBTINFO of a device. */
@@ -743,8 +783,9 @@ export class KernelDriver implements SnapshotDriver {
   }
 
   /**
-   * Destroys the snapshots this service created (unless keepSnapshotsOnClose),
-   * stops the event workers and closes every fd. Devices stay attached.
+   * Stops the event workers, closes every fd and releases the locks.
+   * Snapshots and devices stay in the module (with destroySnapshotsOnClose,
+   * the snapshots this service created are destroyed).
    */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -757,7 +798,7 @@ export class KernelDriver implements SnapshotDriver {
       return;
     }
     kernel.waiter.close();
-    if (!this.#options.keepSnapshotsOnClose) {
+    if (this.#options.destroySnapshotsOnClose) {
       for (const snapshot of this.#records.snapshots()) {
         if (!snapshot.createdHere) continue;
         kernel.client.destroy(snapshot.uuid);
@@ -767,6 +808,7 @@ export class KernelDriver implements SnapshotDriver {
     await this.#images.close();
     await this.#records.flush().catch(() => {});
     kernel.client.close();
+    for (const lock of kernel.locks) lock.release();
   }
 }
 

@@ -6,6 +6,19 @@
  * checked against the module when a driver starts (state_file.ts). It also
  * joins them with the module's SNAPSHOTINFO answers into the driver's views.
  *
+ * Adoption at start, with or without a state file: every block device in
+ * the device directory that answers CBTINFO is a tracker of the module and
+ * is adopted (named after its node) unless the state names it already;
+ * every snapshot COLLECT lists is kept (with its saved record) or adopted.
+ * An adopted snapshot's devices are known only when it is the one snapshot
+ * of the module: then they are the trackers whose SNAPSHOTINFO shows an
+ * image or that the state file put in no other snapshot (SNAPSHOTINFO does
+ * not name the snapshot, so with several snapshots and no state file the
+ * devices cannot be attributed). Snapshot image devices and optical or
+ * floppy drives are not probed. A device whose path the current allowed
+ * prefixes refuse stays listed as "refused" (the module keeps tracking it)
+ * and every call naming it answers UNAVAILABLE.
+ *
  * @module
  */
 
@@ -28,6 +41,16 @@ export interface DeviceRecord {
   capacityBytes: number;
   /** Its device number, to name the device of a corrupted event. */
   number?: DeviceNumber;
+  /** Why the service refuses to use it (its path is outside the allowed prefixes now). */
+  refused?: string;
+}
+
+/** Options of {@link DriverRecords.restore}. */
+export interface RestoreOptions {
+  /** Directory of device nodes to look for trackers in (default /dev). */
+  devDir?: string;
+  /** Checks a device's path (the allowed prefixes); rejects with the reason to refuse it. */
+  checkPath?: (path: string) => Promise<unknown>;
 }
 
 /** A snapshot the driver knows. */
@@ -57,11 +80,10 @@ export class DriverRecords {
    * answer CBTINFO, snapshots that COLLECT lists (restored as not created
    * here). INTERNAL when the file is unreadable.
    */
-  async restore(client: ModuleClient, libc: Libc): Promise<void> {
-    if (this.#stateDir === undefined) return;
-    const state = await loadState(this.#stateDir);
-    if (!state) return;
-    for (const saved of state.devices) {
+  async restore(client: ModuleClient, libc: Libc, options: RestoreOptions = {}): Promise<void> {
+    const devDir = options.devDir ?? "/dev";
+    const state = this.#stateDir === undefined ? undefined : await loadState(this.#stateDir);
+    for (const saved of state?.devices ?? []) {
       const device: DeviceRecord = { ...saved, number: libc.blockDeviceNumber(saved.path) };
       try {
         device.capacityBytes = client.cbtInfo(device).capacityBytes;
@@ -70,10 +92,20 @@ export class DriverRecords {
         if (!isServiceError(error, "NOT_FOUND")) throw error;
       }
     }
-    const listed = new Set(client.collect());
-    for (const saved of state.snapshots) {
+    this.#adoptTrackers(client, libc, devDir);
+    if (options.checkPath) {
+      for (const device of this.#devices.values()) {
+        try {
+          await options.checkPath(device.path);
+        } catch (error) {
+          device.refused = (error as Error).message;
+        }
+      }
+    }
+    const listed = client.collect();
+    for (const saved of state?.snapshots ?? []) {
       const uuid = parseUuid(saved.id);
-      if (!uuid || !listed.has(saved.id)) continue;
+      if (!uuid || !listed.includes(saved.id)) continue;
       const deviceIds = saved.deviceIds.filter((id) => this.#devices.has(id));
       this.#snapshots.set(saved.id, {
         ...saved,
@@ -83,7 +115,62 @@ export class DriverRecords {
         images: new Set(),
       });
     }
+    for (const id of listed) {
+      const uuid = parseUuid(id);
+      if (!uuid || this.#snapshots.has(id)) continue;
+      const deviceIds = listed.length === 1 ? this.#devicesWithImages(client) : [];
+      this.#snapshots.set(id, {
+        id,
+        uuid,
+        deviceIds,
+        createdAt: new Date().toISOString(),
+        writable: false,
+        createdHere: false,
+        images: new Set(),
+      });
+    }
     this.persist(client.profile);
+  }
+
+  /** Adopts every block device of `devDir` the module tracks and the records do not name. */
+  #adoptTrackers(client: ModuleClient, libc: Libc, devDir: string): void {
+    let names: string[];
+    try {
+      // Links (/dev/cdrom, /dev/disk/...) name nodes listed under their own names already.
+      names = [...Deno.readDirSync(devDir)].filter((entry) => !entry.isSymlink)
+        .map((entry) => entry.name).sort();
+    } catch {
+      return;
+    }
+    const known = (path: string, number: DeviceNumber) =>
+      [...this.#devices.values()].some((d) =>
+        d.path === path || (d.number?.major === number.major && d.number.minor === number.minor)
+      );
+    for (const name of names) {
+      if (/^(sr|fd)\d|^blksnap-|^veeamblksnap|^bdevfilter/.test(name)) continue;
+      const path = `${devDir.replace(/\/+$/, "")}/${name}`;
+      const number = libc.blockDeviceNumber(path);
+      if (!number || known(path, number) || this.#devices.has(name)) continue;
+      const device: DeviceRecord = { id: name, path, capacityBytes: 0, number };
+      try {
+        device.capacityBytes = client.cbtInfo(device).capacityBytes;
+      } catch {
+        continue;
+      }
+      this.#devices.set(name, device);
+    }
+  }
+
+  /** Ids of the devices in no known snapshot whose SNAPSHOTINFO shows an image. */
+  #devicesWithImages(client: ModuleClient): string[] {
+    return [...this.#devices.values()].filter((device) => {
+      if (this.ownerOf(device.id)) return false;
+      try {
+        return client.snapshotState(device).image !== undefined;
+      } catch {
+        return false;
+      }
+    }).map((device) => device.id);
   }
 
   /** Queues a write of the current records (when there is a state directory). */
@@ -113,6 +200,12 @@ export class DriverRecords {
   device(id: string): DeviceRecord {
     const device = this.#devices.get(id);
     if (!device) throw new ServiceError("NOT_FOUND", `Device ${id} is not attached`);
+    if (device.refused) {
+      throw new ServiceError(
+        "UNAVAILABLE",
+        `Device ${id} (${device.path}) is refused: ${device.refused}`,
+      );
+    }
     return device;
   }
 
@@ -152,6 +245,7 @@ export class DriverRecords {
       capacityBytes: device.capacityBytes,
       snapshotId: this.ownerOf(device.id)?.id,
       locator: device.path,
+      ...(device.refused ? { state: "refused" as const, error: device.refused } : {}),
     };
   }
 

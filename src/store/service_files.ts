@@ -11,10 +11,15 @@ import type { StoreIdentity } from "../engine/block_store.ts";
 
 /**
  * Names in the state folder that belong to the service: the state files of
- * both backends (userspace-devices.json, kernel-driver.json), their
- * temporary copies (`NAME.<uuid>.tmp`) and lock files (`*.lock`).
+ * both backends (userspace-devices.json, userspace-snapshots.json,
+ * kernel-driver.json), their temporary copies (`NAME.<uuid>.tmp`) and lock
+ * files (`*.lock`); and in its `cbt/` folder the CBT records (`*.cbt`).
  */
-export const SERVICE_FILE_NAME = /^(userspace-devices|kernel-driver)\.json(\..+\.tmp)?$|\.lock$/;
+export const SERVICE_FILE_NAME =
+  /^(userspace-devices|userspace-snapshots|kernel-driver)\.json(\..+\.tmp)?$|\.lock$/;
+
+/** Names of the CBT records in the state folder's `cbt/` folder, and their temporary copies. */
+const CBT_RECORD_NAME = /\.cbt(\..+\.tmp)?$/;
 
 /** A file of the service's own and its identity. */
 export interface ServiceFile {
@@ -37,18 +42,22 @@ export function sameObject(a: StoreIdentity, b: StoreIdentity): boolean {
 export async function serviceFiles(stateDir: string | undefined): Promise<ServiceFile[]> {
   if (stateDir === undefined) return [];
   const found: ServiceFile[] = [];
-  try {
-    for await (const entry of Deno.readDir(stateDir)) {
-      if (!entry.isFile || !SERVICE_FILE_NAME.test(entry.name)) continue;
-      const path = join(stateDir, entry.name);
-      const info = await Deno.lstat(path).catch(() => undefined);
-      if (info?.isFile && info.ino !== null) {
-        found.push({ path, identity: { kind: "file", device: info.dev, inode: info.ino } });
+  const scan = async (folder: string, names: RegExp) => {
+    try {
+      for await (const entry of Deno.readDir(folder)) {
+        if (!entry.isFile || !names.test(entry.name)) continue;
+        const path = join(folder, entry.name);
+        const info = await Deno.lstat(path).catch(() => undefined);
+        if (info?.isFile && info.ino !== null) {
+          found.push({ path, identity: { kind: "file", device: info.dev, inode: info.ino } });
+        }
       }
+    } catch {
+      // no such folder yet: nothing of the service's own to protect there
     }
-  } catch {
-    // no state folder yet: nothing of the service's own to protect
-  }
+  };
+  await scan(stateDir, SERVICE_FILE_NAME);
+  await scan(join(stateDir, "cbt"), CBT_RECORD_NAME);
   return found;
 }
 

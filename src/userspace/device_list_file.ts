@@ -1,14 +1,17 @@
 /**
  * The attached devices of the userspace backend, persisted in the state
  * folder (`userspace-devices.json`) so that a restarted service tracks the
- * same devices again. CBT maps live in memory only: a device re-attached at
- * start gets a new CBT generation, which tells backup tools that the next
- * backup must be full. The file is replaced atomically (write, rename).
+ * same devices again (their CBT maps have records of their own, see
+ * cbt_journal.ts). Devices that could not be opened at start stay in the
+ * list. The file is replaced atomically: a temporary file is written,
+ * fsynced and renamed over the old one; a failed save leaves the old file
+ * and no temporary file.
  *
  * @module
  */
 
 import { join } from "node:path";
+import { ServiceError } from "../errors.ts";
 
 /** One remembered device. */
 export interface RememberedDevice {
@@ -23,6 +26,7 @@ export class DeviceListFile {
   readonly #path: string;
   #writing: Promise<void> = Promise.resolve();
 
+  /** The list of `stateDir`. */
   constructor(stateDir: string) {
     this.#path = join(stateDir, "userspace-devices.json");
   }
@@ -52,16 +56,35 @@ export class DeviceListFile {
     }
   }
 
-  /** Replaces the file's content with `devices` (writes are serialized). */
+  /**
+   * Replaces the file's content with `devices` (writes are serialized).
+   * IO when it cannot be written; the old file then stays as it was.
+   */
   save(devices: RememberedDevice[]): Promise<void> {
-    const text = JSON.stringify({ devices }, null, 2) + "\n";
+    const text = new TextEncoder().encode(JSON.stringify({ devices }, null, 2) + "\n");
     const write = async () => {
-      await Deno.mkdir(join(this.#path, ".."), { recursive: true });
       const temporary = `${this.#path}.${crypto.randomUUID()}.tmp`;
-      await Deno.writeTextFile(temporary, text);
-      await Deno.rename(temporary, this.#path);
+      try {
+        await Deno.mkdir(join(this.#path, ".."), { recursive: true });
+        const file = await Deno.open(temporary, { write: true, createNew: true, mode: 0o600 });
+        try {
+          for (let done = 0; done < text.length;) done += await file.write(text.subarray(done));
+          await file.syncData();
+        } finally {
+          file.close();
+        }
+        await Deno.rename(temporary, this.#path);
+      } catch (error) {
+        await Deno.remove(temporary).catch(() => {});
+        throw new ServiceError(
+          "IO",
+          `Cannot save the device list ${this.#path}: ${(error as Error).message}`,
+          { cause: error },
+        );
+      }
     };
-    this.#writing = this.#writing.then(write, write);
-    return this.#writing;
+    const saved = this.#writing.then(write, write);
+    this.#writing = saved.catch(() => {});
+    return saved;
   }
 }

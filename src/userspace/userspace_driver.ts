@@ -10,6 +10,21 @@
  * device names are restricted to letters, digits, '.', '_', ':' and '-' (as
  * in the kernel backend), so no name needs percent-encoding.
  *
+ * One owner: every tracked device is flocked (one service per device), and
+ * a state folder is locked (one service per folder).
+ * Restarts (with a state folder): attached devices are listed in `userspace-devices.json`; an attach is
+ * undone when that list cannot be saved. Each device's CBT has a
+ * write-intent record (cbt_journal.ts) unless `cbtPersistence` is false, so
+ * a restart keeps the generation and the changes, and a crash keeps a
+ * superset of them. A clean stop saves the snapshots too
+ * (snapshot_persistence.ts) unless `destroySnapshotsOnClose`; after a crash
+ * they are lost and the storage files the service created are removed. At
+ * start, devices that cannot be opened stay listed as "missing" and are
+ * retried every `retryMissingMs` (and by {@link UserspaceDriver.retryMissing});
+ * devices whose path `checkPath` refuses stay listed as "refused" and are
+ * not opened. Devices and snapshots are restored before the NBD server
+ * starts, so no write can come before their state is back.
+ *
  * @module
  */
 
@@ -33,7 +48,6 @@ import { Engine } from "../engine/engine.ts";
 import type { EngineParams } from "../engine/params.ts";
 import type { SnapshotImage } from "../engine/image.ts";
 import { type Snapshot, storageLivesOn } from "../engine/snapshot.ts";
-import type { StoreIdentity } from "../engine/block_store.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import { type NbdLogger, startNbdServer } from "../nbd/mod.ts";
 import type { NbdServer } from "../nbd/server.ts";
@@ -48,9 +62,22 @@ import {
   invalid,
   isCount,
 } from "./argument_checks.ts";
-import { DeviceListFile } from "./device_list_file.ts";
+import { DeviceListFile, type RememberedDevice } from "./device_list_file.ts";
 import { engineExports } from "./export_provider.ts";
 import { imageExportName } from "./image_export.ts";
+import { type CbtJournal, cbtRecordPath, removeCbtRecord } from "./cbt_journal.ts";
+import { startCbtRecord } from "./cbt_record_start.ts";
+import { DeviceLock } from "./device_lock.ts";
+import { deviceIdentity } from "./device_identity.ts";
+import { restoreSavedSnapshots, saveSnapshot } from "./snapshot_persistence.ts";
+import {
+  type CreatedStorage,
+  removeCreatedStorage,
+  type SavedSnapshot,
+  SnapshotStateFile,
+} from "./snapshot_state_file.ts";
+import { STATE_LOCK_FILE_NAME, StateLock } from "../lock/state_lock.ts";
+import { join } from "node:path";
 import { imageTokens } from "./image_tokens.ts";
 
 const SECTOR_BYTES = 512;
@@ -75,12 +102,29 @@ export interface UserspaceDriverOptions {
   engineParams?: Partial<EngineParams>;
   /** Log sink for the NBD server and start-up messages. */
   logger?: NbdLogger;
+  /** Keep each device's CBT on stable storage across restarts and crashes (default true; needs stateDir). */
+  cbtPersistence?: boolean;
+  /** Destroy snapshots at close instead of saving them for the next start (default false). */
+  destroySnapshotsOnClose?: boolean;
+  /** Checks a remembered path at start (the allowed prefixes); rejects with the reason to refuse it. */
+  checkPath?: (path: string) => Promise<unknown>;
+  /** How often devices missing at start are tried again, in ms (default 30000; 0: only on request). */
+  retryMissingMs?: number;
 }
 
 interface Attached {
   tracker: Tracker;
   store: FileStore;
   path: string;
+  lock?: DeviceLock;
+  journal?: CbtJournal;
+  /** True when the CBT came back from a record the service vouched for. */
+  vouched: boolean;
+}
+
+interface Absent extends RememberedDevice {
+  state: "missing" | "refused";
+  error: string;
 }
 
 function deviceNameFor(path: string): string {
@@ -95,72 +139,136 @@ function iso(timeMs: number | undefined): string | undefined {
 /** SnapshotDriver on the userspace engine and its NBD exports. */
 export class UserspaceDriver implements SnapshotDriver {
   readonly #engine: Engine;
-  readonly #server: NbdServer;
+  #server!: NbdServer;
   readonly #devices = new Map<string, Attached>();
-  /** Storage files this driver created, by snapshot id: removed again at destroy. */
-  readonly #createdStorage = new Map<string, CreatedFile>();
-  /** The identity of each snapshot's difference storage, by snapshot id. */
-  readonly #storageIdentities = new Map<string, StoreIdentity>();
+  /** Remembered devices not tracked now (missing or refused at start). */
+  readonly #absent = new Map<string, Absent>();
+  /** Storage files this driver created (removed again at destroy), by snapshot id. */
+  readonly #createdStorage = new Map<string, CreatedStorage>();
+  /** The folders (kept open) of the storage files created in this run, by snapshot id. */
+  readonly #createdFiles = new Map<string, CreatedFile>();
+  /** Each snapshot's difference storage store, by snapshot id. */
+  readonly #storages = new Map<string, FileStore>();
+  readonly #options: UserspaceDriverOptions;
   readonly #deviceList?: DeviceListFile;
-  readonly #stateDir?: string;
-  readonly #baseUri: (name: string) => string;
+  readonly #snapshotState?: SnapshotStateFile;
+  #stateLock?: StateLock;
+  #baseUri: (name: string) => string = () => "";
+  #retryTimer?: ReturnType<typeof setInterval>;
+  #retrying?: Promise<void>;
   #closed = false;
 
-  private constructor(
-    engine: Engine,
-    server: NbdServer,
-    deviceList: DeviceListFile | undefined,
-    tcpHost: string | undefined,
-    stateDir?: string,
-  ) {
+  private constructor(engine: Engine, options: UserspaceDriverOptions) {
     this.#engine = engine;
-    this.#stateDir = stateDir;
-    this.#server = server;
-    this.#deviceList = deviceList;
-    this.#baseUri = server.tcpPort !== undefined
-      ? (name) => `nbd://${tcpHost}:${server.tcpPort}/${name}`
-      : (name) => `nbd+unix:///${name}?socket=${server.unixPath}`;
+    this.#options = options;
+    if (options.stateDir) {
+      this.#deviceList = new DeviceListFile(options.stateDir);
+      this.#snapshotState = new SnapshotStateFile(options.stateDir);
+    }
   }
 
   /**
-   * Starts the engine and the NBD server and re-attaches remembered devices
-   * (a device that cannot be opened again is logged and forgotten).
-   * CONFLICT when the NBD port or socket is taken.
+   * Locks the state folder, restores remembered devices (with their CBT)
+   * and saved snapshots, then starts the NBD server. CONFLICT when another
+   * service holds the state folder (naming its pid) or the NBD port or
+   * socket is taken.
    */
   static async start(options: UserspaceDriverOptions = {}): Promise<UserspaceDriver> {
     const engine = new Engine({ params: options.engineParams });
-    const listen = options.nbd ?? { tcp: { hostname: "127.0.0.1", port: 10809 } };
-    const server = await startNbdServer(engineExports(engine), {
-      ...listen,
-      logger: options.logger,
-    });
-    const deviceList = options.stateDir ? new DeviceListFile(options.stateDir) : undefined;
-    const driver = new UserspaceDriver(
-      engine,
-      server,
-      deviceList,
-      listen.tcp?.hostname ?? "127.0.0.1",
-      options.stateDir,
-    );
-    if (deviceList) await driver.#restoreDevices(deviceList, options.logger);
+    const driver = new UserspaceDriver(engine, options);
+    const { stateDir } = options;
+    if (stateDir) {
+      driver.#stateLock = StateLock.acquire(
+        join(stateDir, STATE_LOCK_FILE_NAME),
+        `the state folder ${stateDir}`,
+      );
+    }
+    try {
+      await driver.#restore();
+      const listen = options.nbd ?? { tcp: { hostname: "127.0.0.1", port: 10809 } };
+      const server = await startNbdServer(engineExports(engine), {
+        ...listen,
+        logger: options.logger,
+      });
+      const tcpHost = listen.tcp?.hostname ?? "127.0.0.1";
+      driver.#server = server;
+      driver.#baseUri = server.tcpPort !== undefined
+        ? (name) => `nbd://${tcpHost}:${server.tcpPort}/${name}`
+        : (name) => `nbd+unix:///${name}?socket=${server.unixPath}`;
+    } catch (error) {
+      // Nothing was written yet: what was restored is saved back as it was.
+      await driver.#release();
+      throw error;
+    }
+    const every = options.retryMissingMs ?? 30_000;
+    if (every > 0 && driver.#deviceList) {
+      driver.#retryTimer = setInterval(() => driver.retryMissing(), every);
+    }
     return driver;
   }
 
-  async #restoreDevices(deviceList: DeviceListFile, logger: NbdLogger | undefined): Promise<void> {
-    const { devices, problem } = await deviceList.load();
-    if (problem) logger?.("warn", `userspace: ${problem}; starting with no devices`);
-    for (const { name, path } of devices) {
+  #log(level: "info" | "warn" | "error", message: string): void {
+    this.#options.logger?.(level, `userspace: ${message}`);
+  }
+
+  get #persistCbt(): boolean {
+    return this.#options.stateDir !== undefined && this.#options.cbtPersistence !== false;
+  }
+
+  async #restore(): Promise<void> {
+    if (!this.#deviceList) return;
+    const { devices, problem } = await this.#deviceList.load();
+    if (problem) this.#log("warn", `${problem}; starting with no devices`);
+    for (const remembered of devices) await this.#restoreDevice(remembered);
+    await this.#saveDevices();
+    await this.#restoreSnapshots();
+  }
+
+  async #restoreDevice({ name, path }: RememberedDevice): Promise<boolean> {
+    if (this.#options.checkPath) {
       try {
-        await this.#attach(path, name);
-        logger?.("info", `userspace: re-attached ${name} (${path}) with a new CBT generation`);
+        await this.#options.checkPath(path);
       } catch (error) {
-        logger?.(
-          "warn",
-          `userspace: cannot re-attach ${name} (${path}): ${(error as Error).message}`,
-        );
+        const reason = (error as Error).message;
+        const state = isServiceError(error, "NOT_FOUND") ? "missing" : "refused";
+        this.#absent.set(name, { name, path, state, error: reason });
+        this.#log("warn", `cannot re-attach ${name} (${path}), listed as ${state}: ${reason}`);
+        return false;
       }
     }
-    await this.#saveDevices();
+    try {
+      const attached = await this.#attach(path, name, { restore: true });
+      this.#absent.delete(name);
+      const how = attached.vouched ? "its CBT generation kept" : "a new CBT generation";
+      this.#log("info", `re-attached ${name} (${path}) with ${how}`);
+      return true;
+    } catch (error) {
+      const reason = (error as Error).message;
+      this.#absent.set(name, { name, path, state: "missing", error: reason });
+      this.#log("warn", `cannot re-attach ${name} (${path}), listed as missing: ${reason}`);
+      return false;
+    }
+  }
+
+  /**
+   * Tries again to open the devices missing since start (the periodic retry
+   * runs this too); those that open come back with their CBT. Resolves once done.
+   */
+  retryMissing(): Promise<void> {
+    this.#retrying ??= (async () => {
+      try {
+        let changed = false;
+        for (const absent of [...this.#absent.values()]) {
+          if (this.#closed || absent.state !== "missing") continue;
+          if (this.#devices.has(absent.name)) continue;
+          changed = (await this.#restoreDevice(absent)) || changed;
+        }
+        if (changed && !this.#closed) await this.#saveDevices().catch(() => {});
+      } finally {
+        this.#retrying = undefined;
+      }
+    })();
+    return this.#retrying;
   }
 
   /** The NBD server (its port and socket). */
@@ -184,8 +292,26 @@ export class UserspaceDriver implements SnapshotDriver {
 
   #device(deviceId: string): Attached {
     const attached = this.#devices.get(deviceId);
-    if (!attached) throw new ServiceError("NOT_FOUND", `No device ${deviceId} is attached`);
-    return attached;
+    if (attached) return attached;
+    const absent = this.#absent.get(deviceId);
+    if (absent) {
+      throw new ServiceError(
+        "UNAVAILABLE",
+        `Device ${deviceId} (${absent.path}) is ${absent.state}: ${absent.error}`,
+      );
+    }
+    throw new ServiceError("NOT_FOUND", `No device ${deviceId} is attached`);
+  }
+
+  #absentInfo(absent: Absent): DeviceInfo {
+    return {
+      id: absent.name,
+      path: absent.path,
+      capacityBytes: 0,
+      locator: this.nbdUri(absent.name),
+      state: absent.state,
+      error: absent.error,
+    };
   }
 
   #snapshot(snapshotId: string): Snapshot {
@@ -235,9 +361,45 @@ export class UserspaceDriver implements SnapshotDriver {
   }
 
   async #saveDevices(): Promise<void> {
-    await this.#deviceList?.save(
-      [...this.#devices.values()].map((d) => ({ name: d.tracker.name, path: d.path })),
-    );
+    await this.#deviceList?.save([
+      ...[...this.#devices.values()].map((d) => ({ name: d.tracker.name, path: d.path })),
+      ...[...this.#absent.values()].map(({ name, path }) => ({ name, path })),
+    ]);
+  }
+
+  /**
+   * Locks the device, restores its CBT from its record when `restore` (and
+   * the record can be vouched for) and starts its journal, the tracker
+   * frozen meanwhile. Rejects (leaving the lock to the caller's undo) when
+   * the lock is refused or the record cannot be written.
+   */
+  async #persistDevice(attached: Attached, restore: boolean): Promise<void> {
+    const { tracker, store, path } = attached;
+    attached.lock = DeviceLock.acquire(path, store);
+    const { stateDir } = this.#options;
+    if (!this.#persistCbt || !stateDir) return;
+    const started = await startCbtRecord(tracker, {
+      path,
+      store,
+      stateDir,
+      restore,
+      logger: this.#options.logger,
+    });
+    attached.journal = started.journal;
+    attached.vouched = started.vouched;
+  }
+
+  /** Undoes an attach that failed after the engine took the device. */
+  async #undoAttach(attached: Attached, removeRecord: boolean): Promise<void> {
+    this.#devices.delete(attached.tracker.name);
+    attached.tracker.setWriteIntent(undefined);
+    await this.#engine.detach(attached.tracker.name).catch(() => {});
+    await attached.journal?.close({ clean: false }).catch(() => {});
+    if (removeRecord && this.#options.stateDir) {
+      await removeCbtRecord(cbtRecordPath(this.#options.stateDir, attached.tracker.name));
+    }
+    attached.lock?.release();
+    await attached.store.close().catch(() => {});
   }
 
   /**
@@ -246,7 +408,7 @@ export class UserspaceDriver implements SnapshotDriver {
    */
   async #refuseDeviceIdentity(path: string, store: FileStore): Promise<void> {
     const what = `Cannot attach ${path}`;
-    const own = await findServiceFile(this.#stateDir, store.identity);
+    const own = await findServiceFile(this.#options.stateDir, store.identity);
     if (own) {
       throw new ServiceError("CONFLICT", `${what}: it is the service's own file ${own.path}`, {
         field: "path",
@@ -259,8 +421,8 @@ export class UserspaceDriver implements SnapshotDriver {
         });
       }
     }
-    for (const [id, storage] of this.#storageIdentities) {
-      if (storageLivesOn(storage, store.identity)) {
+    for (const [id, storage] of this.#storages) {
+      if (storageLivesOn(storage.identity, store.identity)) {
         throw new ServiceError(
           "CONFLICT",
           `${what}: it is (or holds) the difference storage of snapshot ${id}`,
@@ -270,7 +432,11 @@ export class UserspaceDriver implements SnapshotDriver {
     }
   }
 
-  async #attach(path: string, name: string, verify?: VerifyOpened): Promise<Attached> {
+  async #attach(
+    path: string,
+    name: string,
+    { restore = false, verify }: { restore?: boolean; verify?: VerifyOpened } = {},
+  ): Promise<Attached> {
     if (!DEVICE_NAME.test(name)) {
       throw new ServiceError(
         "INVALID_ARGUMENT",
@@ -278,7 +444,7 @@ export class UserspaceDriver implements SnapshotDriver {
         { field: "name" },
       );
     }
-    if (this.#devices.has(name)) {
+    if (this.#devices.has(name) || (!restore && this.#absent.has(name))) {
       throw new ServiceError("CONFLICT", `Cannot attach ${path}: the name ${name} is taken`, {
         field: "name",
       });
@@ -298,15 +464,22 @@ export class UserspaceDriver implements SnapshotDriver {
       await store.close();
       throw error;
     }
+    let attached: Attached;
     try {
       const tracker = await this.#engine.attach(name, store);
-      const attached = { tracker, store, path };
+      attached = { tracker, store, path, vouched: false };
       this.#devices.set(name, attached);
-      return attached;
     } catch (error) {
       await store.close();
       throw error;
     }
+    try {
+      await this.#persistDevice(attached, restore);
+    } catch (error) {
+      await this.#undoAttach(attached, !restore);
+      throw error;
+    }
+    return attached;
   }
 
   /** Backend kind and capabilities. */
@@ -322,33 +495,58 @@ export class UserspaceDriver implements SnapshotDriver {
   async attach(path: string, options: AttachOptions = {}): Promise<DeviceInfo> {
     this.#refuseClosed();
     checkAbsolute(path, `Cannot attach ${path}`, "path");
-    const attached = await this.#attach(
-      path,
-      options.name ?? deviceNameFor(path),
-      options.verifyOpened,
-    );
-    await this.#saveDevices();
+    const attached = await this.#attach(path, options.name ?? deviceNameFor(path), {
+      verify: options.verifyOpened,
+    });
+    try {
+      await this.#saveDevices();
+    } catch (error) {
+      await this.#undoAttach(attached, true);
+      throw error;
+    }
     return this.#deviceInfo(attached);
   }
 
-  /** Stops tracking and closes the device. CONFLICT while it is in a snapshot. */
+  /**
+   * Stops tracking and closes the device (its CBT record is removed); a
+   * missing or refused device is forgotten. CONFLICT while it is in a snapshot.
+   */
   async detach(deviceId: string): Promise<void> {
     this.#refuseClosed();
+    if (!this.#devices.has(deviceId) && this.#absent.delete(deviceId)) {
+      await this.#saveDevices();
+      return;
+    }
     const attached = this.#device(deviceId);
     await this.#engine.detach(deviceId);
     this.#devices.delete(deviceId);
+    attached.tracker.setWriteIntent(undefined);
+    await attached.journal?.close({ clean: false }).catch(() => {});
+    if (this.#options.stateDir) {
+      await removeCbtRecord(cbtRecordPath(this.#options.stateDir, deviceId));
+    }
+    attached.lock?.release();
     await attached.store.close();
     await this.#saveDevices();
   }
 
-  /** All attached devices. */
+  /** All remembered devices: attached ones, then missing and refused ones. */
   listDevices(): Promise<DeviceInfo[]> {
-    return Promise.resolve([...this.#devices.values()].map((d) => this.#deviceInfo(d)));
+    return Promise.resolve([
+      ...[...this.#devices.values()].map((d) => this.#deviceInfo(d)),
+      ...[...this.#absent.values()].filter((a) => !this.#devices.has(a.name)).map((a) =>
+        this.#absentInfo(a)
+      ),
+    ]);
   }
 
-  /** One attached device. */
+  /** One device (a missing or refused one with its state and error). */
   getDevice(deviceId: string): Promise<DeviceInfo> {
-    return Promise.resolve().then(() => this.#deviceInfo(this.#device(deviceId)));
+    return Promise.resolve().then(() => {
+      const absent = this.#absent.get(deviceId);
+      if (absent && !this.#devices.has(deviceId)) return this.#absentInfo(absent);
+      return this.#deviceInfo(this.#device(deviceId));
+    });
   }
 
   /** The device's CBT info. */
@@ -369,11 +567,13 @@ export class UserspaceDriver implements SnapshotDriver {
 
   /** Marks sector ranges dirty in both tables. OUT_OF_RANGE past the device's last (possibly partial) sector. */
   markDirty(deviceId: string, ranges: SectorRange[]): Promise<void> {
-    return Promise.resolve().then(() => {
-      const { cbt } = this.#device(deviceId).tracker;
+    return Promise.resolve().then(async () => {
+      const { tracker } = this.#device(deviceId);
+      const { cbt } = tracker;
       const what = `Cannot mark ranges of device ${deviceId} dirty`;
       checkDirtyRanges(ranges, Math.ceil(cbt.capacityBytes / SECTOR_BYTES), what);
       cbt.markDirtySectors(ranges);
+      await tracker.marksDurable();
     });
   }
 
@@ -427,9 +627,52 @@ export class UserspaceDriver implements SnapshotDriver {
       await createdIn?.remove();
       throw error;
     }
-    if (createdIn) this.#createdStorage.set(snapshot.id, createdIn);
-    this.#storageIdentities.set(snapshot.id, storage.identity);
+    this.#storages.set(snapshot.id, storage);
+    if (createdIn) {
+      this.#createdFiles.set(snapshot.id, createdIn);
+      this.#createdStorage.set(snapshot.id, {
+        snapshotId: snapshot.id,
+        path,
+        device: storage.identity.device,
+        inode: storage.identity.inode,
+      });
+      try {
+        await this.#saveSnapshotState({ clean: false, snapshots: [] });
+      } catch (error) {
+        await this.destroySnapshot(snapshot.id).catch(() => {});
+        throw error;
+      }
+    }
     return this.#snapshotInfo(snapshot);
+  }
+
+  /** Writes the snapshot state file (the created storage files, and at a clean stop the snapshots). */
+  async #saveSnapshotState(
+    state: { clean: boolean; snapshots: SavedSnapshot[] },
+  ): Promise<void> {
+    await this.#snapshotState?.save({
+      ...state,
+      createdStorage: [...this.#createdStorage.values()],
+    });
+  }
+
+  /**
+   * At start: restores the snapshots a clean stop saved; after an unclean
+   * stop reports them lost and removes the storage files the service
+   * created. Then marks the state as running (not clean).
+   */
+  async #restoreSnapshots(): Promise<void> {
+    if (!this.#snapshotState) return;
+    const restored = await restoreSavedSnapshots(this.#snapshotState, {
+      engine: this.#engine,
+      vouched: (name) => this.#devices.get(name)?.vouched === true,
+      logger: this.#options.logger,
+    });
+    for (const { snapshot, storage, created } of restored) {
+      this.#storages.set(snapshot.id, storage);
+      if (created) this.#createdStorage.set(snapshot.id, created);
+    }
+    await this.#saveSnapshotState({ clean: false, snapshots: [] });
   }
 
   /**
@@ -439,7 +682,7 @@ export class UserspaceDriver implements SnapshotDriver {
    * engine refuses a member's own device itself.
    */
   async #refuseStorageInUse(storage: FileStore, memberIds: string[]): Promise<void> {
-    const own = await findServiceFile(this.#stateDir, storage.identity);
+    const own = await findServiceFile(this.#options.stateDir, storage.identity);
     if (own) {
       throw new ServiceError(
         "CONFLICT",
@@ -469,7 +712,7 @@ export class UserspaceDriver implements SnapshotDriver {
     }
     const { kind, device, inode } = storage.identity;
     for (const snapshot of this.#engine.snapshots()) {
-      const other = this.#storageIdentities.get(snapshot.id);
+      const other = this.#storages.get(snapshot.id)?.identity;
       if (other && other.kind === kind && other.device === device && other.inode === inode) {
         throw new ServiceError(
           "CONFLICT",
@@ -531,15 +774,27 @@ export class UserspaceDriver implements SnapshotDriver {
   /** Destroys the snapshot; its image exports go away. */
   async destroySnapshot(snapshotId: string): Promise<void> {
     await this.#snapshot(snapshotId).destroy();
-    this.#storageIdentities.delete(snapshotId);
-    await this.#removeCreatedStorage(snapshotId);
+    this.#storages.delete(snapshotId);
+    if (await this.#removeCreatedStorage(snapshotId)) {
+      await this.#saveSnapshotState({ clean: false, snapshots: [] }).catch((error) =>
+        this.#log("error", (error as Error).message)
+      );
+    }
   }
 
-  async #removeCreatedStorage(snapshotId: string): Promise<void> {
+  /** Removes the storage file created for `snapshotId`, if any; true when there was one. */
+  async #removeCreatedStorage(snapshotId: string): Promise<boolean> {
     const created = this.#createdStorage.get(snapshotId);
-    if (created === undefined) return;
+    const file = this.#createdFiles.get(snapshotId);
+    this.#createdFiles.delete(snapshotId);
+    if (created === undefined) {
+      await file?.remove();
+      return false;
+    }
     this.#createdStorage.delete(snapshotId);
-    await created.remove();
+    if (file) await file.remove();
+    else await removeCreatedStorage(created);
+    return true;
   }
 
   /**
@@ -604,14 +859,80 @@ export class UserspaceDriver implements SnapshotDriver {
     return Promise.resolve({ cowCopies, chunksStored, events });
   }
 
-  /** Destroys snapshots, stops the NBD server, closes devices (the device list stays for the next start). */
+  /**
+   * Stops the NBD server and, with a state folder, saves the snapshots
+   * (unless destroySnapshotsOnClose, then destroys them) and each device's
+   * CBT record (closed cleanly); closes devices and releases the locks.
+   * The device list stays for the next start.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#retryTimer);
+    await this.#retrying;
     await this.#server.close();
-    await this.#engine.close();
-    await Promise.all([...this.#createdStorage.keys()].map((id) => this.#removeCreatedStorage(id)));
-    await Promise.all([...this.#devices.values()].map((d) => d.store.close().catch(() => {})));
+    await this.#release();
+  }
+
+  /** Saves what survives, then closes the engine, devices and locks. */
+  async #release(): Promise<void> {
+    const trackers = this.#engine.trackers();
+    await Promise.all(trackers.map((tracker) => tracker.freeze()));
+    try {
+      await this.#saveForNextStart();
+      await this.#engine.close().catch((error) => this.#log("error", (error as Error).message));
+    } finally {
+      for (const tracker of trackers) tracker.unfreeze();
+    }
+    for (const attached of this.#devices.values()) {
+      await attached.store.close().catch(() => {});
+      attached.lock?.release();
+    }
     this.#devices.clear();
+    this.#stateLock?.release();
+  }
+
+  /** Clean stop: snapshots and CBT records for the next start (writes are stopped). */
+  async #saveForNextStart(): Promise<void> {
+    if (!this.#options.stateDir) {
+      for (const id of [...this.#createdStorage.keys()]) await this.#removeCreatedStorage(id);
+      return;
+    }
+    const saved: SavedSnapshot[] = [];
+    if (!this.#options.destroySnapshotsOnClose) {
+      for (const snapshot of this.#engine.snapshots()) {
+        const storage = this.#storages.get(snapshot.id);
+        const kept = storage
+          ? await saveSnapshot(snapshot, storage).catch(() => undefined)
+          : undefined;
+        if (kept) saved.push(kept);
+        else this.#log("warn", `snapshot ${snapshot.id} cannot be kept across the restart`);
+      }
+      const keptIds = new Set(saved.map((s) => s.id));
+      for (const id of [...this.#createdStorage.keys()]) {
+        if (!keptIds.has(id)) await this.#removeCreatedStorage(id);
+      }
+    } else {
+      for (const id of [...this.#createdStorage.keys()]) await this.#removeCreatedStorage(id);
+    }
+    await this.#saveSnapshotState({ clean: true, snapshots: saved }).catch((error) =>
+      this.#log("error", (error as Error).message)
+    );
+    for (const file of this.#createdFiles.values()) await file.release();
+    this.#createdFiles.clear();
+    for (const attached of this.#devices.values()) {
+      attached.tracker.setWriteIntent(undefined);
+      if (!attached.journal) continue;
+      try {
+        await attached.store.flush();
+        const identity = await deviceIdentity(attached.path, attached.store);
+        await attached.journal.close({ clean: true, identity });
+      } catch (error) {
+        this.#log(
+          "error",
+          `cannot save the CBT of ${attached.tracker.name}: ${(error as Error).message}`,
+        );
+      }
+    }
   }
 }

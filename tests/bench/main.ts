@@ -9,6 +9,8 @@
  * - first writes under a snapshot (copy-on-write): sequential MiB/s and
  *   4 KiB random-write IOPS at QD16 on a fresh instance, ours after an
  *   engine snapshot is taken against nbdkit's cow filter;
+ * - the tracked device through the service with CBT persistence on and off
+ *   (persistence.ts; `--only persistence`).
  * - mark-dirty (`--only mark-dirty`, tests/bench/mark_dirty.ts): 65,536
  *   whole-device ranges on a 2,097,152-block device under NBD writes.
  *
@@ -31,6 +33,12 @@ import { runTool, toolsMissing } from "../_helpers/nbd_fixture.ts";
 import { type Contender, CONTENDERS, startContender } from "./contenders.ts";
 import { fio, nbdcopy } from "./measure.ts";
 import { formatTables, type Results } from "./report.ts";
+import {
+  benchPersistence,
+  formatPersistence,
+  type PersistenceRow,
+  removePersistenceLeftovers,
+} from "./persistence.ts";
 import { benchMarkDirty, formatMarkDirty } from "./mark_dirty.ts";
 
 const { values } = parseArgs({
@@ -104,6 +112,17 @@ for (let round = 1; round <= repeat; round++) {
     console.log(`round ${round}`, contender.label, "first writes", JSON.stringify(row));
   }
 }
+const persistence = { on: [] as PersistenceRow[], off: [] as PersistenceRow[] };
+if (only === undefined || only.includes("persistence")) {
+  await removePersistenceLeftovers(dir);
+  for (let round = 1; round <= repeat; round++) {
+    for (const mode of ["on", "off"] as const) {
+      const row = await benchPersistence({ dir, disk, source, sizeMiB, runtime }, mode);
+      persistence[mode].push(row);
+      console.log(`round ${round}`, `CBT persistence ${mode}`, JSON.stringify(row));
+    }
+  }
+}
 for (const [key, metrics] of samples) {
   results.rows[key] = Object.fromEntries(
     Object.entries(metrics).map(([metric, values]) => [metric, median(values)]),
@@ -119,6 +138,13 @@ if (only === undefined || only.includes("mark-dirty")) {
 await removeLeftovers();
 await Deno.writeTextFile(`${dir}/results.json`, JSON.stringify(results, null, 2));
 console.log(formatTables(results, CONTENDERS));
+if (persistence.on.length > 0) {
+  const medians = (rows: PersistenceRow[]) =>
+    Object.fromEntries(
+      Object.keys(rows[0]).map((k) => [k, median(rows.map((r) => r[k as keyof PersistenceRow]))]),
+    ) as unknown as PersistenceRow;
+  console.log(`\n${formatPersistence(medians(persistence.on), medians(persistence.off))}`);
+}
 console.log(`results: ${dir}/results.json`);
 
 async function withContender(contender: Contender, body: (uri: string) => Promise<void>) {

@@ -14,7 +14,7 @@ for (const profile of ["upstream", "outoftree"] as const) {
     const fx = await kernelFixture(profile);
     try {
       const stateDir = `${fx.dir}/state`;
-      const first = await fx.driver({ stateDir, keepSnapshotsOnClose: true });
+      const first = await fx.driver({ stateDir });
       await first.attach(fx.devices[0].path);
       await first.attach(fx.devices[1].path, { name: "data" });
       const { id } = await first.createSnapshot({
@@ -52,7 +52,7 @@ for (const profile of ["upstream", "outoftree"] as const) {
     const fx = await kernelFixture(profile);
     try {
       const stateDir = `${fx.dir}/state`;
-      const first = await fx.driver({ stateDir, keepSnapshotsOnClose: true });
+      const first = await fx.driver({ stateDir });
       await first.attach(fx.devices[0].path);
       await first.createSnapshot({
         deviceIds: ["vdb"],
@@ -74,15 +74,18 @@ for (const profile of ["upstream", "outoftree"] as const) {
   Deno.test(`[${profile}] attach adopts a device the module already tracks`, async () => {
     const fx = await kernelFixture(profile);
     try {
+      const second = await fx.driver();
       const first = await fx.driver();
       await first.attach(fx.devices[0].path);
       const generation = (await first.cbtInfo("vdb")).generationId;
       await first.close();
       assert.ok(fx.fake.isTracked(fx.devices[0].path), "close() leaves devices attached");
-      const second = await fx.driver();
       const adopted = await second.attach(fx.devices[0].path, { name: "again" });
       assert.equal(adopted.id, "again");
       assert.equal((await second.cbtInfo("again")).generationId, generation, "CBT kept");
+      const third = await fx.driver();
+      assert.deepEqual((await third.listDevices()).map((d) => d.id), ["vdb"], "adopted at start");
+      assert.equal((await third.cbtInfo("vdb")).generationId, generation, "CBT kept");
     } finally {
       await fx.cleanup();
     }
@@ -91,7 +94,7 @@ for (const profile of ["upstream", "outoftree"] as const) {
   Deno.test(`[${profile}] snapshots made outside the driver are adopted`, async () => {
     const fx = await kernelFixture(profile);
     try {
-      const other = await fx.driver({ keepSnapshotsOnClose: true });
+      const other = await fx.driver();
       const { id } = await other.createSnapshot({
         deviceIds: [],
         diffStorage: { path: `${fx.dir}/diff`, limitBytes: 1 << 30 },
@@ -107,10 +110,105 @@ for (const profile of ["upstream", "outoftree"] as const) {
     }
   });
 
-  Deno.test(`[${profile}] close() destroys the snapshots it created and closes every fd`, async () => {
+  Deno.test(`[${profile}] a restart without the state file re-adopts trackers and the snapshot`, async () => {
     const fx = await kernelFixture(profile);
     try {
-      const driver = await fx.driver();
+      const stateDir = `${fx.dir}/state`;
+      const first = await fx.driver({ stateDir });
+      await first.attach(fx.devices[0].path);
+      await first.attach(fx.devices[1].path);
+      const { id } = await first.createSnapshot({
+        deviceIds: ["vdb", "vdc"],
+        diffStorage: { path: `${fx.dir}/diff`, limitBytes: 1 << 30 },
+      });
+      await first.takeSnapshot(id);
+      const generation = (await first.cbtInfo("vdb")).generationId;
+      await first.close();
+      assert.deepEqual(fx.fake.snapshotIds(), [id], "a clean stop keeps the snapshot");
+      await Deno.remove(`${stateDir}/${STATE_FILE_NAME}`);
+
+      const second = await fx.driver({ stateDir });
+      assert.deepEqual((await second.listDevices()).map((d) => [d.id, d.path, d.snapshotId]), [
+        ["vdb", fx.devices[0].path, id],
+        ["vdc", fx.devices[1].path, id],
+      ]);
+      assert.equal((await second.cbtInfo("vdb")).generationId, generation);
+      const info = await second.snapshotInfo(id);
+      assert.equal(info.state, "taken", "taken: SNAPSHOTINFO shows an image");
+      assert.deepEqual(info.devices.map((d) => d.deviceId), ["vdb", "vdc"]);
+      const bytes = new Uint8Array(4096);
+      await second.readImage(id, "vdc", 0, bytes);
+      assert.deepEqual(bytes, fx.devices[1].content.subarray(0, 4096));
+      await second.close();
+    } finally {
+      await fx.cleanup();
+    }
+  });
+
+  Deno.test(`[${profile}] a device whose path is no longer allowed is listed as refused`, async () => {
+    const fx = await kernelFixture(profile);
+    try {
+      const stateDir = `${fx.dir}/state`;
+      const first = await fx.driver({ stateDir });
+      await first.attach(fx.devices[0].path);
+      await first.attach(fx.devices[1].path);
+      await first.close();
+      const refusing = (path: string) =>
+        path === fx.devices[1].path
+          ? Promise.reject(new Error(`${path} is outside the allowed prefixes`))
+          : Promise.resolve();
+      const second = await fx.driver({ stateDir, checkPath: refusing });
+      assert.deepEqual((await second.listDevices()).map((d) => [d.id, d.state]), [
+        ["vdb", undefined],
+        ["vdc", "refused"],
+      ]);
+      assert.match((await second.getDevice("vdc")).error!, /outside the allowed prefixes/);
+      await assert.rejects(second.cbtInfo("vdc"), (e) => isServiceError(e, "UNAVAILABLE"));
+      await second.cbtInfo("vdb");
+      assert.ok(fx.fake.isTracked(fx.devices[1].path), "the module keeps tracking it");
+      await second.close();
+    } finally {
+      await fx.cleanup();
+    }
+  });
+
+  Deno.test(`[${profile}] a second driver on the same state folder or host lock is refused`, async () => {
+    const fx = await kernelFixture(profile);
+    try {
+      const stateDir = `${fx.dir}/state`;
+      const hostLockPath = `${fx.dir}/host.lock`;
+      const first = await fx.driver({ stateDir, hostLockPath });
+      for (const options of [{ stateDir }, { hostLockPath }]) {
+        await assert.rejects(fx.driver(options), (error) => {
+          assert.ok(isServiceError(error, "CONFLICT"), String(error));
+          assert.match(error.message, new RegExp(`pid ${Deno.pid}`));
+          return true;
+        });
+      }
+      await first.close();
+      const again = await fx.driver({ stateDir, hostLockPath });
+      await again.close();
+    } finally {
+      await fx.cleanup();
+    }
+  });
+
+  Deno.test(`[${profile}] close() keeps snapshots; destroySnapshotsOnClose destroys its own`, async () => {
+    const fx = await kernelFixture(profile);
+    try {
+      const keeper = await fx.driver();
+      await keeper.attach(fx.devices[1].path);
+      const kept = await keeper.createSnapshot({
+        deviceIds: ["vdc"],
+        diffStorage: { path: `${fx.dir}/diff-kept`, limitBytes: 1 << 30 },
+      });
+      await keeper.takeSnapshot(kept.id);
+      await keeper.close();
+      assert.deepEqual(fx.fake.snapshotIds(), [kept.id]);
+      const adopter = await fx.driver();
+      await adopter.destroySnapshot(kept.id);
+      await adopter.close();
+      const driver = await fx.driver({ destroySnapshotsOnClose: true });
       await driver.attach(fx.devices[0].path);
       const { id } = await driver.createSnapshot({
         deviceIds: ["vdb"],

@@ -17,7 +17,7 @@ Deno.test("a restarted driver gives an adopted snapshot the token it was taken w
   const fx = await kernelFixture("outoftree");
   try {
     const stateDir = `${fx.dir}/state`;
-    const first = await fx.driver({ stateDir, keepSnapshotsOnClose: true });
+    const first = await fx.driver({ stateDir });
     await first.attach(fx.devices[0].path);
     const earlier = await first.createSnapshot({
       deviceIds: ["vdb"],

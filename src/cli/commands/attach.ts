@@ -10,6 +10,9 @@ import type { Command } from "../command.ts";
 import { CLIENT_FLAGS_HELP, clientFor, parseCommand, positional, print } from "../context.ts";
 
 function describeDevice(device: DeviceInfo): string {
+  if (device.state === "missing" || device.state === "refused") {
+    return `${device.id}\t${device.path}\t${device.state}: ${device.error ?? ""}\n`;
+  }
   const snapshot = device.snapshotId ? `  snapshot ${device.snapshotId}` : "";
   return `${device.id}\t${device.path}\t${device.capacityBytes} bytes\t${device.locator}${snapshot}\n`;
 }

@@ -22,6 +22,9 @@ import { UsageError } from "../exit_codes.ts";
 import { raiseOpenFileLimit } from "../open_file_limit.ts";
 import { limitFlags, LIMITS_HELP, type ServeLimits, serveLimits } from "./serve_limits.ts";
 
+/** The kernel backend's host-wide lock (one kernel-backend service per host). */
+const KERNEL_HOST_LOCK_PATH = "/run/blksnap-service/kernel-backend.lock";
+
 const HELP = `Usage: blksnap serve [options]
 
 Runs the service: the HTTP API, and NBD exports of devices and images for the
@@ -40,6 +43,10 @@ userspace backend.
   --nbd-listen HOST:PORT  NBD server address, userspace backend (env BLKSNAP_NBD_LISTEN,
                           default 127.0.0.1:10809; "off" for none)
   --nbd-socket PATH       NBD server Unix socket, userspace backend (env BLKSNAP_NBD_SOCKET)
+  --cbt-persistence on|off  keep each device's CBT across restarts and crashes, userspace
+                          backend (env BLKSNAP_CBT_PERSISTENCE, default on)
+  --destroy-snapshots-on-exit  destroy snapshots when the service stops instead of keeping
+                          them for the next start (env BLKSNAP_DESTROY_SNAPSHOTS_ON_EXIT=1)
   -h, --help              show this help
 ${LIMITS_HELP}`;
 
@@ -59,6 +66,10 @@ export interface ServeSettings {
   nbdListen?: { hostname: string; port: number };
   /** NBD Unix socket path. */
   nbdSocket?: string;
+  /** Keep CBT records across restarts (userspace backend). */
+  cbtPersistence: boolean;
+  /** Destroy snapshots at stop. */
+  destroySnapshotsOnExit: boolean;
   /** Connection and request limits. */
   limits: ServeLimits;
 }
@@ -110,6 +121,8 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
         "token-file": { type: "string" },
         "nbd-listen": { type: "string" },
         "nbd-socket": { type: "string" },
+        "cbt-persistence": { type: "string" },
+        "destroy-snapshots-on-exit": { type: "boolean" },
         ...limitFlags,
         help: { type: "boolean", short: "h" },
       },
@@ -144,11 +157,33 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   if (!nbdListen && !nbdSocket && backend === "userspace") {
     throw new UsageError("The userspace backend needs --nbd-listen or --nbd-socket");
   }
+  const persistence = values["cbt-persistence"] ?? io.env("BLKSNAP_CBT_PERSISTENCE") ?? "on";
+  if (persistence !== "on" && persistence !== "off") {
+    throw new UsageError(`--cbt-persistence must be on or off, got "${persistence}"`);
+  }
+  const destroyFromEnv = io.env("BLKSNAP_DESTROY_SNAPSHOTS_ON_EXIT");
+  const destroySnapshotsOnExit = values["destroy-snapshots-on-exit"] ??
+    (destroyFromEnv !== undefined && !["", "0", "false", "no"].includes(destroyFromEnv));
   const limits = serveLimits(values, io);
-  return { listen, backend, stateDir, allowPaths, token, nbdListen, nbdSocket, limits };
+  return {
+    listen,
+    backend,
+    stateDir,
+    allowPaths,
+    token,
+    nbdListen,
+    nbdSocket,
+    cbtPersistence: persistence === "on",
+    destroySnapshotsOnExit,
+    limits,
+  };
 }
 
-async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotDriver> {
+async function openDriver(
+  settings: ServeSettings,
+  io: CliIo,
+  paths: PathPolicy,
+): Promise<SnapshotDriver> {
   const log = (level: string, message: string) => {
     if (level !== "debug") io.err(`${message}\n`);
   };
@@ -167,7 +202,13 @@ async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotD
   }
   if (backend === "kernel") {
     const { createKernelDriver } = await import("../../kernel/kernel_driver.ts");
-    return await createKernelDriver({ stateDir: settings.stateDir });
+    return await createKernelDriver({
+      stateDir: settings.stateDir,
+      hostLockPath: io.env("BLKSNAP_KERNEL_LOCK") ?? KERNEL_HOST_LOCK_PATH,
+      destroySnapshotsOnClose: settings.destroySnapshotsOnExit,
+      checkPath: (path) =>
+        paths.resolve(path, { field: "path", purpose: "re-attach", mustExist: true }),
+    });
   }
   const { UserspaceDriver } = await import("../../userspace/userspace_driver.ts");
   const driver = await UserspaceDriver.start({
@@ -178,6 +219,10 @@ async function openDriver(settings: ServeSettings, io: CliIo): Promise<SnapshotD
       maxConnections: settings.limits.nbdMaxConnections,
     },
     logger: log,
+    cbtPersistence: settings.cbtPersistence,
+    destroySnapshotsOnClose: settings.destroySnapshotsOnExit,
+    checkPath: (path) =>
+      paths.resolve(path, { field: "path", purpose: "re-attach", mustExist: true }),
   });
   const server = driver.nbdServer;
   if (server.tcpPort !== undefined) {
@@ -199,7 +244,7 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   io.err(`open-file limit: ${files.soft} (hard ${files.hard})\n`);
   const paths = await PathPolicy.create(settings.allowPaths);
   io.err(`blksnap service ${SERVICE_VERSION}, state in ${settings.stateDir}\n`);
-  const driver = await openDriver(settings, io);
+  const driver = await openDriver(settings, io, paths);
   const app = createApp(driver, { paths, token: settings.token });
   const stopped = Promise.withResolvers<void>();
   let server: HttpServer;

@@ -33,6 +33,8 @@ export interface ServiceOptions {
   args?: readonly string[];
   /** How long the service may take to answer /v1/version (default 120 s: TCG is slow). */
   startTimeoutMs?: number;
+  /** Use this state folder (kept at stop, for a restart) instead of a new temp one (removed). */
+  stateDir?: string;
 }
 
 /** A running service; dispose it (or call stop) to end it. */
@@ -56,7 +58,7 @@ export async function startService(options: ServiceOptions = {}): Promise<Runnin
   if (lab.serviceBundle === undefined) throw new Error("The lab image has no service bundle");
   const port = options.port ?? 8037;
   const url = `http://127.0.0.1:${port}`;
-  const stateDir = await Deno.makeTempDir({ prefix: "blksnap-service-" });
+  const stateDir = options.stateDir ?? await Deno.makeTempDir({ prefix: "blksnap-service-" });
   const logPath = `${lab.outDir ?? stateDir}/service.log`;
   const args = [
     "run",
@@ -96,7 +98,9 @@ export async function startService(options: ServiceOptions = {}): Promise<Runnin
     if (!exited) child.kill("SIGTERM");
     await status;
     await copied;
-    await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+    if (options.stateDir === undefined) {
+      await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+    }
   };
   const deadline = Date.now() + (options.startTimeoutMs ?? 120_000);
   while (true) {

@@ -11,7 +11,10 @@
 import assert from "node:assert/strict";
 import type { DeviceInfo } from "../../../src/driver.ts";
 import type { EngineParams } from "../../../src/engine/params.ts";
-import { UserspaceDriver } from "../../../src/userspace/userspace_driver.ts";
+import {
+  UserspaceDriver,
+  type UserspaceDriverOptions,
+} from "../../../src/userspace/userspace_driver.ts";
 import type { ConformanceFixture, CreateDeviceOptions } from "../../conformance/fixture.ts";
 import { NbdClient } from "../../_helpers/nbd_client.ts";
 
@@ -23,6 +26,8 @@ export interface UserspaceFixtureOptions {
   dir?: string;
   /** Persist attached devices in `<dir>/state`. */
   persist?: boolean;
+  /** More driver options (persistence, locks, path checks). */
+  driver?: Partial<UserspaceDriverOptions>;
 }
 
 /** The conformance fixture plus what the NBD tests need. */
@@ -60,6 +65,7 @@ export async function userspaceFixture(
     nbd: { tcp: { port: 0 } },
     engineParams: options.engineParams,
     stateDir: options.persist ? `${dir}/state` : undefined,
+    ...options.driver,
   });
   const clients: NbdClient[] = [];
   const writers = new Map<string, Promise<NbdClient>>();
