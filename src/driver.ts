@@ -164,6 +164,61 @@ export interface DiffStorageInfo {
   limitBytes: number;
 }
 
+/** Options of {@link SnapshotDriver.takeSnapshot}. */
+export interface TakeOptions {
+  /**
+   * Freeze the file systems mounted on the snapshot's devices (and their
+   * partitions) around the take (default true). Backends ignore it; the
+   * consistency wrapper (src/consistency) acts on it.
+   */
+  freeze?: boolean;
+}
+
+/** One mounted file system and what happened to it around a take. */
+export interface FrozenFilesystem {
+  /** Where it is mounted. */
+  mountPoint: string;
+  /** Its type ("ext4"). */
+  fsType: string;
+  /** The block device it is on ("vdb1", "nbd0p1", "dm-0"). */
+  blockDevice: string;
+  /** Whether it was frozen. */
+  frozen: boolean;
+  /** Milliseconds it stayed frozen, when it was. */
+  frozenMs?: number;
+  /** Why it was not frozen or not thawed cleanly. */
+  error?: string;
+}
+
+/** A hook that ran around a take. */
+export interface HookRunInfo {
+  /** The hook's file name. */
+  name: string;
+  /** "pre" (before the freeze) or "post" (after the thaw). */
+  phase: "pre" | "post";
+  /** Exit status; absent when killed. */
+  exitCode?: number;
+  /** Whether it was killed at its timeout. */
+  timedOut: boolean;
+  /** Milliseconds it ran. */
+  durationMs: number;
+}
+
+/** What was done to make a take consistent. */
+export interface ConsistencyReport {
+  /** Whether freezing was asked for. */
+  freeze: boolean;
+  /**
+   * Per device, the file systems found on it (empty when none, or freeze was
+   * off), and why they could not be looked for, if so.
+   */
+  devices: Array<{ deviceId: string; filesystems: FrozenFilesystem[]; error?: string }>;
+  /** The hooks that ran. */
+  hooks: HookRunInfo[];
+  /** True when the freeze limit passed before the take returned, so the thaw came first. */
+  thawedEarly: boolean;
+}
+
 /** A snapshot and its devices. */
 export interface SnapshotInfo {
   /** UUID. */
@@ -180,6 +235,8 @@ export interface SnapshotInfo {
   devices: SnapshotImageInfo[];
   /** Storage usage; absent where the backend cannot tell (kernel). */
   storage?: DiffStorageInfo;
+  /** How the take was made consistent (freeze, hooks); absent without the consistency wrapper. */
+  consistency?: ConsistencyReport;
 }
 
 /** The difference storage overflowed or failed: the snapshot's images are unusable. */
@@ -281,7 +338,7 @@ export interface SnapshotDriver {
   /** Adds a device to a created (not yet taken) snapshot. */
   addDevice(snapshotId: string, deviceId: string): Promise<SnapshotInfo>;
   /** Takes the snapshot atomically across its devices. CONFLICT if already taken. */
-  takeSnapshot(snapshotId: string): Promise<SnapshotInfo>;
+  takeSnapshot(snapshotId: string, options?: TakeOptions): Promise<SnapshotInfo>;
   /** All snapshots. */
   listSnapshots(): Promise<SnapshotInfo[]>;
   /** One snapshot. NOT_FOUND when unknown. */

@@ -40,6 +40,7 @@ export const Errno = {
   ETIMEDOUT: 110,
   EALREADY: 114,
   ESTALE: 116,
+  ECANCELED: 125,
 } as const;
 
 /** The name of a known errno. */
@@ -59,6 +60,8 @@ export type ErrorCode =
   | "INVALID_ARGUMENT"
   | "OUT_OF_RANGE"
   | "RANGE_NOT_SATISFIABLE"
+  | "PRECONDITION_FAILED"
+  | "HOOK_FAILED"
   | "NOT_FOUND"
   | "CONFLICT"
   | "READ_ONLY"
@@ -96,6 +99,18 @@ export const errorTable: Readonly<Record<ErrorCode, ErrorMapping>> = {
     title: "Range not satisfiable",
     errno: "EINVAL",
     nbdError: 22,
+  },
+  PRECONDITION_FAILED: {
+    status: 412,
+    title: "Precondition failed",
+    errno: "EINVAL",
+    nbdError: 22,
+  },
+  HOOK_FAILED: {
+    status: 424,
+    title: "Take hook failed",
+    errno: "ECANCELED",
+    nbdError: 5,
   },
   NOT_FOUND: { status: 404, title: "Not found", errno: "ENOENT", nbdError: 22 },
   CONFLICT: { status: 409, title: "Conflict", errno: "EBUSY", nbdError: 22 },

@@ -71,8 +71,11 @@ function honoPath(path: string): string {
   return path.replaceAll(/\{(\w+)\}/g, ":$1");
 }
 
-async function readJsonBody(request: Request): Promise<unknown> {
+/** The request's JSON body; undefined when it is empty and `optional`. */
+async function readJsonBody(request: Request, { optional = false } = {}): Promise<unknown> {
   const type = request.headers.get("content-type") ?? "";
+  const text = await request.text();
+  if (optional && text.trim() === "") return undefined;
   if (!/^application\/(.+\+)?json\b/i.test(type)) {
     throw new ServiceError(
       "INVALID_ARGUMENT",
@@ -80,7 +83,6 @@ async function readJsonBody(request: Request): Promise<unknown> {
       { field: "body" },
     );
   }
-  const text = await request.text();
   if (text.length > LARGE_BODY_CHARS) await yieldToIo();
   try {
     return JSON.parse(text);
@@ -169,8 +171,10 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): Hono {
       const params = route.params ? route.params.parse(c.req.param(), "") : undefined;
       const query = route.query ? route.query.parse(c.req.query(), "") : undefined;
       let body;
-      if (route.body) {
-        const json = await readJsonBody(c.req.raw);
+      const json = route.body
+        ? await readJsonBody(c.req.raw, { optional: route.bodyOptional })
+        : undefined;
+      if (route.body && json !== undefined) {
         const large = Number(c.req.header("content-length") ?? 0) > LARGE_BODY_CHARS;
         if (large) await yieldToIo();
         body = parseBody(route.body, json);

@@ -184,6 +184,37 @@ export const snapshotInfo = object({
     usedBytes: integer(),
     limitBytes: integer(),
   })),
+  consistency: optional(object({
+    freeze: boolean(),
+    devices: array(object({
+      deviceId: deviceId,
+      filesystems: array(object({
+        mountPoint: string(),
+        fsType: string(),
+        blockDevice: string(),
+        frozen: boolean(),
+        frozenMs: optional(integer({ minimum: 0 })),
+        error: optional(string()),
+      })),
+      error: optional(string()),
+    })),
+    hooks: array(object({
+      name: string(),
+      phase: literal(["pre", "post"]),
+      exitCode: optional(integer({ minimum: 0 })),
+      timedOut: boolean(),
+      durationMs: integer({ minimum: 0 }),
+    })),
+    thawedEarly: boolean(),
+  })),
+});
+
+/** Body of POST /v1/snapshots/{id}/take (optional). */
+export const takeBody = object({
+  freeze: optional(boolean({
+    description:
+      "Freeze the file systems mounted on the devices and their partitions around the take (default true).",
+  })),
 });
 
 /** SnapshotEvent with its id in the snapshot's event log. */

@@ -53,7 +53,7 @@ export function openApiDocument(routes: RouteSpec[], serviceVersion: string): Js
       ...(route.body
         ? {
           requestBody: {
-            required: true,
+            required: !route.bodyOptional,
             content: { "application/json": { schema: route.body.jsonSchema() } },
           },
         }

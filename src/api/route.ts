@@ -67,6 +67,8 @@ export interface RouteSpec<P = unknown, Q = unknown, B = unknown> {
   query?: Schema<Q>;
   /** Schema of the JSON body. */
   body?: Schema<B>;
+  /** The body may be left out (then `body` is undefined). */
+  bodyOptional?: boolean;
   /** Documented responses by status. */
   responses: Record<number, ResponseSpec>;
   /** Produces the response from validated input. */

@@ -138,7 +138,8 @@ export interface BlksnapClient {
   snapshots: {
     create(request: CreateSnapshotRequest): Promise<SnapshotInfo>;
     addDevice(snapshotId: string, deviceId: string): Promise<SnapshotInfo>;
-    take(snapshotId: string): Promise<SnapshotInfo>;
+    /** Takes the snapshot; `freeze: false` leaves the mounted file systems unfrozen. */
+    take(snapshotId: string, options?: { freeze?: boolean }): Promise<SnapshotInfo>;
     list(): Promise<SnapshotInfo[]>;
     get(snapshotId: string): Promise<SnapshotInfo>;
     destroy(snapshotId: string): Promise<void>;
@@ -170,7 +171,13 @@ export interface BlksnapClient {
     read(
       snapshotId: string,
       deviceId: string,
-      range?: { offset?: number; length?: number; signal?: AbortSignal },
+      range?: {
+        offset?: number;
+        length?: number;
+        /** Several ranges at once (a 206 multipart/byteranges answer); overrides offset/length. */
+        ranges?: Array<{ offset: number; length: number }>;
+        signal?: AbortSignal;
+      },
     ): Promise<Response>;
     /**
      * The extents changed since the snapshot of the change token `since`
@@ -277,7 +284,7 @@ export function createClient(options: ClientOptions): BlksnapClient {
       create: (request) => postJson("v1/snapshots", request),
       addDevice: (snapshotId, deviceId) =>
         postJson(`v1/snapshots/${segment(snapshotId)}/devices`, { device: deviceId }),
-      take: (snapshotId) => postJson(`v1/snapshots/${segment(snapshotId)}/take`),
+      take: (snapshotId, options) => postJson(`v1/snapshots/${segment(snapshotId)}/take`, options),
       list: () => getJson("v1/snapshots"),
       get: (snapshotId) => getJson(`v1/snapshots/${segment(snapshotId)}`),
       destroy: (snapshotId) => remove(`v1/snapshots/${segment(snapshotId)}`),
@@ -353,7 +360,11 @@ export function createClient(options: ClientOptions): BlksnapClient {
         }
         return call(() => {
           const headers: Record<string, string> = {};
-          if (range.offset !== undefined || range.length !== undefined) {
+          if (range.ranges?.length) {
+            headers.range = `bytes=${
+              range.ranges.map((r) => `${r.offset}-${r.offset + r.length - 1}`).join(",")
+            }`;
+          } else if (range.offset !== undefined || range.length !== undefined) {
             const first = range.offset ?? 0;
             headers.range = range.length === undefined
               ? `bytes=${first}-`

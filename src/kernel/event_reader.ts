@@ -56,6 +56,8 @@ interface Channel {
   log: EventLog;
   decode: DecodeEvent;
   running: boolean;
+  /** The loop while it runs: it ends when its kernel call in flight returns. */
+  loop?: Promise<void>;
   failure?: ServiceError;
   stops: Set<AbortController>;
 }
@@ -129,7 +131,7 @@ export class EventReader {
   #run(id: string, channel: Channel): void {
     if (channel.running || this.#closed) return;
     channel.running = true;
-    this.#loop(id, channel).finally(() => {
+    channel.loop = this.#loop(id, channel).finally(() => {
       channel.running = false;
     });
   }
@@ -197,8 +199,13 @@ export class EventReader {
     else channel.failure = failure;
   }
 
-  /** Stops reading snapshot `id` (destroyed): its waits reject with NOT_FOUND, its log closes. */
-  forget(id: string): void {
+  /**
+   * Stops reading snapshot `id` (destroyed): its waits reject with NOT_FOUND,
+   * its log closes. Resolves once the kernel wait in flight has returned
+   * (within a slice): until then the module holds the snapshot, and with it
+   * its devices, so a new snapshot of them would be refused (EBUSY).
+   */
+  async forget(id: string): Promise<void> {
     const channel = this.#channels.get(id);
     if (!channel) return;
     this.#channels.delete(id);
@@ -207,6 +214,7 @@ export class EventReader {
       channel,
       new ServiceError("NOT_FOUND", `Snapshot ${id} was destroyed while waiting for an event`),
     );
+    await channel.loop?.catch(() => {});
   }
 
   /** Rejects every wait with UNAVAILABLE, stops every reader and the blocking-call runner. */

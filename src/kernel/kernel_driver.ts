@@ -100,6 +100,20 @@ import type { StoreIdentity } from "../engine/block_store.ts";
 import { splitDeviceNumber } from "../store/dev_numbers.ts";
 import { checkCreateOptions, checkRanges, deviceName, invalid, isCount } from "./validate.ts";
 
+/** The image device of one device in a taken snapshot. */
+export interface TakenImage {
+  /** The snapshot's id. */
+  snapshotId: string;
+  /** The device's id. */
+  deviceId: string;
+  /** The image device's path. */
+  path: string;
+  /** Its size in bytes. */
+  sizeBytes: number;
+  /** Whether the snapshot was created writable. */
+  writable: boolean;
+}
+
 /** Options of {@link KernelDriver}. */
 export interface KernelDriverOptions {
   /** The libc calls; the process's libc (opened on first use) by default. */
@@ -164,6 +178,7 @@ export class KernelDriver implements SnapshotDriver {
   #libc: Libc;
   #options: KernelDriverOptions;
   #kernel?: Promise<Kernel>;
+  #started?: Kernel;
   #records: DriverRecords;
   #images = new ImageReader();
   /** Identity of each snapshot's storage as opened here, by snapshot id (identity rules). */
@@ -249,6 +264,7 @@ export class KernelDriver implements SnapshotDriver {
     }
     const kernel = { client, waiter, locks };
     for (const snapshot of this.#records.snapshots()) this.#watchEvents(kernel, snapshot);
+    this.#started = kernel;
     return kernel;
   }
 
@@ -343,8 +359,8 @@ export class KernelDriver implements SnapshotDriver {
     const identity = this.#storageIdentities.get(snapshot.id);
     this.#storageIdentities.delete(snapshot.id);
     this.#takeMarks.delete(snapshot.id);
-    waiter.forget(snapshot.id);
     this.#persist(client);
+    await waiter.forget(snapshot.id);
     for (const path of snapshot.images) await this.#images.release(path);
     if (snapshot.storageCreated && snapshot.storage) {
       if (identity) await removeCreated(snapshot.storage.path, identity);
@@ -771,6 +787,42 @@ export class KernelDriver implements SnapshotDriver {
       if (now.errorCode !== 0) throw corrupted(now.errorCode);
       throw error;
     }
+  }
+
+  /**
+   * The image devices of every taken snapshot, now (synchronous, for the NBD
+   * export provider's handshakes); empty before start and after close.
+   * Images whose device cannot be measured (gone meanwhile) are left out.
+   */
+  takenImages(): TakenImage[] {
+    const kernel = this.#started;
+    if (!kernel || this.#closed) return [];
+    const images: TakenImage[] = [];
+    for (const snapshot of this.#records.snapshots()) {
+      if (snapshot.takenAt === undefined) continue;
+      for (const deviceId of snapshot.deviceIds) {
+        try {
+          const { locator: path } = this.#imageInfo(kernel, deviceId);
+          if (path === undefined) continue;
+          const what = `Cannot read the size of image ${path}`;
+          const sizeBytes = this.#images.size(
+            path,
+            () => kernel.client.blockDeviceSize(path, what),
+          );
+          snapshot.images.add(path);
+          images.push({
+            snapshotId: snapshot.id,
+            deviceId,
+            path,
+            sizeBytes,
+            writable: snapshot.writable,
+          });
+        } catch {
+          continue;
+        }
+      }
+    }
+    return images;
   }
 
   /**

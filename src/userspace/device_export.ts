@@ -15,7 +15,7 @@ import { ServiceError } from "../errors.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import type { NbdExport, NbdExtent } from "../nbd/export.ts";
 import { encodeChangeToken } from "../change_token.ts";
-import { cbtContextNames, cbtExtents } from "./cbt_contexts.ts";
+import { cbtContextNames, cbtExtents } from "../cbt_contexts.ts";
 
 /** NBD block size constraints of engine exports. */
 export const ENGINE_BLOCK_SIZE = { minimum: 1, preferred: 4096, maximum: 32 << 20 };

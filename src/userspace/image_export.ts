@@ -12,14 +12,10 @@ import type { SnapshotImage } from "../engine/image.ts";
 import type { Snapshot } from "../engine/snapshot.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import type { NbdExport, NbdExtent } from "../nbd/export.ts";
-import { cbtContextNames, cbtExtents } from "./cbt_contexts.ts";
+import { cbtContextNames, cbtExtents } from "../cbt_contexts.ts";
+import { imageExportName } from "../export_names.ts";
 import { currentImageTokens } from "./image_tokens.ts";
 import { ENGINE_BLOCK_SIZE } from "./device_export.ts";
-
-/** The export name of `deviceId`'s image in `snapshotId`. */
-export function imageExportName(deviceId: string, snapshotId: string): string {
-  return `${deviceId}@${snapshotId}`;
-}
 
 /**
  * Serves the image of `tracker`'s device in the taken `snapshot`. Its

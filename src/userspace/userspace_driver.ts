@@ -64,7 +64,7 @@ import {
 } from "./argument_checks.ts";
 import { DeviceListFile, type RememberedDevice } from "./device_list_file.ts";
 import { engineExports } from "./export_provider.ts";
-import { imageExportName } from "./image_export.ts";
+import { imageExportName } from "../export_names.ts";
 import { type CbtJournal, cbtRecordPath, removeCbtRecord } from "./cbt_journal.ts";
 import { startCbtRecord } from "./cbt_record_start.ts";
 import { DeviceLock } from "./device_lock.ts";

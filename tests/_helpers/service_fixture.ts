@@ -15,6 +15,7 @@ import { type HttpServer, serveHttp } from "../../src/api/http_listener.ts";
 import { Metrics } from "../../src/api/metrics.ts";
 import { PathPolicy } from "../../src/api/path_policy.ts";
 import { type BlksnapClient, type ClientOptions, createClient } from "../../src/client/client.ts";
+import type { SnapshotDriver } from "../../src/driver.ts";
 import type { EngineParams } from "../../src/engine/params.ts";
 import { UserspaceDriver } from "../../src/userspace/userspace_driver.ts";
 import { pattern } from "./nbd_fixture.ts";
@@ -45,6 +46,8 @@ export interface ServiceFixtureOptions {
   bodyLimitBytes?: number;
   /** Options of the fixture's client beyond baseUrl (the token is passed by default). */
   client?: Partial<ClientOptions>;
+  /** Wraps the driver before the app gets it (e.g. in a ConsistentDriver). */
+  wrapDriver?: (driver: UserspaceDriver) => SnapshotDriver;
 }
 
 /** A running service and where to reach it. */
@@ -105,7 +108,7 @@ export async function withService(
   const metrics = new Metrics();
   let server: HttpServer | undefined;
   try {
-    const app = createApp(driver, {
+    const app = createApp(options.wrapDriver ? options.wrapDriver(driver) : driver, {
       paths: await PathPolicy.create([allowed]),
       token: options.token,
       bodyLimitBytes: options.bodyLimitBytes,

@@ -126,7 +126,8 @@ Deno.test("CLI client commands against a running service, with --json", async (t
       assert.deepEqual(locator, await client.images.locator(snapshotId, "vda"));
       const out = join(root, "image.bin");
       const readResult = await cli("image", "read", snapshotId, "vda", "-o", out, "--json");
-      assert.deepEqual(json(readResult), { bytes: SIZE, output: out });
+      const report = json(readResult) as { bytes: number; output: string; via: string };
+      assert.deepEqual([report.bytes, report.output, report.via], [SIZE, out, "HTTP"]);
       assert.equal(readResult.stderr, "", "no progress bar when stderr is not a terminal");
       assert.deepEqual(await Deno.readFile(out), content);
       if (terminalAvailable()) {

@@ -11,12 +11,9 @@ import { ServiceError } from "../../errors.ts";
 import type { SnapshotDriver } from "../../driver.ts";
 import { readChanges } from "../changes.ts";
 import { changesQuery, imageChanges, imageLocator, imageParams } from "../models.ts";
-import { problemResponse } from "../problem.ts";
-import { parseRange } from "../range.ts";
+import { imageDataResponse } from "../image_data.ts";
 import { defineRoute, type RouteSpec } from "../route.ts";
 import { commonErrors, json, problemSpec } from "./common.ts";
-
-const READ_PIECE_BYTES = 1 << 20;
 
 async function takenImage(driver: SnapshotDriver, snapshotId: string, deviceId: string) {
   const snapshot = await driver.snapshotInfo(snapshotId);
@@ -31,32 +28,6 @@ async function takenImage(driver: SnapshotDriver, snapshotId: string, deviceId: 
     );
   }
   return image;
-}
-
-/** A stream of `length` image bytes from `offset`, whose first piece is already read. */
-function imageStream(
-  read: (offset: number, into: Uint8Array) => Promise<void>,
-  first: Uint8Array,
-  offset: number,
-  length: number,
-): ReadableStream<Uint8Array> {
-  let position = offset + first.length;
-  const end = offset + length;
-  let pending: Uint8Array | undefined = first;
-  return new ReadableStream({
-    async pull(controller) {
-      if (pending) {
-        controller.enqueue(pending);
-        pending = undefined;
-      } else if (position < end) {
-        const piece = new Uint8Array(Math.min(READ_PIECE_BYTES, end - position));
-        await read(position, piece);
-        position += piece.length;
-        controller.enqueue(piece);
-      }
-      if (!pending && position >= end) controller.close();
-    },
-  }, { highWaterMark: 2 });
 }
 
 /** /v1/snapshots/{id}/images routes. */
@@ -91,49 +62,31 @@ export const imageRoutes: RouteSpec[] = [
     method: "get",
     path: "/v1/snapshots/{id}/images/{device}/data",
     operationId: "readImage",
-    summary: "The image's bytes; honours a single Range (206, 416)",
+    summary:
+      "The image's bytes (GET or HEAD): Range with up to 256 ranges (206, multipart/byteranges for several, 416), ETag, If-Range, If-Match, If-None-Match",
     tag: "images",
     params: imageParams,
     responses: {
       200: { description: "The whole image", contentType: "application/octet-stream" },
-      206: { description: "The requested range", contentType: "application/octet-stream" },
+      206: {
+        description: "The requested range, or several as multipart/byteranges",
+        contentType: "application/octet-stream",
+      },
+      304: { description: "If-None-Match or If-Modified-Since: the image has not changed" },
       ...commonErrors,
       404: problemSpec("No such snapshot or device in it."),
       409: problemSpec("The snapshot is not taken yet, or corrupted."),
-      416: problemSpec("The range is beyond the image."),
+      412: problemSpec("If-Match or If-Unmodified-Since does not hold."),
+      416: problemSpec("No range is within the image, or more than 256 ranges."),
     },
     async handle({ params, services, c }) {
-      const { driver } = services;
-      await takenImage(driver, params.id, params.device);
-      const sizeBytes = await driver.imageSize(params.id, params.device);
-      const request = parseRange(c.req.header("range") ?? null, sizeBytes);
-      if (request.kind === "unsatisfiable") {
-        return problemResponse(
-          new ServiceError(
-            "RANGE_NOT_SATISFIABLE",
-            `The range ${c.req.header("range")} is beyond the image of ${sizeBytes} bytes`,
-          ),
-          c.req.path,
-          { "content-range": `bytes */${sizeBytes}` },
-        );
-      }
-      const { offset, length } = request.kind === "partial"
-        ? request.range
-        : { offset: 0, length: sizeBytes };
-      const read = (at: number, into: Uint8Array) =>
-        driver.readImage(params.id, params.device, at, into);
-      const first = new Uint8Array(Math.min(READ_PIECE_BYTES, length));
-      await read(offset, first);
-      const headers: Record<string, string> = {
-        "content-type": "application/octet-stream",
-        "content-length": String(length),
-        "accept-ranges": "bytes",
-      };
-      if (request.kind === "partial") {
-        headers["content-range"] = `bytes ${offset}-${offset + length - 1}/${sizeBytes}`;
-      }
-      const body = length === 0 ? null : imageStream(read, first, offset, length);
-      return new Response(body, { status: request.kind === "partial" ? 206 : 200, headers });
+      await takenImage(services.driver, params.id, params.device);
+      return await imageDataResponse(services.driver, {
+        snapshotId: params.id,
+        deviceId: params.device,
+        request: c.req.raw,
+        path: c.req.path,
+      });
     },
   }),
   defineRoute({

@@ -4,7 +4,13 @@
  * @module
  */
 
-import { addDeviceBody, createSnapshotBody, snapshotInfo, snapshotParams } from "../models.ts";
+import {
+  addDeviceBody,
+  createSnapshotBody,
+  snapshotInfo,
+  snapshotParams,
+  takeBody,
+} from "../models.ts";
 import { defineRoute, type RouteSpec } from "../route.ts";
 import { array } from "../schema.ts";
 import { commonErrors, json, problemSpec } from "./common.ts";
@@ -69,17 +75,21 @@ export const snapshotRoutes: RouteSpec[] = [
     method: "post",
     path: "/v1/snapshots/{id}/take",
     operationId: "takeSnapshot",
-    summary: "Take the snapshot, atomically across its devices",
+    summary:
+      "Take the snapshot, atomically across its devices, freezing their mounted file systems (unless freeze: false) between the take hooks",
     tag: "snapshots",
     params: snapshotParams,
+    body: takeBody,
+    bodyOptional: true,
     responses: {
       200: { description: "Taken", schema: snapshotInfo.jsonSchema() },
       ...commonErrors,
       404: problemSpec("No such snapshot."),
       409: problemSpec("Taken already."),
+      424: problemSpec("A pre-take hook failed: nothing was frozen or taken."),
     },
-    async handle({ params, services }) {
-      return json(await services.driver.takeSnapshot(params.id));
+    async handle({ params, body, services }) {
+      return json(await services.driver.takeSnapshot(params.id, { freeze: body?.freeze }));
     },
   }),
   defineRoute({

@@ -11,6 +11,7 @@
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import type { SnapshotDriver } from "../../driver.ts";
+import type { KernelDriver } from "../../kernel/kernel_driver.ts";
 import { createApp } from "../../api/app.ts";
 import { type HttpServer, serveHttp } from "../../api/http_listener.ts";
 import { PathPolicy } from "../../api/path_policy.ts";
@@ -47,6 +48,11 @@ userspace backend.
                           backend (env BLKSNAP_CBT_PERSISTENCE, default on)
   --destroy-snapshots-on-exit  destroy snapshots when the service stops instead of keeping
                           them for the next start (env BLKSNAP_DESTROY_SNAPSHOTS_ON_EXIT=1)
+  --hooks-dir DIR         executables run before the freeze ("pre") and after the thaw
+                          ("post") of every take, in name order (env BLKSNAP_HOOKS_DIR)
+  --hook-timeout SECONDS  each hook is killed after this (env BLKSNAP_HOOK_TIMEOUT, default 30)
+  --max-freeze SECONDS    file systems are thawed after this even if the take is still
+                          running (env BLKSNAP_MAX_FREEZE, default 10)
   -h, --help              show this help
 ${LIMITS_HELP}`;
 
@@ -70,8 +76,22 @@ export interface ServeSettings {
   cbtPersistence: boolean;
   /** Destroy snapshots at stop. */
   destroySnapshotsOnExit: boolean;
+  /** Folder of take hooks. */
+  hooksDir?: string;
+  /** Milliseconds each hook may run. */
+  hookTimeoutMs: number;
+  /** Milliseconds file systems may stay frozen. */
+  maxFreezeMs: number;
   /** Connection and request limits. */
   limits: ServeLimits;
+}
+
+function secondsSetting(text: string, what: string): number {
+  const seconds = Number(text);
+  if (!/^\d+(\.\d+)?$/.test(text.trim()) || !(seconds > 0) || seconds > 3600) {
+    throw new UsageError(`${what} must be a number of seconds from 0 to 3600, got "${text}"`);
+  }
+  return Math.round(seconds * 1000);
 }
 
 /** Parses "HOST:PORT" ("[::1]:8037" for IPv6); `what` names the option in errors. */
@@ -123,6 +143,9 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
         "nbd-socket": { type: "string" },
         "cbt-persistence": { type: "string" },
         "destroy-snapshots-on-exit": { type: "boolean" },
+        "hooks-dir": { type: "string" },
+        "hook-timeout": { type: "string" },
+        "max-freeze": { type: "string" },
         ...limitFlags,
         help: { type: "boolean", short: "h" },
       },
@@ -164,6 +187,16 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   const destroyFromEnv = io.env("BLKSNAP_DESTROY_SNAPSHOTS_ON_EXIT");
   const destroySnapshotsOnExit = values["destroy-snapshots-on-exit"] ??
     (destroyFromEnv !== undefined && !["", "0", "false", "no"].includes(destroyFromEnv));
+  const hooksText = values["hooks-dir"] ?? io.env("BLKSNAP_HOOKS_DIR");
+  const hooksDir = hooksText ? resolve(hooksText) : undefined;
+  const hookTimeoutMs = secondsSetting(
+    values["hook-timeout"] ?? io.env("BLKSNAP_HOOK_TIMEOUT") ?? "30",
+    "--hook-timeout",
+  );
+  const maxFreezeMs = secondsSetting(
+    values["max-freeze"] ?? io.env("BLKSNAP_MAX_FREEZE") ?? "10",
+    "--max-freeze",
+  );
   const limits = serveLimits(values, io);
   return {
     listen,
@@ -175,15 +208,65 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
     nbdSocket,
     cbtPersistence: persistence === "on",
     destroySnapshotsOnExit,
+    hooksDir,
+    hookTimeoutMs,
+    maxFreezeMs,
     limits,
   };
+}
+
+/**
+ * Serves the kernel backend's images over NBD (`<device>@<snapshot-id>`, as
+ * the userspace backend does) when an NBD listener is configured; returns
+ * what stops it.
+ */
+async function serveKernelImages(
+  driver: KernelDriver,
+  settings: ServeSettings,
+  io: CliIo,
+): Promise<() => Promise<void>> {
+  if (!settings.nbdListen && !settings.nbdSocket) return () => Promise.resolve();
+  const { KernelImageExports } = await import("../../kernel/image_exports.ts");
+  const { startNbdServer } = await import("../../nbd/server.ts");
+  const exports = new KernelImageExports(driver);
+  let server;
+  try {
+    server = await startNbdServer(exports, {
+      ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
+      ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
+      maxConnections: settings.limits.nbdMaxConnections,
+    });
+  } catch (error) {
+    await driver.close();
+    throw error;
+  }
+  if (server.tcpPort !== undefined) {
+    io.err(
+      `NBD image exports on nbd://${
+        settings.nbdListen!.hostname
+      }:${server.tcpPort}/<device>@<snapshot>\n`,
+    );
+  }
+  if (server.unixPath) {
+    io.err(`NBD image exports on nbd+unix:///<device>@<snapshot>?socket=${server.unixPath}\n`);
+  }
+  return async () => {
+    await server.close();
+    await exports.close();
+  };
+}
+
+/** The backend, and what stops the servers started beside it. */
+interface OpenedDriver {
+  driver: SnapshotDriver;
+  stop: () => Promise<void>;
 }
 
 async function openDriver(
   settings: ServeSettings,
   io: CliIo,
   paths: PathPolicy,
-): Promise<SnapshotDriver> {
+): Promise<OpenedDriver> {
   const log = (level: string, message: string) => {
     if (level !== "debug") io.err(`${message}\n`);
   };
@@ -202,13 +285,14 @@ async function openDriver(
   }
   if (backend === "kernel") {
     const { createKernelDriver } = await import("../../kernel/kernel_driver.ts");
-    return await createKernelDriver({
+    const driver = await createKernelDriver({
       stateDir: settings.stateDir,
       hostLockPath: io.env("BLKSNAP_KERNEL_LOCK") ?? KERNEL_HOST_LOCK_PATH,
       destroySnapshotsOnClose: settings.destroySnapshotsOnExit,
       checkPath: (path) =>
         paths.resolve(path, { field: "path", purpose: "re-attach", mustExist: true }),
     });
+    return { driver, stop: await serveKernelImages(driver, settings, io) };
   }
   const { UserspaceDriver } = await import("../../userspace/userspace_driver.ts");
   const driver = await UserspaceDriver.start({
@@ -234,7 +318,36 @@ async function openDriver(
     }
   }
   if (server.unixPath) io.err(`NBD exports on nbd+unix:///<device>?socket=${server.unixPath}\n`);
-  return driver;
+  return { driver, stop: () => Promise.resolve() };
+}
+
+/** Wraps `driver` so that takes freeze file systems and run the hooks of --hooks-dir. */
+async function consistentTakes(
+  driver: SnapshotDriver,
+  settings: ServeSettings,
+  io: CliIo,
+): Promise<SnapshotDriver> {
+  const { ConsistentDriver } = await import("../../consistency/consistent_driver.ts");
+  const { ioctlFreezer } = await import("../../consistency/fs_freezer.ts");
+  const { Hooks } = await import("../../consistency/hooks.ts");
+  const log = (line: string) => io.err(`${line}\n`);
+  try {
+    const hooks = settings.hooksDir
+      ? await Hooks.fromDirectory(settings.hooksDir, { timeoutMs: settings.hookTimeoutMs, log })
+      : undefined;
+    if (hooks) {
+      io.err(`take hooks from ${settings.hooksDir}: ${hooks.names.join(", ") || "none"}\n`);
+    }
+    return new ConsistentDriver(driver, {
+      freezer: ioctlFreezer(),
+      hooks,
+      maxFreezeMs: settings.maxFreezeMs,
+      log,
+    });
+  } catch (error) {
+    await driver.close();
+    throw error;
+  }
 }
 
 /** Runs the service until SIGINT or SIGTERM. */
@@ -244,7 +357,11 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   io.err(`open-file limit: ${files.soft} (hard ${files.hard})\n`);
   const paths = await PathPolicy.create(settings.allowPaths);
   io.err(`blksnap service ${SERVICE_VERSION}, state in ${settings.stateDir}\n`);
-  const driver = await openDriver(settings, io, paths);
+  const opened = await openDriver(settings, io, paths);
+  const driver = await consistentTakes(opened.driver, settings, io).catch(async (error) => {
+    await opened.stop();
+    throw error;
+  });
   const app = createApp(driver, { paths, token: settings.token });
   const stopped = Promise.withResolvers<void>();
   let server: HttpServer;
@@ -263,6 +380,7 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
     );
     io.err(`allowed paths: ${paths.prefixes.join(", ")}\n`);
   } catch (error) {
+    await opened.stop();
     await driver.close();
     const { hostname, port } = settings.listen;
     throw new ServiceError(
@@ -281,6 +399,7 @@ async function serve(settings: ServeSettings, io: CliIo): Promise<number> {
   // Stop accepting first, then close the driver: that ends event streams and
   // long polls, which the server's graceful shutdown would otherwise wait for.
   const drained = server.shutdown();
+  await opened.stop();
   await driver.close();
   await drained;
   return 0;

@@ -28,7 +28,9 @@ Verbs:
                         create a snapshot of attached devices; SIZE like 1073741824, 512M, 2G;
                         --overwrite reuses an existing non-empty storage file (its data is lost)
   add SNAPSHOT DEVICE   add an attached device to a snapshot not yet taken
-  take SNAPSHOT         take it, atomically across its devices
+  take SNAPSHOT [--no-freeze]
+                        take it, atomically across its devices, freezing the file systems
+                        mounted on them (--no-freeze: crash-consistent, nothing frozen)
   info SNAPSHOT         state, images, errors, storage usage
   list                  all snapshots
   destroy SNAPSHOT      destroy it and its images (devices stay attached)
@@ -59,6 +61,14 @@ function describeSnapshot(snapshot: SnapshotInfo): string {
       (d.errorCode ? `  error ${d.errorName ?? d.errorCode}` : "") +
       (d.changeToken ? `\n            change token ${d.changeToken}` : "")
     ),
+    ...(snapshot.consistency?.devices ?? []).flatMap((d) =>
+      d.filesystems.map((f) =>
+        `  ${
+          f.frozen ? "frozen  " : "unfrozen"
+        }  ${f.mountPoint} (${f.fsType} on ${f.blockDevice} of ${d.deviceId})` +
+        (f.frozenMs !== undefined ? ` ${f.frozenMs} ms` : "") + (f.error ? `: ${f.error}` : "")
+      )
+    ),
   ];
   return lines.join("\n") + "\n";
 }
@@ -83,6 +93,7 @@ async function verb(name: string, args: string[], io: CliIo): Promise<number> {
     writable: { type: "boolean", default: false },
     overwrite: { type: "boolean", default: false },
     timeout: { type: "string" },
+    "no-freeze": { type: "boolean", default: false },
     after: { type: "string" },
   } as const;
   const parsed: Parsed = parseCommand(args, flags);
@@ -118,7 +129,10 @@ async function verb(name: string, args: string[], io: CliIo): Promise<number> {
       return 0;
     }
     case "take": {
-      const snapshot = await client.snapshots.take(positional(parsed, 0, "SNAPSHOT"));
+      const snapshot = await client.snapshots.take(
+        positional(parsed, 0, "SNAPSHOT"),
+        parsed.values["no-freeze"] ? { freeze: false } : undefined,
+      );
       print(parsed, io, snapshot, () => describeSnapshot(snapshot));
       return 0;
     }

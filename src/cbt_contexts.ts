@@ -21,12 +21,25 @@
  *   was taken with (or is corrupted) lists neither: take a full backup.
  *
  * Extents follow the CBT's block size; the last one is clipped to the size.
+ * Both backends serve these contexts: the userspace engine's CbtMap and the
+ * kernel module's CBTMAP (read into a {@link CbtView}) give the same view.
  *
  * @module
  */
 
-import type { CbtMap } from "../engine/cbt_map.ts";
-import type { NbdExtent } from "../nbd/export.ts";
+import type { NbdExtent } from "./nbd/export.ts";
+
+/** What the contexts need of a CBT: its geometry, the previous change number, the read table. */
+export interface CbtView {
+  /** Tracking block size in bytes. */
+  readonly blockSizeBytes: number;
+  /** Number of tracking blocks. */
+  readonly blockCount: number;
+  /** The change number of the last take (CbtInfo.changesNumber). */
+  readonly previousNumber: number;
+  /** `lengthBlocks` entries of the read table from block `offsetBlocks`. */
+  read(offsetBlocks: number, lengthBlocks: number): Uint8Array;
+}
 
 /** Name of the dirty-bitmap context. */
 export const DIRTY_BITMAP_CONTEXT = "qemu:dirty-bitmap:cbt";
@@ -57,7 +70,7 @@ function isTokenContext(context: string): boolean {
 const MAX_EXTENTS = 1 << 16;
 
 /** The change numbers above which a block counts as dirty: changed since the previous snapshot. */
-export function dirtyThreshold(cbt: CbtMap): number {
+export function dirtyThreshold(cbt: CbtView): number {
   return Math.max(0, cbt.previousNumber - 1);
 }
 
@@ -66,7 +79,7 @@ export function dirtyThreshold(cbt: CbtMap): number {
  * from `offset` for up to `length` bytes (runs of equal flags merged).
  */
 export function cbtExtents(
-  cbt: CbtMap,
+  cbt: CbtView,
   context: string,
   range: { offset: number; length: number; sizeBytes: number },
 ): NbdExtent[] {
