@@ -26,6 +26,14 @@
  * stable storage (src/userspace/cbt_journal.ts); exportState and
  * restoreState carry a whole map across a restart.
  *
+ * Flat state: both tables and a small Int32 header (active and previous
+ * change numbers, corrupted flag, epoch; {@link CbtHeader}) live in one
+ * SharedArrayBuffer, laid out header, read table, write table, so that
+ * other threads can later mark and read it without copies. The epoch
+ * counts switches and resets. The write path checks {@link CbtMap.isCorrupted}
+ * before marking and marks with {@link CbtMap.mark}, which reports a block
+ * beyond the map by its result rather than by an exception.
+ *
  * @module
  */
 
@@ -35,6 +43,21 @@ import { type EngineParams, SECTOR_BYTES, trackingBlockSizing } from "./params.t
 
 /** The last change number before the map restarts at 1 with a new generation. */
 export const CBT_MAX_CHANGE_NUMBER = 255;
+
+/** Int32 slots of a CBT map's header, at the start of its buffer. */
+export const CbtHeader = {
+  /** The change number writes mark now. */
+  ACTIVE: 0,
+  /** The change number of the last take. */
+  PREVIOUS: 1,
+  /** 1 after a marking error, until the next reset. */
+  CORRUPTED: 2,
+  /** Counts switches and resets (a new table layout or numbers). */
+  EPOCH: 3,
+} as const;
+
+/** Bytes of the header before the read table. */
+export const CBT_HEADER_BYTES = 16;
 
 /** CBT state as the CBTINFO control reports it. */
 export interface CbtMapInfo {
@@ -90,12 +113,11 @@ export class CbtMap {
   #blockShift = 0;
   #blockCount = 0;
   #capacityBytes = 0;
-  #readTable = new Uint8Array(0);
-  #writeTable = new Uint8Array(0);
-  #active = 1;
-  #previous = 0;
+  #buffer = new SharedArrayBuffer(CBT_HEADER_BYTES);
+  #header = new Int32Array(this.#buffer, 0, 4);
+  #readTable: Uint8Array = new Uint8Array(0);
+  #writeTable: Uint8Array = new Uint8Array(0);
   #generationId = "";
-  #corrupted = false;
   #observer: CbtMapObserver | undefined = undefined;
 
   /** A fresh map sized for `capacityBytes` with the tracking-block rules of `params`. */
@@ -126,15 +148,26 @@ export class CbtMap {
   }
   /** The change number writes mark now. */
   get activeNumber(): number {
-    return this.#active;
+    return this.#header[CbtHeader.ACTIVE];
   }
   /** The change number of the last take. */
   get previousNumber(): number {
-    return this.#previous;
+    return this.#header[CbtHeader.PREVIOUS];
   }
   /** True after a marking error, until the next reset. */
   get isCorrupted(): boolean {
-    return this.#corrupted;
+    return this.#header[CbtHeader.CORRUPTED] !== 0;
+  }
+  /** Switches and resets so far. */
+  get epoch(): number {
+    return this.#header[CbtHeader.EPOCH];
+  }
+  /**
+   * The memory behind the map: {@link CbtHeader} Int32 slots, then the read
+   * table, then the write table (blockCount bytes each). Replaced at reset.
+   */
+  get buffer(): SharedArrayBuffer {
+    return this.#buffer;
   }
 
   #blockRange(offsetBytes: number, lengthBytes: number): [number, number] {
@@ -153,7 +186,7 @@ export class CbtMap {
   }
 
   #refuseCorrupted(action: string): void {
-    if (this.#corrupted) {
+    if (this.isCorrupted) {
       throw new ServiceError(
         "IO",
         `Cannot ${action}: the CBT map is corrupted until the next snapshot is taken`,
@@ -177,9 +210,23 @@ export class CbtMap {
   set(offsetBytes: number, lengthBytes: number): void {
     this.#refuseCorrupted("mark a write in the CBT map");
     if (lengthBytes === 0) return;
-    const [first, last] = this.#blockRange(offsetBytes, lengthBytes);
+    this.#blockRange(offsetBytes, lengthBytes);
+    if (!this.mark(offsetBytes, lengthBytes)) {
+      throw this.#outOfRange(Math.floor((offsetBytes + lengthBytes - 1) / 2 ** this.#blockShift));
+    }
+  }
+
+  /**
+   * The write path's {@link CbtMap.set} for a valid, non-empty byte range of
+   * a map the caller checked is not corrupted: marks what is in range and
+   * returns false, corrupting the map, when a block lies beyond it.
+   */
+  mark(offsetBytes: number, lengthBytes: number): boolean {
+    const size = 2 ** this.#blockShift;
+    const first = Math.floor(offsetBytes / size);
+    const last = Math.floor((offsetBytes + lengthBytes - 1) / size);
     const table = this.#writeTable;
-    const number = this.#active;
+    const number = this.#header[CbtHeader.ACTIVE];
     const end = Math.min(last, this.#blockCount - 1);
     let rose = -1;
     let lastRose = -1;
@@ -191,11 +238,10 @@ export class CbtMap {
       }
     }
     if (rose >= 0) this.#observer?.marked("write", rose, lastRose);
-    if (last >= this.#blockCount) {
-      this.#corrupted = true;
-      this.#observer?.corrupted();
-      throw this.#outOfRange(last);
-    }
+    if (last < this.#blockCount) return true;
+    this.#header[CbtHeader.CORRUPTED] = 1;
+    this.#observer?.corrupted();
+    return false;
   }
 
   /**
@@ -206,18 +252,32 @@ export class CbtMap {
   setBoth(offsetBytes: number, lengthBytes: number): void {
     this.#refuseCorrupted("mark both CBT tables");
     if (lengthBytes === 0) return;
-    const [first, last] = this.#blockRange(offsetBytes, lengthBytes);
-    if (last >= this.#blockCount) throw this.#outOfRange(last);
-    const active = this.#active;
-    const previous = this.#previous;
+    const [, last] = this.#blockRange(offsetBytes, lengthBytes);
+    if (!this.markBoth(offsetBytes, lengthBytes)) throw this.#outOfRange(last);
+  }
+
+  /**
+   * {@link CbtMap.setBoth} for a valid, non-empty byte range of a map the
+   * caller checked is not corrupted: returns false, marking nothing, when a
+   * block lies beyond the map.
+   */
+  markBoth(offsetBytes: number, lengthBytes: number): boolean {
+    const size = 2 ** this.#blockShift;
+    const first = Math.floor(offsetBytes / size);
+    const last = Math.floor((offsetBytes + lengthBytes - 1) / size);
+    if (last >= this.#blockCount) return false;
+    const active = this.#header[CbtHeader.ACTIVE];
+    const previous = this.#header[CbtHeader.PREVIOUS];
+    const write = this.#writeTable;
+    const read = this.#readTable;
     let rose = false;
     for (let i = first; i <= last; i++) {
-      if (this.#writeTable[i] < active) {
-        this.#writeTable[i] = active;
+      if (write[i] < active) {
+        write[i] = active;
         rose = true;
       }
-      if (this.#readTable[i] < previous) {
-        this.#readTable[i] = previous;
+      if (read[i] < previous) {
+        read[i] = previous;
         rose = true;
       }
     }
@@ -225,6 +285,7 @@ export class CbtMap {
       this.#observer.marked("write", first, last);
       this.#observer.marked("read", first, last);
     }
+    return true;
   }
 
   /**
@@ -263,9 +324,13 @@ export class CbtMap {
       firsts[i] = first;
       lasts[i] = last;
     });
+    const active = this.#header[CbtHeader.ACTIVE];
+    const previous = this.#header[CbtHeader.PREVIOUS];
     for (const [first, last] of mergedRuns(firsts, lasts)) {
-      this.#writeTable.fill(this.#active, first, last + 1);
-      this.#readTable.fill(this.#previous, first, last + 1);
+      this.#writeTable.fill(active, first, last + 1);
+      this.#readTable.fill(previous, first, last + 1);
+      this.#observer?.marked("write", first, last);
+      this.#observer?.marked("read", first, last);
     }
   }
 
@@ -275,15 +340,18 @@ export class CbtMap {
    * new generation, otherwise the read table becomes a copy of the write table.
    */
   switch(): void {
-    this.#previous = this.#active;
-    this.#active += 1;
-    if (this.#active > CBT_MAX_CHANGE_NUMBER) {
-      this.#active = 1;
+    const header = this.#header;
+    header[CbtHeader.PREVIOUS] = header[CbtHeader.ACTIVE];
+    header[CbtHeader.ACTIVE] += 1;
+    if (header[CbtHeader.ACTIVE] > CBT_MAX_CHANGE_NUMBER) {
+      header[CbtHeader.ACTIVE] = 1;
       this.#writeTable.fill(0);
       this.#generationId = crypto.randomUUID();
+      header[CbtHeader.EPOCH] += 1;
       this.#observer?.switched("wrap");
     } else {
       this.#readTable.set(this.#writeTable);
+      header[CbtHeader.EPOCH] += 1;
       this.#observer?.switched("switch");
     }
   }
@@ -294,16 +362,24 @@ export class CbtMap {
    */
   reset(capacityBytes: number): void {
     const { shift, count } = trackingBlockSizing(capacityBytes, this.#params);
+    this.#layOut(shift, count, capacityBytes);
+    this.#header[CbtHeader.PREVIOUS] = 0;
+    this.#header[CbtHeader.ACTIVE] = 1;
+    this.#generationId = crypto.randomUUID();
+    this.#observer?.reset();
+  }
+
+  /** A new buffer of cleared tables for `count` blocks; the epoch carries on, plus one. */
+  #layOut(shift: number, count: number, capacityBytes: number): void {
     this.#blockShift = shift;
     this.#blockCount = count;
     this.#capacityBytes = capacityBytes;
-    this.#readTable = new Uint8Array(count);
-    this.#writeTable = new Uint8Array(count);
-    this.#previous = 0;
-    this.#active = 1;
-    this.#generationId = crypto.randomUUID();
-    this.#corrupted = false;
-    this.#observer?.reset();
+    const epoch = this.#header[CbtHeader.EPOCH];
+    this.#buffer = new SharedArrayBuffer(CBT_HEADER_BYTES + 2 * count);
+    this.#header = new Int32Array(this.#buffer, 0, 4);
+    this.#readTable = new Uint8Array(this.#buffer, CBT_HEADER_BYTES, count);
+    this.#writeTable = new Uint8Array(this.#buffer, CBT_HEADER_BYTES + count, count);
+    this.#header[CbtHeader.EPOCH] = epoch + 1;
   }
 
   /** Sets (or with undefined, removes) the one observer of this map's changes. */
@@ -321,21 +397,22 @@ export class CbtMap {
       blockCount: this.#blockCount,
       capacityBytes: this.#capacityBytes,
       generationId: this.#generationId,
-      activeNumber: this.#active,
-      previousNumber: this.#previous,
-      corrupted: this.#corrupted,
+      activeNumber: this.activeNumber,
+      previousNumber: this.previousNumber,
+      corrupted: this.isCorrupted,
       readTable: this.#readTable,
       writeTable: this.#writeTable,
     };
   }
 
   /**
-   * Replaces the map with `state` (copied), as saved by a previous run.
-   * Entries above the numbers they can hold (a record torn between a table
-   * and its numbers) are lowered to them: write entries to the active
-   * number, read entries to the previous one, so that they still count as
-   * changed. INVALID_ARGUMENT when the sizes or numbers do not fit together
-   * or the sizing differs from what the map's rules give for the capacity.
+   * Replaces the map with `state` (copied into a new buffer), as saved by a
+   * previous run. Entries above the numbers they can hold (a record torn
+   * between a table and its numbers) are lowered to them: write entries to
+   * the active number, read entries to the previous one, so that they still
+   * count as changed. INVALID_ARGUMENT when the sizes or numbers do not fit
+   * together or the sizing differs from what the map's rules give for the
+   * capacity.
    */
   restoreState(state: CbtMapState): void {
     const { shift, count } = trackingBlockSizing(state.capacityBytes, this.#params);
@@ -352,21 +429,17 @@ export class CbtMap {
           `(numbers ${state.previousNumber}/${state.activeNumber}) for ${state.capacityBytes} bytes`,
       );
     }
-    const writeTable = state.writeTable.slice();
-    const readTable = state.readTable.slice();
+    this.#layOut(shift, count, state.capacityBytes);
+    this.#writeTable.set(state.writeTable);
+    this.#readTable.set(state.readTable);
     for (let i = 0; i < count; i++) {
-      if (writeTable[i] > state.activeNumber) writeTable[i] = state.activeNumber;
-      if (readTable[i] > state.previousNumber) readTable[i] = state.previousNumber;
+      if (this.#writeTable[i] > state.activeNumber) this.#writeTable[i] = state.activeNumber;
+      if (this.#readTable[i] > state.previousNumber) this.#readTable[i] = state.previousNumber;
     }
-    this.#blockShift = shift;
-    this.#blockCount = count;
-    this.#capacityBytes = state.capacityBytes;
-    this.#readTable = readTable;
-    this.#writeTable = writeTable;
-    this.#active = state.activeNumber;
-    this.#previous = state.previousNumber;
+    this.#header[CbtHeader.ACTIVE] = state.activeNumber;
+    this.#header[CbtHeader.PREVIOUS] = state.previousNumber;
+    this.#header[CbtHeader.CORRUPTED] = state.corrupted ? 1 : 0;
     this.#generationId = state.generationId;
-    this.#corrupted = state.corrupted;
   }
 
   /**
@@ -395,7 +468,7 @@ export class CbtMap {
       blockSizeBytes: this.blockSizeBytes,
       blockCount: this.#blockCount,
       generationId: this.#generationId,
-      changesNumber: this.#previous,
+      changesNumber: this.previousNumber,
     };
   }
 }

@@ -1,9 +1,15 @@
 /**
- * The difference area of one device in a taken snapshot: its chunks,
- * copy-on-write, snapshot-image I/O, the store queue and its worker, and the
- * corruption state.
+ * The difference area of one device in a taken snapshot: its chunk table,
+ * the chunks in transition, copy-on-write, the store queue and its worker,
+ * and the corruption state. Image I/O on top of it is in image.ts.
  *
  * Design note (seed 003_3b7a49106c620ab4.txt, diff_area.c and chunk.c):
+ * - State as data: states and storage offsets live in a {@link ChunkTable};
+ *   a {@link Chunk} object (lock, buffer) exists only in the transit map,
+ *   while a chunk is locked or IN_MEMORY, and is dropped once it is neither
+ *   and nobody waits for its lock ({@link DiffArea.unlockChunk}). The lock
+ *   stays FIFO with hand-off (mutex.ts), and a chunk has at most one transit
+ *   object at a time, so the kernel's per-chunk semaphore semantics hold.
  * - Copy-on-write (diff_area_cow): for each chunk a write touches, lock it;
  *   if it is NEW, load the original data into a pool buffer; when all loads
  *   are done each chunk becomes IN_MEMORY, goes on the store queue and is
@@ -12,27 +18,16 @@
  *   are taken in ascending order, so concurrent writers cannot deadlock, and
  *   the lock plus the state check copies a chunk only once. A chunk never
  *   returns to NEW, so non-NEW chunks are skipped without locking them (the
- *   kernel locks them; skipping avoids waiting for a store in progress). A
- *   load failure marks the chunk FAILED and the area corrupted with EIO; the
- *   original write still happens.
+ *   kernel locks them; skipping avoids waiting for a store in progress), and
+ *   a write over no NEW chunk does not enter copy-on-write at all
+ *   ({@link DiffArea.needsCopy}). A load failure marks the chunk FAILED and
+ *   the area corrupted with EIO; the original write still happens.
  * - Store queue (store_queue.ts): when it holds more than chunkMaximumInQueue
  *   chunks and no worker runs, the worker starts and drains it. Storing one
- *   chunk (diff_area_store_one): area corrupted -> FAILED; no storage space
- *   yet -> allocate a full chunk (failure: FAILED + corrupted ENOSPC); write
- *   the data (failure: FAILED + corrupted EIO, or ENOSPC when the file system
- *   is full); then STORED and the buffer goes back to the pool.
- * - Image I/O (diff_area_submit_chunk), one chunk at a time under its lock:
- *   reads come from the original (NEW or no chunk: the lock keeps a
- *   copy-on-write from completing mid-read), the buffer (IN_MEMORY) or the
- *   storage (STORED); FAILED or a corrupted area gives SNAPSHOT_CORRUPTED.
- *   A stored chunk that cannot be read back (a short read: the storage was
- *   truncated) corrupts the area with EIO: its data is lost, never zeros.
- *   Unlike the kernel, a read also fails when the area became corrupted while
- *   it read: after corruption, writes to the original skip copy-on-write and
- *   could have changed what a NEW chunk read returned. Writes (writable
- *   snapshots): NEW -> load the original, apply, IN_MEMORY, queue; IN_MEMORY
- *   -> into the buffer; STORED -> into the storage. Chunk objects created
- *   only for a read are dropped again when they stay NEW and nobody waits.
+ *   chunk (diff_area_store_one): area corrupted -> FAILED; allocate a full
+ *   chunk (failure: FAILED + corrupted ENOSPC); write the data (failure:
+ *   FAILED + corrupted EIO, or ENOSPC when the file system is full); then
+ *   STORED at that offset and the buffer goes back to the pool.
  * - Destroy, in two steps: stopImageIo (new image I/O fails, image I/O in
  *   flight finishes while copy-on-write still protects it), then, once the
  *   tracker no longer copies, close: the worker stops after its current
@@ -47,7 +42,16 @@
 
 import { Errno, errnoName, ServiceError } from "../errors.ts";
 import type { BlockStore } from "./block_store.ts";
-import { Chunk, ChunkState, type ChunkStateName } from "./chunk.ts";
+import {
+  Chunk,
+  CHUNK_ST_FAILED,
+  CHUNK_ST_IN_MEMORY,
+  CHUNK_ST_NEW,
+  CHUNK_ST_STORED,
+  type ChunkStateName,
+  chunkStateName,
+} from "./chunk.ts";
+import { ChunkTable } from "./chunk_table.ts";
 import { DiffBufferPool } from "./diff_buffer_pool.ts";
 import type { DiffStorage } from "./diff_storage.ts";
 import type { EmitEvent } from "../event_log.ts";
@@ -90,7 +94,7 @@ export interface DiffAreaCounters {
   freeBuffers: number;
   /** Buffers allocated (not reused) so far. */
   allocatedBuffers: number;
-  /** Chunk objects held (copied chunks, and chunks in use). */
+  /** Chunk objects held (chunks in transition: locked or IN_MEMORY). */
   chunks: number;
 }
 
@@ -106,12 +110,17 @@ export class DiffArea {
   readonly chunkSizeBytes: number;
   /** Chunks covering the device (the last may be short). */
   readonly chunkCount: number;
-  #original: BlockStore;
-  #storage: DiffStorage;
+  /** States and storage offsets of every chunk (engine use; written only here and by images). */
+  readonly table: ChunkTable;
+  /** The original device's store (engine use). */
+  readonly original: BlockStore;
+  /** The snapshot's difference storage (engine use). */
+  readonly storage: DiffStorage;
+  /** Engine counters (engine use). */
+  readonly stats: EngineStats;
   #emit: EmitEvent;
-  #stats: EngineStats;
   #pool: DiffBufferPool;
-  #chunks = new Map<number, Chunk>();
+  #transit = new Map<number, Chunk>();
   #queue: StoreQueue;
   #corrupted = false;
   #errorCode = 0;
@@ -123,33 +132,33 @@ export class DiffArea {
   constructor(options: DiffAreaOptions) {
     this.name = options.name;
     this.capacityBytes = options.capacityBytes;
-    this.chunkShift = options.sizing.shift;
-    this.chunkSizeBytes = 2 ** options.sizing.shift;
-    this.chunkCount = options.sizing.count;
-    this.#original = options.original;
-    this.#storage = options.storage;
+    this.table = new ChunkTable(options.capacityBytes, options.sizing);
+    this.chunkShift = this.table.shift;
+    this.chunkSizeBytes = this.table.chunkSizeBytes;
+    this.chunkCount = this.table.count;
+    this.original = options.original;
+    this.storage = options.storage;
     this.#emit = options.emit;
-    this.#stats = options.stats;
+    this.stats = options.stats;
     this.#pool = new DiffBufferPool(this.chunkSizeBytes, options.params.freeDiffBufferPoolSize);
     this.#queue = new StoreQueue(
       options.params.chunkMaximumInQueue,
       (chunk) => this.#storeChunk(chunk),
+      { release: (chunk) => this.unlockChunk(chunk) },
     );
     const stored = options.storedChunks ?? [];
     for (let i = 0; i + 1 < stored.length; i += 2) {
-      const chunk = this.#chunk(stored[i]);
-      chunk.state = ChunkState.STORED;
-      chunk.diffOffsetBytes = stored[i + 1];
+      this.table.states[stored[i]] = CHUNK_ST_STORED;
+      this.table.diffOffsets[stored[i]] = stored[i + 1];
     }
   }
 
   /** Flat pairs of chunk index and storage byte offset of every STORED chunk, by index. */
   storedChunks(): number[] {
     const pairs: number[] = [];
-    const indexes = [...this.#chunks.keys()].sort((a, b) => a - b);
-    for (const index of indexes) {
-      const chunk = this.#chunks.get(index)!;
-      if (chunk.state === ChunkState.STORED) pairs.push(index, chunk.diffOffsetBytes);
+    const { states, diffOffsets, count } = this.table;
+    for (let index = 0; index < count; index++) {
+      if (states[index] === CHUNK_ST_STORED) pairs.push(index, diffOffsets[index]);
     }
     return pairs;
   }
@@ -180,14 +189,13 @@ export class DiffArea {
       storing: this.#queue.running,
       freeBuffers: this.#pool.freeCount,
       allocatedBuffers: this.#pool.allocatedCount,
-      chunks: this.#chunks.size,
+      chunks: this.#transit.size,
     };
   }
 
   /** State of the chunk holding byte `offsetBytes` of the image (NEW when never touched). */
   chunkState(offsetBytes: number): ChunkStateName {
-    const chunk = this.#chunks.get(Math.floor(offsetBytes / this.chunkSizeBytes));
-    return chunk?.state ?? ChunkState.NEW;
+    return chunkStateName(this.table.states[this.table.indexOf(offsetBytes)]);
   }
 
   /**
@@ -206,14 +214,45 @@ export class DiffArea {
     });
   }
 
-  #chunk(index: number): Chunk {
-    let chunk = this.#chunks.get(index);
-    if (!chunk) {
+  /** The transit object of chunk `index`, made when there is none. */
+  #transitChunk(index: number): Chunk {
+    let chunk = this.#transit.get(index);
+    if (chunk === undefined) {
       const offset = index * this.chunkSizeBytes;
       chunk = new Chunk(index, offset, Math.min(this.chunkSizeBytes, this.capacityBytes - offset));
-      this.#chunks.set(index, chunk);
+      this.#transit.set(index, chunk);
     }
     return chunk;
+  }
+
+  /** Resolves with chunk `index` locked, in FIFO order (engine use; release with unlockChunk). */
+  async lockChunk(index: number): Promise<Chunk> {
+    const chunk = this.#transitChunk(index);
+    if (!chunk.lock.tryLock()) await chunk.lock.lock();
+    return chunk;
+  }
+
+  /** The buffer of chunk `index` while it is IN_MEMORY (engine use). */
+  bufferOf(index: number): Uint8Array | undefined {
+    return this.#transit.get(index)?.buffer;
+  }
+
+  /**
+   * Unlocks `chunk` (handing it to the next waiter) and forgets its transit
+   * object once it is unlocked, holds no buffer and nobody waits (engine use).
+   */
+  unlockChunk(chunk: Chunk): void {
+    chunk.lock.unlock();
+    if (!chunk.lock.locked && chunk.buffer === undefined) {
+      if (this.#transit.get(chunk.index) === chunk) this.#transit.delete(chunk.index);
+    }
+  }
+
+  /** True when a write of the byte range must wait for copy-on-write (a NEW chunk, no corruption). */
+  needsCopy(offsetBytes: number, lengthBytes: number): boolean {
+    const end = Math.min(offsetBytes + lengthBytes, this.capacityBytes);
+    if (offsetBytes >= end || this.#corrupted) return false;
+    return this.table.anyNew(this.table.indexOf(offsetBytes), this.table.indexOf(end - 1));
   }
 
   /**
@@ -224,39 +263,41 @@ export class DiffArea {
   async copyOnWrite(offsetBytes: number, lengthBytes: number): Promise<void> {
     const end = Math.min(offsetBytes + lengthBytes, this.capacityBytes);
     if (offsetBytes >= end || this.#corrupted) return;
-    const first = Math.floor(offsetBytes / this.chunkSizeBytes);
-    const last = Math.floor((end - 1) / this.chunkSizeBytes);
+    const states = this.table.states;
+    const last = this.table.indexOf(end - 1);
     const locked: Chunk[] = [];
-    for (let index = first; index <= last; index++) {
-      const known = this.#chunks.get(index);
-      if (known && known.state !== ChunkState.NEW) continue;
-      const chunk = known ?? this.#chunk(index);
-      if (!chunk.lock.tryLock()) await chunk.lock.lock();
-      if (chunk.state !== ChunkState.NEW) {
-        chunk.lock.unlock();
+    for (let index = this.table.indexOf(offsetBytes); index <= last; index++) {
+      if (states[index] !== CHUNK_ST_NEW) continue;
+      const chunk = await this.lockChunk(index);
+      if (states[index] !== CHUNK_ST_NEW) {
+        this.unlockChunk(chunk);
         continue;
       }
       locked.push(chunk);
     }
     if (locked.length === 0) return;
-    const loaded = await Promise.all(locked.map((chunk) => this.#load(chunk)));
+    const loaded = locked.length === 1
+      ? [await this.loadChunk(locked[0])]
+      : await Promise.all(locked.map((chunk) => this.loadChunk(chunk)));
     let needWork = false;
-    locked.forEach((chunk, i) => {
+    for (let i = 0; i < locked.length; i++) {
+      const chunk = locked[i];
       if (loaded[i]) {
-        this.#stats.cowCopies += 1;
-        needWork = this.#scheduleStoring(chunk) || needWork;
+        this.stats.cowCopies += 1;
+        needWork = this.scheduleStoring(chunk) || needWork;
       } else {
-        this.#storeFailed(chunk, Errno.EIO);
+        this.failChunk(chunk, Errno.EIO);
       }
-      chunk.lock.unlock();
-    });
-    if (needWork) this.#startWorker();
+      this.unlockChunk(chunk);
+    }
+    if (needWork) this.startWorker();
   }
 
-  async #load(chunk: Chunk): Promise<boolean> {
+  /** Loads the original data of a locked NEW `chunk` into a pool buffer; false when the read failed (engine use). */
+  async loadChunk(chunk: Chunk): Promise<boolean> {
     const buffer = this.#pool.take();
     try {
-      await this.#original.read(chunk.offsetBytes, buffer.subarray(0, chunk.sizeBytes));
+      await this.original.read(chunk.offsetBytes, buffer.subarray(0, chunk.sizeBytes));
     } catch {
       this.#pool.release(buffer);
       return false;
@@ -265,58 +306,63 @@ export class DiffArea {
     return true;
   }
 
-  #scheduleStoring(chunk: Chunk): boolean {
-    chunk.state = ChunkState.IN_MEMORY;
+  /**
+   * Makes a locked, loaded `chunk` IN_MEMORY and queues it; returns true when
+   * the caller must call {@link DiffArea.startWorker} after unlocking (engine use).
+   */
+  scheduleStoring(chunk: Chunk): boolean {
+    this.table.states[chunk.index] = CHUNK_ST_IN_MEMORY;
     return this.#queue.push(chunk);
   }
 
-  #storeFailed(chunk: Chunk, errno: number): void {
-    chunk.state = ChunkState.FAILED;
+  /** Marks a locked `chunk` FAILED, drops its buffer and corrupts the area with `errno` unless 0 (engine use). */
+  failChunk(chunk: Chunk, errno: number): void {
+    this.table.states[chunk.index] = CHUNK_ST_FAILED;
     if (chunk.buffer) {
       this.#pool.release(chunk.buffer);
       chunk.buffer = undefined;
     }
-    this.#stats.storeFailures += 1;
+    this.stats.storeFailures += 1;
     if (errno) this.setCorrupted(errno);
   }
 
-  #startWorker(): void {
+  /** Starts the store worker after a scheduleStoring that asked for it (engine use). */
+  startWorker(): void {
     this.#queue.start(() => this.setCorrupted(Errno.EIO));
   }
 
   /** Stores one chunk taken from the queue, locked (diff_area_store_one after the lock). */
   async #storeChunk(chunk: Chunk): Promise<void> {
-    if (chunk.state !== ChunkState.IN_MEMORY || !chunk.buffer) return;
+    const buffer = chunk.buffer;
+    if (this.table.states[chunk.index] !== CHUNK_ST_IN_MEMORY || !buffer) return;
     if (this.#corrupted) {
-      this.#storeFailed(chunk, 0);
+      this.failChunk(chunk, 0);
       return;
     }
+    let offset: number;
     try {
-      if (chunk.diffOffsetBytes < 0) {
-        chunk.diffOffsetBytes = this.#storage.allocate(this.chunkSizeBytes / SECTOR_BYTES);
-      }
-      await this.#storage.ensureWritable(chunk.diffOffsetBytes + this.chunkSizeBytes);
+      offset = this.storage.allocate(this.chunkSizeBytes / SECTOR_BYTES);
+      await this.storage.ensureWritable(offset + this.chunkSizeBytes);
     } catch {
-      this.#storeFailed(chunk, Errno.ENOSPC);
+      this.failChunk(chunk, Errno.ENOSPC);
       return;
     }
     try {
-      await this.#storage.store.write(
-        chunk.diffOffsetBytes,
-        chunk.buffer.subarray(0, chunk.sizeBytes),
-      );
+      await this.storage.store.write(offset, buffer.subarray(0, chunk.sizeBytes));
     } catch (error) {
       const full = (error as { code?: unknown } | null)?.code === "ENOSPC";
-      this.#storeFailed(chunk, full ? Errno.ENOSPC : Errno.EIO);
+      this.failChunk(chunk, full ? Errno.ENOSPC : Errno.EIO);
       return;
     }
-    chunk.state = ChunkState.STORED;
-    this.#pool.release(chunk.buffer);
+    this.table.diffOffsets[chunk.index] = offset;
+    this.table.states[chunk.index] = CHUNK_ST_STORED;
     chunk.buffer = undefined;
-    this.#stats.chunksStored += 1;
+    this.#pool.release(buffer);
+    this.stats.chunksStored += 1;
   }
 
-  #corruptedError(action: string): ServiceError {
+  /** The SNAPSHOT_CORRUPTED error of an image `action` (engine use). */
+  corruptedError(action: string): ServiceError {
     const name = errnoName(this.#errorCode) ?? `errno ${this.#errorCode}`;
     return new ServiceError(
       "SNAPSHOT_CORRUPTED",
@@ -325,7 +371,8 @@ export class DiffArea {
     );
   }
 
-  #beginImageIo(action: string): void {
+  /** Counts an image I/O in; UNAVAILABLE once destroy began (engine use; pair with endImageIo). */
+  beginImageIo(action: string): void {
     if (this.#stopping) {
       throw new ServiceError(
         "UNAVAILABLE",
@@ -335,142 +382,12 @@ export class DiffArea {
     this.#imageIo += 1;
   }
 
-  #endImageIo(): void {
+  /** Counts an image I/O out (engine use). */
+  endImageIo(): void {
     this.#imageIo -= 1;
-    if (this.#imageIo === 0) { for (const resolve of this.#idleWaiters.splice(0)) resolve(); }
-  }
-
-  async #storeIo(
-    kind: "read" | "write",
-    store: BlockStore,
-    offset: number,
-    piece: Uint8Array,
-  ): Promise<void> {
-    try {
-      if (kind === "read") await store.read(offset, piece);
-      else await store.write(offset, piece);
-    } catch (error) {
-      // A stored chunk that cannot be read back (or written) is lost: the snapshot is corrupted.
-      if (store === this.#storage.store) this.setCorrupted(Errno.EIO);
-      throw new ServiceError(
-        "IO",
-        `Cannot ${kind} the snapshot image of ${this.name}: ${kind} of ${piece.length} bytes ` +
-          `at ${offset} on ${store.name} failed`,
-        { cause: error },
-      );
+    if (this.#imageIo === 0 && this.#idleWaiters.length > 0) {
+      for (const resolve of this.#idleWaiters.splice(0)) resolve();
     }
-  }
-
-  /** Runs `step` for each chunk-bounded piece of a byte range of the image. */
-  async #forEachPiece(
-    offsetBytes: number,
-    lengthBytes: number,
-    step: (index: number, inChunk: number, from: number, to: number) => Promise<void>,
-  ): Promise<void> {
-    let done = 0;
-    while (done < lengthBytes) {
-      const position = offsetBytes + done;
-      const index = Math.floor(position / this.chunkSizeBytes);
-      const inChunk = position - index * this.chunkSizeBytes;
-      const chunkEnd = Math.min((index + 1) * this.chunkSizeBytes, this.capacityBytes);
-      const length = Math.min(lengthBytes - done, chunkEnd - position);
-      await step(index, inChunk, done, done + length);
-      done += length;
-    }
-  }
-
-  /**
-   * Reads the image from `offsetBytes` into `into` (the range is checked by
-   * the caller). SNAPSHOT_CORRUPTED after corruption, IO when a store fails,
-   * UNAVAILABLE once the snapshot is being destroyed.
-   */
-  async readImage(offsetBytes: number, into: Uint8Array): Promise<void> {
-    this.#beginImageIo("read");
-    try {
-      await this.#forEachPiece(offsetBytes, into.length, (index, inChunk, from, to) => {
-        return this.#readPiece(index, inChunk, into.subarray(from, to));
-      });
-      this.#stats.imageReads += 1;
-    } finally {
-      this.#endImageIo();
-    }
-  }
-
-  async #readPiece(index: number, inChunk: number, piece: Uint8Array): Promise<void> {
-    const chunk = this.#chunk(index);
-    if (!chunk.lock.tryLock()) await chunk.lock.lock();
-    try {
-      if (this.#corrupted) throw this.#corruptedError("read");
-      switch (chunk.state) {
-        case ChunkState.NEW:
-          await this.#storeIo("read", this.#original, chunk.offsetBytes + inChunk, piece);
-          break;
-        case ChunkState.IN_MEMORY:
-          piece.set(chunk.buffer!.subarray(inChunk, inChunk + piece.length));
-          break;
-        case ChunkState.STORED:
-          await this.#storeIo("read", this.#storage.store, chunk.diffOffsetBytes + inChunk, piece);
-          break;
-        default:
-          throw this.#corruptedError("read");
-      }
-      if (this.#corrupted) throw this.#corruptedError("read");
-    } finally {
-      chunk.lock.unlock();
-      if (
-        chunk.state === ChunkState.NEW && !chunk.lock.locked && this.#chunks.get(index) === chunk
-      ) {
-        this.#chunks.delete(index);
-      }
-    }
-  }
-
-  /**
-   * Writes `data` to the image at `offsetBytes` (the range and writability
-   * are checked by the caller). Errors as {@link DiffArea.readImage}.
-   */
-  async writeImage(offsetBytes: number, data: Uint8Array): Promise<void> {
-    this.#beginImageIo("write");
-    try {
-      await this.#forEachPiece(offsetBytes, data.length, (index, inChunk, from, to) => {
-        return this.#writePiece(index, inChunk, data.subarray(from, to));
-      });
-      this.#stats.imageWrites += 1;
-    } finally {
-      this.#endImageIo();
-    }
-  }
-
-  async #writePiece(index: number, inChunk: number, piece: Uint8Array): Promise<void> {
-    const chunk = this.#chunk(index);
-    if (!chunk.lock.tryLock()) await chunk.lock.lock();
-    let needWork = false;
-    try {
-      if (this.#corrupted) throw this.#corruptedError("write");
-      switch (chunk.state) {
-        case ChunkState.NEW: {
-          if (!(await this.#load(chunk))) {
-            this.#storeFailed(chunk, Errno.EIO);
-            throw this.#corruptedError("write");
-          }
-          chunk.buffer!.set(piece, inChunk);
-          this.#stats.cowCopies += 1;
-          needWork = this.#scheduleStoring(chunk);
-          break;
-        }
-        case ChunkState.IN_MEMORY:
-          chunk.buffer!.set(piece, inChunk);
-          break;
-        case ChunkState.STORED:
-          await this.#storeIo("write", this.#storage.store, chunk.diffOffsetBytes + inChunk, piece);
-          break;
-        default:
-          throw this.#corruptedError("write");
-      }
-    } finally {
-      chunk.lock.unlock();
-    }
-    if (needWork) this.#startWorker();
   }
 
   /**
@@ -494,8 +411,8 @@ export class DiffArea {
     await this.stopImageIo();
     await this.#queue.stop();
     this.#queue.drop();
-    for (const chunk of this.#chunks.values()) chunk.buffer = undefined;
-    this.#chunks.clear();
+    for (const chunk of this.#transit.values()) chunk.buffer = undefined;
+    this.#transit.clear();
     this.#pool.clear();
   }
 }

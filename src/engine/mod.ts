@@ -28,8 +28,18 @@
 
 export type { BlockStore, BlockStoreKind, StoreIdentity } from "./block_store.ts";
 export { CBT_MAX_CHANGE_NUMBER, CbtMap } from "./cbt_map.ts";
+export { CBT_HEADER_BYTES, CbtHeader } from "./cbt_map.ts";
 export type { CbtMapInfo } from "./cbt_map.ts";
-export { Chunk, ChunkState } from "./chunk.ts";
+export { CHUNK_TABLE_BYTES_PER_CHUNK, ChunkTable } from "./chunk_table.ts";
+export {
+  Chunk,
+  CHUNK_ST_FAILED,
+  CHUNK_ST_IN_MEMORY,
+  CHUNK_ST_NEW,
+  CHUNK_ST_STORED,
+  ChunkState,
+  chunkStateName,
+} from "./chunk.ts";
 export type { ChunkStateName } from "./chunk.ts";
 export { DiffArea } from "./diff_area.ts";
 export type { DiffAreaCounters, DiffAreaOptions } from "./diff_area.ts";
@@ -41,7 +51,7 @@ export type { EngineCreateSnapshotOptions, EngineOptions } from "./engine.ts";
 export { EventLog } from "../event_log.ts";
 export type { EmitEvent, EventInput, EventLogOptions } from "../event_log.ts";
 export { SnapshotImage } from "./image.ts";
-export type { ImageChunkInfo } from "./image.ts";
+export type { ImageChunkInfo, SnapshotImageOptions } from "./image.ts";
 export { Mutex } from "./mutex.ts";
 export {
   chunkSizing,
@@ -55,6 +65,7 @@ export { Snapshot, storageLivesOn } from "./snapshot.ts";
 export type { SnapshotCreateOptions, SnapshotStateName, SnapshotStorageInfo } from "./snapshot.ts";
 export { createEngineStats } from "./stats.ts";
 export { StoreQueue } from "./store_queue.ts";
+export type { StoreQueueOptions } from "./store_queue.ts";
 export type { EngineStats } from "./stats.ts";
-export { Tracker } from "./tracker.ts";
-export type { TrackerOptions } from "./tracker.ts";
+export { Tracker, WRITE_SLICE_BYTES, WriteGate } from "./tracker.ts";
+export type { SnapshotMembership, TrackerOptions } from "./tracker.ts";

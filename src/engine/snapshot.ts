@@ -295,7 +295,7 @@ export class Snapshot {
           });
           tracker.attachDiffArea(area);
           this.#areas.set(tracker.name, area);
-          this.#images.set(tracker.name, new SnapshotImage(tracker, area, this.writable));
+          this.#images.set(tracker.name, this.#image(tracker, area));
         }
         this.#state = "taken";
         this.#takenAtMs = this.#options.now();
@@ -358,7 +358,7 @@ export class Snapshot {
           if (device.cbtAtTake) this.#cbtAtTake.set(tracker.name, device.cbtAtTake);
           tracker.attachDiffArea(area);
           this.#areas.set(tracker.name, area);
-          this.#images.set(tracker.name, new SnapshotImage(tracker, area, this.writable));
+          this.#images.set(tracker.name, this.#image(tracker, area));
         }
         this.#state = "taken";
         this.#takenAtMs = takenAtMs;
@@ -368,6 +368,14 @@ export class Snapshot {
     } finally {
       this.#control.unlock();
     }
+  }
+
+  #image(tracker: Tracker, area: DiffArea): SnapshotImage {
+    return new SnapshotImage(area, {
+      cbt: tracker.cbt,
+      writable: this.writable,
+      marksDurable: () => tracker.marksDurable(),
+    });
   }
 
   async #refreshCapacity(tracker: Tracker): Promise<number> {

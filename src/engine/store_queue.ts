@@ -8,22 +8,32 @@
  * whether the worker must start, which is when the queue holds more than
  * chunkMaximumInQueue chunks and no worker runs (the caller starts it after
  * unlocking the chunk, as queue_work runs after chunk_up). The worker takes
- * the first queued chunk it can lock without waiting (down_trylock), skipping
- * chunks in use, hands it to the store step and unlocks it; it stops when no
- * chunk can be taken, clearing the running flag in the same step so that a
- * later push starts a new worker. Stopping (destroy) ends the worker after
- * its current chunk.
+ * the first queued chunk it can lock without waiting (down_trylock): a chunk
+ * in use goes to the back of the queue and stays queued, so each step costs
+ * O(1) (a ring of chunks, no search or splice). It stops when a whole pass
+ * found no chunk it could lock, clearing the running flag in the same step
+ * so that a later push starts a new worker. Stopping (destroy) ends the
+ * worker after its current chunk.
  *
  * @module
  */
 
 import type { Chunk } from "./chunk.ts";
 
+/** Options of a {@link StoreQueue}. */
+export interface StoreQueueOptions {
+  /** Called once a stored chunk is done, instead of unlocking it (default: unlock). */
+  release?: (chunk: Chunk) => void;
+}
+
 /** The queue of chunks waiting to be stored, with its worker. */
 export class StoreQueue {
   #maxInQueue: number;
   #store: (chunk: Chunk) => Promise<void>;
-  #chunks: Chunk[] = [];
+  #release: (chunk: Chunk) => void;
+  #ring: (Chunk | undefined)[] = new Array(16);
+  #head = 0;
+  #length = 0;
   #running = false;
   #stopped = false;
   #worker: Promise<void> | undefined = undefined;
@@ -33,14 +43,19 @@ export class StoreQueue {
    * `store` for each chunk it takes, with the chunk locked; `store` must not
    * reject (failures are the chunk's and the area's business).
    */
-  constructor(maxInQueue: number, store: (chunk: Chunk) => Promise<void>) {
+  constructor(
+    maxInQueue: number,
+    store: (chunk: Chunk) => Promise<void>,
+    options: StoreQueueOptions = {},
+  ) {
     this.#maxInQueue = maxInQueue;
     this.#store = store;
+    this.#release = options.release ?? ((chunk) => chunk.lock.unlock());
   }
 
   /** Chunks waiting. */
   get length(): number {
-    return this.#chunks.length;
+    return this.#length;
   }
 
   /** True while the worker runs (or is about to). */
@@ -48,13 +63,34 @@ export class StoreQueue {
     return this.#running;
   }
 
+  #append(chunk: Chunk): void {
+    if (this.#length === this.#ring.length) {
+      const grown: (Chunk | undefined)[] = new Array(this.#ring.length * 2);
+      for (let i = 0; i < this.#length; i++) {
+        grown[i] = this.#ring[(this.#head + i) % this.#ring.length];
+      }
+      this.#ring = grown;
+      this.#head = 0;
+    }
+    this.#ring[(this.#head + this.#length) % this.#ring.length] = chunk;
+    this.#length += 1;
+  }
+
+  #shift(): Chunk {
+    const chunk = this.#ring[this.#head]!;
+    this.#ring[this.#head] = undefined;
+    this.#head = (this.#head + 1) % this.#ring.length;
+    this.#length -= 1;
+    return chunk;
+  }
+
   /**
    * Queues `chunk` (the caller holds its lock). Returns true when the caller
    * must call {@link StoreQueue.start} once it has unlocked the chunk.
    */
   push(chunk: Chunk): boolean {
-    this.#chunks.push(chunk);
-    if (this.#chunks.length > this.#maxInQueue && !this.#running && !this.#stopped) {
+    this.#append(chunk);
+    if (this.#length > this.#maxInQueue && !this.#running && !this.#stopped) {
       this.#running = true;
       return true;
     }
@@ -67,17 +103,19 @@ export class StoreQueue {
   }
 
   async #drain(): Promise<void> {
-    while (!this.#stopped) {
-      const at = this.#chunks.findIndex((queued) => queued.lock.tryLock());
-      if (at < 0) {
-        this.#running = false;
-        return;
+    let busy = 0;
+    while (!this.#stopped && busy < this.#length) {
+      const chunk = this.#shift();
+      if (!chunk.lock.tryLock()) {
+        this.#append(chunk);
+        busy += 1;
+        continue;
       }
-      const [chunk] = this.#chunks.splice(at, 1);
+      busy = 0;
       try {
         await this.#store(chunk);
       } finally {
-        chunk.lock.unlock();
+        this.#release(chunk);
       }
     }
     this.#running = false;
@@ -88,15 +126,15 @@ export class StoreQueue {
    * threshold: a clean stop stores everything. `onError` as in {@link StoreQueue.start}.
    */
   async storeAll(onError: (error: unknown) => void): Promise<void> {
-    while (this.#chunks.length > 0 && !this.#stopped) {
-      const before = this.#chunks.length;
+    while (this.#length > 0 && !this.#stopped) {
+      const before = this.#length;
       if (!this.#running) {
         this.#running = true;
         this.start(onError);
       }
       await this.#worker;
       // Every queued chunk is locked (image I/O in flight): let that I/O finish.
-      if (this.#chunks.length === before) await new Promise((resolve) => setTimeout(resolve, 1));
+      if (this.#length === before) await new Promise((resolve) => setTimeout(resolve, 1));
     }
   }
 
@@ -108,6 +146,8 @@ export class StoreQueue {
 
   /** Removes and returns every queued chunk. */
   drop(): Chunk[] {
-    return this.#chunks.splice(0);
+    const chunks: Chunk[] = [];
+    while (this.#length > 0) chunks.push(this.#shift());
+    return chunks;
   }
 }

@@ -81,6 +81,12 @@ export interface NbdExport {
     length: number,
     options: { noHole: boolean; fastZero: boolean; fua: boolean },
   ): Promise<void>;
+  /**
+   * False when `base:allocation` never reports a hole or zeroes (a block
+   * device, memory): structured READs then send data without asking where
+   * the holes are. Default true when {@link NbdExport.blockStatus} exists.
+   */
+  readonly reportsHoles?: boolean;
   /** Metadata context names beyond `base:allocation`, such as "qemu:dirty-bitmap:cbt". */
   metaContexts?(): string[];
   /**

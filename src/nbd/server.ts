@@ -36,8 +36,12 @@ const ACCEPT_RETRY_MAX_MS = 1000;
 
 /** Where and how {@link startNbdServer} listens. */
 export interface NbdServerOptions {
-  /** TCP listener; `port` 0 picks a free port. `hostname` defaults to 127.0.0.1. */
-  tcp?: { hostname?: string; port: number };
+  /**
+   * TCP listener; `port` 0 picks a free port. `hostname` defaults to
+   * 127.0.0.1. `reusePort` lets several listeners (Workers) share the port
+   * (SO_REUSEPORT; needs --unstable-net).
+   */
+  tcp?: { hostname?: string; port: number; reusePort?: boolean };
   /** Unix socket path; must not exist yet; removed again by close(). */
   unixPath?: string;
   /** Log sink (default: silent). */
@@ -79,7 +83,12 @@ export async function startNbdServer(
   try {
     if (options.tcp !== undefined) {
       const hostname = options.tcp.hostname ?? "127.0.0.1";
-      const listener = listen({ transport: "tcp", hostname, port: options.tcp.port });
+      const listener = listen({
+        transport: "tcp",
+        hostname,
+        port: options.tcp.port,
+        ...(options.tcp.reusePort ? { reusePort: true } : {}),
+      });
       listeners.push(listener);
       tcpPort = (listener.addr as Deno.NetAddr).port;
       logger("info", `nbd: listening on ${hostname}:${tcpPort}`);

@@ -229,7 +229,7 @@ export class Transmission {
     }
     if (
       structured && length >= SPARSE_READ_MIN && exp.blockStatus !== undefined &&
-      (flags & F.NBD_CMD_FLAG_DF) === 0
+      exp.reportsHoles !== false && (flags & F.NBD_CMD_FLAG_DF) === 0
     ) {
       const runs = await this.#holes(request);
       if (runs !== undefined) {

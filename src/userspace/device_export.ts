@@ -6,7 +6,8 @@
  *
  * TRIM is accepted as the hint it is and changes nothing, so it needs no
  * copy-on-write and leaves the CBT alone; WRITE_ZEROES is a write of zeros
- * (tracked, copied-on-write) and is never "fast".
+ * (tracked, copied-on-write) and is never "fast". `base:allocation` reports
+ * a regular file's holes (allocation.ts); a block device is all data.
  *
  * @module
  */
@@ -16,12 +17,15 @@ import type { Tracker } from "../engine/tracker.ts";
 import type { NbdExport, NbdExtent } from "../nbd/export.ts";
 import { encodeChangeToken } from "../change_token.ts";
 import { cbtContextNames, cbtExtents } from "../cbt_contexts.ts";
+import { holesPossible, storeAllocation } from "./allocation.ts";
 
 /** NBD block size constraints of engine exports. */
 export const ENGINE_BLOCK_SIZE = { minimum: 1, preferred: 4096, maximum: 32 << 20 };
 
 /** Serves `tracker`'s device under `name`. */
 export function deviceExport(tracker: Tracker): NbdExport {
+  const allocation = storeAllocation(tracker.store);
+  const holes = allocation && holesPossible(tracker.store, allocation);
   return {
     name: tracker.name,
     description: `tracked device ${tracker.name} (${tracker.store.name})`,
@@ -31,6 +35,9 @@ export function deviceExport(tracker: Tracker): NbdExport {
     readOnly: false,
     blockSize: ENGINE_BLOCK_SIZE,
     canMultiConn: true,
+    get reportsHoles() {
+      return holes?.() ?? false;
+    },
     read: (offset, into) => tracker.read(offset, into),
     async write(offset, data, { fua }) {
       await tracker.write(offset, data);
@@ -63,7 +70,9 @@ export function deviceExport(tracker: Tracker): NbdExport {
       );
     },
     blockStatus(context, offset, length): Promise<NbdExtent[]> {
-      if (context === "base:allocation") return Promise.resolve([{ length, flags: 0 }]);
+      if (context === "base:allocation") {
+        return Promise.resolve(allocation?.(offset, length) ?? [{ length, flags: 0 }]);
+      }
       return Promise.resolve(
         cbtExtents(tracker.cbt, context, { offset, length, sizeBytes: tracker.capacityBytes }),
       );

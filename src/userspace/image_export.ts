@@ -3,7 +3,9 @@
  * read-only unless the snapshot was created writable (image writes modify
  * the chunk's copy and mark both CBT tables, as in the seeds). Its metadata
  * contexts are the device's CBT, so one connection gives both the data as
- * of take time and what changed since the previous snapshot.
+ * of take time and what changed since the previous snapshot. Its
+ * `base:allocation` has the origin's holes where chunks were never copied
+ * (allocation.ts), so sparse copies of an image stay sparse.
  *
  * @module
  */
@@ -14,6 +16,7 @@ import type { Tracker } from "../engine/tracker.ts";
 import type { NbdExport, NbdExtent } from "../nbd/export.ts";
 import { cbtContextNames, cbtExtents } from "../cbt_contexts.ts";
 import { imageExportName } from "../export_names.ts";
+import { holesPossible, imageAllocation, storeAllocation } from "./allocation.ts";
 import { currentImageTokens } from "./image_tokens.ts";
 import { ENGINE_BLOCK_SIZE } from "./device_export.ts";
 
@@ -26,6 +29,9 @@ export function imageExport(snapshot: Snapshot, tracker: Tracker): NbdExport {
   const snapshotId = snapshot.id;
   const image: SnapshotImage = snapshot.image(tracker.name);
   const tokens = currentImageTokens(snapshot, tracker);
+  const origin = storeAllocation(tracker.store);
+  const holes = origin && holesPossible(tracker.store, origin);
+  const table = image.diffArea.table;
   return {
     name: imageExportName(tracker.name, snapshotId),
     description:
@@ -40,12 +46,17 @@ export function imageExport(snapshot: Snapshot, tracker: Tracker): NbdExport {
     readOnly: !image.writable,
     blockSize: ENGINE_BLOCK_SIZE,
     canMultiConn: true,
+    get reportsHoles() {
+      return holes?.() ?? false;
+    },
     read: (offset, into) => image.read(offset, into),
     write: (offset, data) => image.write(offset, data),
     flush: () => image.flush(),
     metaContexts: () => cbtContextNames(currentImageTokens(snapshot, tracker)),
     blockStatus(context, offset, length): Promise<NbdExtent[]> {
-      if (context === "base:allocation") return Promise.resolve([{ length, flags: 0 }]);
+      if (context === "base:allocation") {
+        return Promise.resolve(imageAllocation(table, origin, { offset, length }));
+      }
       return Promise.resolve(
         cbtExtents(tracker.cbt, context, { offset, length, sizeBytes: image.sizeBytes }),
       );

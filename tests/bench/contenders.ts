@@ -40,6 +40,7 @@ function ours(mode: string) {
     DENO,
     "run",
     "--allow-all",
+    ...(mode.endsWith("-pool") ? ["--unstable-net"] : []),
     SERVE,
     "--mode",
     mode,
@@ -47,7 +48,7 @@ function ours(mode: string) {
     paths.disk,
     "--port",
     String(port),
-    ...(mode === "snapshot" && paths.storageDir
+    ...(mode.startsWith("snapshot") && paths.storageDir
       ? ["--storage", `${paths.storageDir}/blksnap-bench-diff-${port}`]
       : []),
   ];
@@ -96,12 +97,44 @@ export const CONTENDERS: Contender[] = [
     command: ours("tracker"),
   },
   {
+    key: "ours-tracker-pool",
+    label: "blksnap (tracker, Worker pool: shape A prototype)",
+    suite: true,
+    firstWrite: false,
+    ours: true,
+    command: ours("tracker-pool"),
+  },
+  {
+    key: "ours-tracker-blocking",
+    label: "blksnap (tracker, blocking FFI Workers: shape B prototype)",
+    suite: true,
+    firstWrite: false,
+    ours: true,
+    command: ours("tracker-blocking"),
+  },
+  {
     key: "ours-snapshot",
     label: "blksnap (taken snapshot)",
     suite: false,
     firstWrite: true,
     ours: true,
     command: ours("snapshot"),
+  },
+  {
+    key: "ours-snapshot-pool",
+    label: "blksnap (taken snapshot, Worker pool: shape A prototype)",
+    suite: false,
+    firstWrite: true,
+    ours: true,
+    command: ours("snapshot-pool"),
+  },
+  {
+    key: "ours-snapshot-blocking",
+    label: "blksnap (taken snapshot, blocking FFI Workers: shape B prototype)",
+    suite: false,
+    firstWrite: true,
+    ours: true,
+    command: ours("snapshot-blocking"),
   },
   {
     key: "nbdkit-file",
@@ -153,6 +186,26 @@ export const CONTENDERS: Contender[] = [
       String(port),
       disk,
     ],
+  },
+];
+
+/** The sparse copy row's servers: our image export and nbdkit's file plugin. */
+export const SPARSE_CONTENDERS: Contender[] = [
+  {
+    key: "ours-image",
+    label: "blksnap (snapshot image)",
+    suite: false,
+    firstWrite: false,
+    ours: true,
+    command: ours("image"),
+  },
+  {
+    key: "nbdkit-file-sparse",
+    label: "nbdkit file",
+    suite: false,
+    firstWrite: false,
+    ours: false,
+    command: CONTENDERS.find((c) => c.key === "nbdkit-file")!.command,
   },
 ];
 

@@ -14,10 +14,18 @@
  * - mark-dirty (`--only mark-dirty`, tests/bench/mark_dirty.ts): 65,536
  *   whole-device ranges on a 2,097,152-block device under NBD writes.
  *
+ * - engine memory: bytes per chunk and peak RSS of a process whose 512 GiB
+ *   device has every chunk copied after a take (memory_row.ts);
+ * - sparse copy: nbdcopy of a snapshot image of a 1 GiB file holding
+ *   100 MiB of data to a new file: seconds and bytes allocated in the
+ *   target, ours (the image export) beside nbdkit's file plugin on the file.
+ *
  * Prints Markdown tables with ratios (ours / nbdkit) and writes
  * results.json to the bench directory. Speeds are reported, never asserted.
  *
  *   deno task bench [--dir D] [--size-mib 1024] [--runtime 5] [--repeat 1] [--only a,b] [--prof]
+ *
+ * --only takes contender keys, plus `memory` and `sparse` for those rows.
  *
  * --repeat N measures every point N times (contenders interleaved, a fresh
  * server each time) and reports the median: the machine may be shared.
@@ -30,8 +38,8 @@
 
 import { parseArgs } from "node:util";
 import { runTool, toolsMissing } from "../_helpers/nbd_fixture.ts";
-import { type Contender, CONTENDERS, startContender } from "./contenders.ts";
-import { fio, nbdcopy } from "./measure.ts";
+import { type Contender, CONTENDERS, SPARSE_CONTENDERS, startContender } from "./contenders.ts";
+import { fio, nbdcopy, sparseCopy } from "./measure.ts";
 import { formatTables, type Results } from "./report.ts";
 import {
   benchPersistence,
@@ -68,6 +76,8 @@ await Deno.mkdir(dir, { recursive: true });
 const disk = `${dir}/disk.img`;
 const source = `${dir}/source.img`;
 for (const path of [disk, source]) await prepare(path, sizeMiB);
+const sparse = `${dir}/sparse.img`;
+if (only === undefined || only.includes("sparse")) await prepareSparse(sparse, sizeMiB);
 const storageDir = await cowStorageDir();
 
 const results: Results = {
@@ -99,6 +109,19 @@ for (let round = 1; round <= repeat; round++) {
     });
     record(contender.key, row);
     console.log(`round ${round}`, contender.label, JSON.stringify(row));
+  }
+  if (only === undefined || only.includes("sparse")) {
+    for (const contender of SPARSE_CONTENDERS) {
+      const target = `${dir}/sparse-copy-${contender.key}.raw`;
+      const row = await withContender(contender, (uri) => sparseCopy(uri, target), sparse);
+      record(contender.key, row);
+      console.log(`round ${round}`, contender.label, "sparse copy", JSON.stringify(row));
+    }
+  }
+  if (only === undefined || only.includes("memory")) {
+    const row = await memoryRow();
+    record("engine-memory", row);
+    console.log(`round ${round}`, "engine memory", JSON.stringify(row));
   }
   for (const contender of chosen.filter((c) => c.firstWrite)) {
     const row: Record<string, number> = {};
@@ -137,7 +160,7 @@ if (only === undefined || only.includes("mark-dirty")) {
 
 await removeLeftovers();
 await Deno.writeTextFile(`${dir}/results.json`, JSON.stringify(results, null, 2));
-console.log(formatTables(results, CONTENDERS));
+console.log(formatTables(results, [...CONTENDERS, ...SPARSE_CONTENDERS]));
 if (persistence.on.length > 0) {
   const medians = (rows: PersistenceRow[]) =>
     Object.fromEntries(
@@ -147,20 +170,67 @@ if (persistence.on.length > 0) {
 }
 console.log(`results: ${dir}/results.json`);
 
-async function withContender(contender: Contender, body: (uri: string) => Promise<void>) {
+async function withContender<T>(
+  contender: Contender,
+  body: (uri: string) => Promise<T>,
+  file = disk,
+): Promise<T> {
   // Write back the previous contender's dirty pages first, so that nobody
   // pays for someone else's writeback.
   await runTool("sync", []);
   const running = await startContender(contender, {
-    disk,
+    disk: file,
     storageDir,
     dir,
     prof: values.prof,
   });
   try {
-    await body(running.uri);
+    return await body(running.uri);
   } finally {
     await running.stop();
+  }
+}
+
+/** The engine memory row, in its own process (so that its peak RSS is its own). */
+async function memoryRow(): Promise<Record<string, number>> {
+  const script = new URL("./memory_row.ts", import.meta.url).pathname;
+  const out = await runTool(Deno.execPath(), [
+    "run",
+    "--allow-all",
+    "--v8-flags=--expose-gc",
+    script,
+    "--size-gib",
+    "512",
+  ]);
+  if (out.code !== 0) throw new Error(`memory row failed: ${out.stderr}`);
+  const { bytesPerChunk, peakRssBytes, chunks, seconds } = JSON.parse(out.stdout);
+  return { bytesPerChunk, peakRssMiB: Math.round(peakRssBytes / 2 ** 20), chunks, seconds };
+}
+
+/**
+ * A sparse file of `sizeMiB` MiB with 100 MiB of random data in 1 MiB
+ * pieces spread evenly over it, unless it exists with that size.
+ */
+async function prepareSparse(path: string, sizeMiB: number): Promise<void> {
+  try {
+    if ((await Deno.stat(path)).size === sizeMiB * 2 ** 20) return;
+  } catch {
+    // created below
+  }
+  console.log(`preparing ${path} (${sizeMiB} MiB, 100 MiB of data)`);
+  const file = await Deno.open(path, { write: true, create: true, truncate: true });
+  try {
+    await file.truncate(sizeMiB * 2 ** 20);
+    const piece = new Uint8Array(2 ** 20);
+    const pieces = Math.min(100, sizeMiB);
+    for (let i = 0; i < pieces; i++) {
+      crypto.getRandomValues(piece.subarray(0, 65536));
+      for (let at = 65536; at < piece.length; at *= 2) piece.copyWithin(at, 0, at);
+      await file.seek(Math.floor((i * sizeMiB) / pieces) * 2 ** 20, Deno.SeekMode.Start);
+      for (let done = 0; done < piece.length;) done += await file.write(piece.subarray(done));
+    }
+  } finally {
+    file.close();
   }
 }
 

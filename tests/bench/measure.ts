@@ -15,6 +15,23 @@ export async function nbdcopy(from: string, to: string, sizeMiB: number): Promis
   return round(sizeMiB / seconds);
 }
 
+/**
+ * Copies the export at `uri` to a new file `target` with nbdcopy; returns
+ * the seconds it took and the MiB allocated in the target (then removes it).
+ */
+export async function sparseCopy(uri: string, target: string): Promise<Record<string, number>> {
+  await Deno.remove(target).catch(() => {});
+  const start = performance.now();
+  await runToolOk("nbdcopy", [uri, target]);
+  const seconds = (performance.now() - start) / 1000;
+  const allocated = ((await Deno.stat(target)).blocks ?? 0) * 512;
+  await Deno.remove(target);
+  return {
+    sparseSeconds: Math.round(seconds * 100) / 100,
+    sparseAllocatedMiB: round(allocated / 2 ** 20),
+  };
+}
+
 /** 4 KiB random I/O at queue depth `depth` for `runtime` seconds; returns IOPS. */
 export async function fio(
   uri: string,

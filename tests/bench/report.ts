@@ -37,6 +37,18 @@ const FIRST_WRITES: [string, string][] = [
   ["cowRandWriteQd16", "4K rand first writes QD16 IOPS"],
 ];
 
+const SPARSE: [string, string][] = [
+  ["sparseSeconds", "seconds"],
+  ["sparseAllocatedMiB", "MiB allocated in the target"],
+];
+
+const MEMORY: [string, string][] = [
+  ["chunks", "chunks"],
+  ["bytesPerChunk", "bytes per chunk (target <= 16)"],
+  ["peakRssMiB", "peak RSS MiB"],
+  ["seconds", "seconds to copy all"],
+];
+
 /** The Markdown tables for `results`. */
 export function formatTables(results: Results, contenders: Contender[]): string {
   const suite = contenders.filter((c) => c.suite && results.rows[c.key]);
@@ -68,18 +80,36 @@ export function formatTables(results: Results, contenders: Contender[]): string 
       const cells = FIRST_WRITES.map(([key]) => format(results.rows[c.key][key]));
       lines.push(`| ${c.label} | ${cells.join(" | ")} |`);
     }
-    const ours = results.rows["ours-snapshot"];
     const cow = results.rows["nbdkit-cow"];
-    if (ours !== undefined && cow !== undefined) {
-      const cells = FIRST_WRITES.map(([key]) => ratio(ours[key], cow[key]));
-      lines.push(`| ratio ours / nbdkit cow | ${cells.join(" | ")} |`);
+    for (const c of first.filter((c) => c.ours && cow !== undefined)) {
+      const cells = FIRST_WRITES.map(([key]) => ratio(results.rows[c.key][key], cow[key]));
+      lines.push(`| ratio ${c.label} / nbdkit cow | ${cells.join(" | ")} |`);
     }
+  }
+  const sparse = contenders.filter((c) => results.rows[c.key]?.sparseSeconds !== undefined);
+  if (sparse.length > 0) {
+    lines.push("", ...header("sparse copy (nbdcopy, 1 GiB, 100 MiB data)", SPARSE));
+    for (const c of sparse) {
+      const cells = SPARSE.map(([key]) => format(results.rows[c.key][key]));
+      lines.push(`| ${c.label} | ${cells.join(" | ")} |`);
+    }
+  }
+  const memory = results.rows["engine-memory"];
+  if (memory !== undefined) {
+    lines.push("", ...header("engine memory, 512 GiB device, every chunk copied", MEMORY));
+    lines.push(`| blksnap engine | ${MEMORY.map(([key]) => format(memory[key])).join(" | ")} |`);
   }
   return lines.join("\n");
 }
 
 function format(value: number | undefined): string {
-  return value === undefined ? "-" : value >= 100 ? Math.round(value).toString() : value.toFixed(1);
+  return value === undefined
+    ? "-"
+    : value >= 100
+    ? Math.round(value).toString()
+    : value >= 1
+    ? value.toFixed(1)
+    : value.toFixed(2);
 }
 
 function ratio(value: number | undefined, base: number | undefined): string {

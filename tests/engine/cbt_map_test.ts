@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { isServiceError } from "../../src/errors.ts";
-import { CbtMap } from "../../src/engine/cbt_map.ts";
+import { CBT_HEADER_BYTES, CbtHeader, CbtMap } from "../../src/engine/cbt_map.ts";
 import { resolveEngineParams } from "../../src/engine/params.ts";
 
 const params = resolveEngineParams({
@@ -175,4 +175,36 @@ Deno.test("CbtMap sizing follows trackingBlockSizing at reset", () => {
   map.reset(64 * BLOCK + 1);
   assert.equal(map.blockShift, 13);
   assert.equal(map.blockCount, 33);
+});
+
+Deno.test("CbtMap keeps its header and both tables in one SharedArrayBuffer", () => {
+  const map = new CbtMap(4 * BLOCK, params);
+  const buffer = map.buffer;
+  assert.ok(buffer instanceof SharedArrayBuffer);
+  assert.equal(buffer.byteLength, CBT_HEADER_BYTES + 2 * map.blockCount);
+  const header = new Int32Array(buffer, 0, 4);
+  const epoch = map.epoch;
+  map.set(2 * BLOCK, 1);
+  map.switch();
+  assert.equal(header[CbtHeader.ACTIVE], 2);
+  assert.equal(header[CbtHeader.PREVIOUS], 1);
+  assert.equal(header[CbtHeader.EPOCH], epoch + 1);
+  const tables = new Uint8Array(buffer, CBT_HEADER_BYTES);
+  assert.deepEqual([...tables], [0, 0, 1, 0, 0, 0, 1, 0], "read table, then write table");
+  assert.equal(map.mark(3 * BLOCK, 2 * BLOCK), false, "beyond the map: reported, not thrown");
+  assert.equal(header[CbtHeader.CORRUPTED], 1);
+  assert.equal(map.isCorrupted, true);
+  map.reset(4 * BLOCK);
+  assert.notEqual(map.buffer, buffer, "a reset lays out a new buffer");
+  assert.equal(map.isCorrupted, false);
+  assert.equal(map.epoch, epoch + 2);
+});
+
+Deno.test("CbtMap.markBoth() marks nothing and reports false beyond the map", () => {
+  const map = new CbtMap(4 * BLOCK, params);
+  map.switch();
+  assert.equal(map.markBoth(3 * BLOCK, 2 * BLOCK), false);
+  assert.equal(map.isCorrupted, false);
+  assert.equal(map.markBoth(BLOCK, 1), true);
+  assert.deepEqual([...map.read(0, 4)], [0, 1, 0, 0]);
 });

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { isServiceError } from "../../src/errors.ts";
 import { Engine } from "../../src/engine/engine.ts";
+import { WRITE_SLICE_BYTES } from "../../src/engine/tracker.ts";
+import { setImmediate } from "node:timers";
 import { MemoryStore } from "../../src/store/memory_store.ts";
 import { FaultyStore, ioError } from "../_helpers/faulty_store.ts";
 import { CHUNK, filled, setupEngine, sleep, SMALL_PARAMS } from "../_helpers/engine_fixture.ts";
@@ -135,4 +137,24 @@ Deno.test("once the difference area is corrupted, writes skip copy-on-write and 
   tracker.cbt.switch();
   assert.deepEqual([...tracker.cbt.read(0, 3)], [2, 2, 0], "CBT still marked");
   await fx.close();
+});
+
+Deno.test("a write larger than a slice lets timers run between its slices", async () => {
+  const engine = new Engine({ params: SMALL_PARAMS });
+  const size = 4 * WRITE_SLICE_BYTES;
+  const memory = new MemoryStore({ capacityBytes: size });
+  const store = new FaultyStore(memory);
+  const tracker = await engine.attach("a", store);
+  let timerRan = false;
+  setImmediate(() => (timerRan = true));
+  let timerBeforeLastSlice = false;
+  store.failWrite = () => {
+    if (store.counts.writes === 4) timerBeforeLastSlice = timerRan;
+    return undefined;
+  };
+  await tracker.write(0, filled(size, 7));
+  assert.equal(store.counts.writes, 4, "four slices");
+  assert.equal(timerBeforeLastSlice, true, "the event loop turned during the write");
+  assert.equal(memory.snapshotBytes(size - 1, 1)[0], 7);
+  await engine.close();
 });

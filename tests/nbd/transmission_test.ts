@@ -395,3 +395,24 @@ Deno.test("transmission: meta contexts set for another export are dropped at NBD
     }
   });
 });
+
+Deno.test("transmission: structured READ of an export that reports no holes never asks for them", async () => {
+  class DataOnly extends MemoryExport {
+    readonly reportsHoles = false;
+    statusCalls = 0;
+    override blockStatus(context: string, offset: number, length: number) {
+      this.statusCalls += 1;
+      return super.blockStatus(context, offset, length);
+    }
+  }
+  const disk = new DataOnly({ name: "disk", sizeBytes: MiB });
+  disk.fill(128 * KiB, pattern(64 * KiB, 5));
+  await session([disk], "disk", { structured: true }, async (client) => {
+    await client.request({ type: C.NBD_CMD_READ, cookie: 1n, offset: 64 * KiB, length: 256 * KiB });
+    const reply = await client.reply();
+    assert.equal(reply.type, RT.NBD_REPLY_TYPE_OFFSET_DATA);
+    assert.equal(reply.payload.length, 8 + 256 * KiB, "one data chunk, zeroes included");
+    assert.deepEqual(reply.payload.subarray(8), disk.data.subarray(64 * KiB, 320 * KiB));
+    assert.equal(disk.statusCalls, 0);
+  });
+});

@@ -82,16 +82,22 @@ async function withTwoTakes(body: (scenario: Scenario) => Promise<void>): Promis
 }
 
 Deno.test({
-  name: "nbdinfo --map: before any take every context maps the device as one extent",
+  name:
+    "nbdinfo --map: before any take the CBT contexts map the device as one extent, base:allocation its holes",
   ignore: ignore !== undefined,
   async fn() {
     const fx = await userspaceFixture();
     try {
       const device = await fx.driver.attach(await fx.createDevice(SIZE));
       await fx.writeDevice(device, BLOCK, new Uint8Array(4 * KiB).fill(1));
-      for (const context of ["base:allocation", DIRTY, CHANGES]) {
+      for (const context of [DIRTY, CHANGES]) {
         assert.deepEqual(await mapExtents(device.locator, context), extents([SIZE, 0]), context);
       }
+      assert.deepEqual(
+        await mapExtents(device.locator, "base:allocation"),
+        extents([BLOCK, 3], [4 * KiB, 0], [SIZE - BLOCK - 4 * KiB, 3]),
+        "base:allocation: the sparse file's holes read as zeroes",
+      );
     } finally {
       await fx.cleanup();
     }
