@@ -27,6 +27,7 @@ import { SERVICE_LICENSE, SERVICE_VERSION } from "../version.ts";
 import { Logger } from "../log/logger.ts";
 import { accessLog, rememberError } from "../log/access_log.ts";
 import { healthRoutes } from "./routes/health.ts";
+import { statusPage } from "./routes/ui.ts";
 
 /**
  * Default request body limit: 5 MiB, so that a mark-dirty request with the
@@ -178,6 +179,7 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): ApiApp {
   for (const route of healthRoutes) {
     app.get(route.path, (c) => route.handle({ params: {}, query: {}, body: {}, services, c }));
   }
+  app.route("/", statusPage); // the static page needs no token; the data it fetches does
   if (options.token !== undefined) app.use("*", bearerAuth(options.token));
   app.use(
     "*",
