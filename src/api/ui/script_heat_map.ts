@@ -10,7 +10,7 @@
 export const SCRIPT_HEAT_MAP = String.raw`
   const MAP_PAGE_BLOCKS = 1 << 20;
   /** Query parameter names of GET /v1/devices/{id}/cbt/map: the one place they are named. */
-  const CBT_MAP_PARAMS = { offset: "offset", count: "length" };
+  const CBT_MAP_PARAMS = { offset: "blockOffset", count: "blockCount" };
   const UNCHANGED_RGB = [223, 227, 232];
   const RAMP_STOPS = [[49, 130, 206], [236, 201, 75], [214, 48, 49]];
 
@@ -100,7 +100,7 @@ export const SCRIPT_HEAT_MAP = String.raw`
       if (value > 0 && value === info.changesNumber) latest += 1;
     }
     const parts = [
-      info.blockCount + " blocks of " + formatBytes(info.blockSize),
+      info.blockCount + " blocks of " + formatBytes(info.blockSizeBytes),
       "changes number " + info.changesNumber,
       changed + " blocks changed, " + latest + " at the latest change number",
       "generation " + info.generationId,
@@ -152,7 +152,7 @@ export const SCRIPT_HEAT_MAP = String.raw`
     const column = Math.floor(event.offsetX / cell);
     const block = Math.floor(event.offsetY / cell) * columns + column;
     if (column >= columns || block >= shown.map.length) return;
-    const size = shown.info.blockSize;
+    const size = shown.info.blockSizeBytes;
     byId("cbt-hover").textContent = "block " + block + " · bytes " + block * size + "–" +
       ((block + 1) * size - 1) + " · change number " + shown.map[block];
   });
