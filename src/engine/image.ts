@@ -106,8 +106,12 @@ export class SnapshotImage {
       if (kind === "read") await store.read(offset, piece);
       else await store.write(offset, piece);
     } catch (error) {
-      // A stored chunk that cannot be read back (or written) is lost: the snapshot is corrupted.
-      if (store === this.#area.storage.store) this.#area.setCorrupted(Errno.EIO);
+      // A stored chunk that cannot be read back (or written) is lost: the snapshot is corrupted,
+      // and this request fails as every later one will.
+      if (store === this.#area.storage.store) {
+        this.#area.setCorrupted(Errno.EIO);
+        throw this.#area.corruptedError(kind);
+      }
       throw new ServiceError(
         "IO",
         `Cannot ${kind} the snapshot image of ${this.trackerName}: ${kind} of ${piece.length} ` +

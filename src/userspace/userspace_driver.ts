@@ -106,8 +106,12 @@ export interface UserspaceDriverOptions {
   cbtPersistence?: boolean;
   /** Destroy snapshots at close instead of saving them for the next start (default false). */
   destroySnapshotsOnClose?: boolean;
-  /** Checks a remembered path at start (the allowed prefixes); rejects with the reason to refuse it. */
-  checkPath?: (path: string) => Promise<unknown>;
+  /**
+   * Checks a remembered path at start (the allowed prefixes); rejects with
+   * the reason to refuse it, or resolves with the check that what is then
+   * opened for it must pass (the same open-once rule as attach).
+   */
+  checkPath?: (path: string) => Promise<VerifyOpened | void>;
   /** How often devices missing at start are tried again, in ms (default 30000; 0: only on request). */
   retryMissingMs?: number;
 }
@@ -225,9 +229,10 @@ export class UserspaceDriver implements SnapshotDriver {
   }
 
   async #restoreDevice({ name, path }: RememberedDevice): Promise<boolean> {
+    let verify: VerifyOpened | undefined;
     if (this.#options.checkPath) {
       try {
-        await this.#options.checkPath(path);
+        verify = (await this.#options.checkPath(path)) ?? undefined;
       } catch (error) {
         const reason = (error as Error).message;
         const state = isServiceError(error, "NOT_FOUND") ? "missing" : "refused";
@@ -237,15 +242,16 @@ export class UserspaceDriver implements SnapshotDriver {
       }
     }
     try {
-      const attached = await this.#attach(path, name, { restore: true });
+      const attached = await this.#attach(path, name, { restore: true, verify });
       this.#absent.delete(name);
       const how = attached.vouched ? "its CBT generation kept" : "a new CBT generation";
       this.#log("info", `re-attached ${name} (${path}) with ${how}`);
       return true;
     } catch (error) {
       const reason = (error as Error).message;
-      this.#absent.set(name, { name, path, state: "missing", error: reason });
-      this.#log("warn", `cannot re-attach ${name} (${path}), listed as missing: ${reason}`);
+      const state = isServiceError(error, "FORBIDDEN") ? "refused" : "missing";
+      this.#absent.set(name, { name, path, state, error: reason });
+      this.#log("warn", `cannot re-attach ${name} (${path}), listed as ${state}: ${reason}`);
       return false;
     }
   }

@@ -90,7 +90,12 @@ Deno.test("a storage truncated under a live snapshot corrupts it with EIO; image
         headers: { range: `bytes=0-${CHUNK - 1}` },
       });
       const body = await read.json();
-      assert.ok(read.status >= 409, `the read failed: ${read.status} ${JSON.stringify(body)}`);
+      assert.equal(read.status, 409, `the read failed: ${read.status} ${JSON.stringify(body)}`);
+      assert.equal(
+        body.code,
+        "SNAPSHOT_CORRUPTED",
+        "the first failed read says why, as later ones do",
+      );
       const events = await drainEvents(fixture, id);
       assert.deepEqual(
         events.map((e) => [e.code, e.code === "corrupted" ? e.errorCode : undefined]),

@@ -182,3 +182,37 @@ Deno.test("a device whose path is no longer allowed stays listed as refused and 
     }
   });
 });
+
+Deno.test("a remembered device is verified by what is opened at start, not by its name", async () => {
+  await withDir(async (dir) => {
+    const first = await userspaceFixture({ dir, persist: true });
+    let path: string;
+    try {
+      path = await first.createDevice(MiB);
+      await first.driver.attach(path, { name: "a" });
+    } finally {
+      await first.cleanup();
+    }
+    const opened: string[] = [];
+    const second = await userspaceFixture({
+      dir,
+      persist: true,
+      driver: {
+        // The name passes; the object opened for it is then refused (as after a symlink swap).
+        checkPath: () =>
+          Promise.resolve((realPath: string) => {
+            opened.push(realPath);
+            throw new ServiceError("FORBIDDEN", `${realPath} is outside the allowed prefixes`);
+          }),
+      },
+    });
+    try {
+      const [a] = await second.driver.listDevices();
+      assert.deepEqual([a.id, a.state], ["a", "refused"]);
+      assert.deepEqual(opened, [await Deno.realPath(path)]);
+      assert.deepEqual(await savedNames(dir), ["a"], "still remembered");
+    } finally {
+      await second.cleanup();
+    }
+  });
+});

@@ -318,8 +318,11 @@ async function openDriver(
     logger: log,
     cbtPersistence: settings.cbtPersistence,
     destroySnapshotsOnClose: settings.destroySnapshotsOnExit,
-    checkPath: (path) =>
-      paths.resolve(path, { field: "path", purpose: "re-attach", mustExist: true }),
+    checkPath: async (path) => {
+      const check = { field: "path", purpose: "re-attach" };
+      await paths.resolve(path, { ...check, mustExist: true });
+      return paths.verifier(path, check);
+    },
   });
   const server = driver.nbdServer;
   if (server.tcpPort !== undefined) {
