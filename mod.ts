@@ -83,3 +83,4 @@ export {
   type ProfileOptions,
 } from "./src/kernel/mod.ts";
 export type { TakenImage } from "./src/kernel/kernel_driver.ts";
+export type { VerifyOpened } from "./src/store/open_verified.ts";
