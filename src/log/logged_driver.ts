@@ -163,8 +163,8 @@ export function withStateLog(
       });
       return snapshot;
     },
-    async takeSnapshot(snapshotId) {
-      const snapshot = observe(await driver.takeSnapshot(snapshotId));
+    async takeSnapshot(snapshotId, options) {
+      const snapshot = observe(await driver.takeSnapshot(snapshotId, options));
       logger.info("snapshot taken", {
         event: "take",
         snapshot: snapshotId,

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { logAdoption } from "../../src/log/logged_driver.ts";
+import { logAdoption, withStateLog } from "../../src/log/logged_driver.ts";
+import type { SnapshotDriver } from "../../src/driver.ts";
 import { UserspaceDriver } from "../../src/userspace/userspace_driver.ts";
 import { nbdWrite } from "../_helpers/api_nbd.ts";
 import { pattern, toolsMissing } from "../_helpers/nbd_fixture.ts";
@@ -87,4 +88,23 @@ Deno.test("state log: a restarted userspace backend's devices are logged as adop
   } finally {
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test("state log: the logged driver passes take options through (freeze: false reaches the backend)", async () => {
+  const { logger } = collectingLogger("info");
+  const seen: unknown[] = [];
+  const inner = {
+    takeSnapshot: (_id: string, options?: unknown) => {
+      seen.push(options);
+      return Promise.resolve({
+        id: "s",
+        state: "taken",
+        writable: false,
+        createdAt: "",
+        devices: [],
+      });
+    },
+  } as unknown as SnapshotDriver;
+  await withStateLog(inner, logger).takeSnapshot("s", { freeze: false });
+  assert.deepEqual(seen, [{ freeze: false }]);
 });
