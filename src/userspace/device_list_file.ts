@@ -10,8 +10,8 @@
  * @module
  */
 
+import { replaceFileAtomically } from "../store/atomic_file.ts";
 import { join } from "node:path";
-import { ServiceError } from "../errors.ts";
 
 /** One remembered device. */
 export interface RememberedDevice {
@@ -63,25 +63,8 @@ export class DeviceListFile {
   save(devices: RememberedDevice[]): Promise<void> {
     const text = new TextEncoder().encode(JSON.stringify({ devices }, null, 2) + "\n");
     const write = async () => {
-      const temporary = `${this.#path}.${crypto.randomUUID()}.tmp`;
-      try {
-        await Deno.mkdir(join(this.#path, ".."), { recursive: true });
-        const file = await Deno.open(temporary, { write: true, createNew: true, mode: 0o600 });
-        try {
-          for (let done = 0; done < text.length;) done += await file.write(text.subarray(done));
-          await file.syncData();
-        } finally {
-          file.close();
-        }
-        await Deno.rename(temporary, this.#path);
-      } catch (error) {
-        await Deno.remove(temporary).catch(() => {});
-        throw new ServiceError(
-          "IO",
-          `Cannot save the device list ${this.#path}: ${(error as Error).message}`,
-          { cause: error },
-        );
-      }
+      await Deno.mkdir(join(this.#path, ".."), { recursive: true });
+      await replaceFileAtomically(this.#path, text, { what: "the device list" });
     };
     const saved = this.#writing.then(write, write);
     this.#writing = saved.catch(() => {});

@@ -19,9 +19,9 @@
  * @module
  */
 
+import { replaceFileAtomically } from "../store/atomic_file.ts";
 import { join } from "node:path";
 import type { CbtAtTake } from "../engine/snapshot.ts";
-import { ServiceError } from "../errors.ts";
 import { removeCreated } from "../store/open_verified.ts";
 
 /** The file's name in the state folder. */
@@ -135,26 +135,7 @@ export class SnapshotStateFile {
   /** Replaces the file with `state` (writes are serialized). IO when it cannot be written. */
   save(state: SnapshotState): Promise<void> {
     const text = new TextEncoder().encode(JSON.stringify({ version: 1, ...state }) + "\n");
-    const write = async () => {
-      const temporary = `${this.#path}.${crypto.randomUUID()}.tmp`;
-      try {
-        const file = await Deno.open(temporary, { write: true, createNew: true, mode: 0o600 });
-        try {
-          for (let done = 0; done < text.length;) done += await file.write(text.subarray(done));
-          await file.syncData();
-        } finally {
-          file.close();
-        }
-        await Deno.rename(temporary, this.#path);
-      } catch (error) {
-        await Deno.remove(temporary).catch(() => {});
-        throw new ServiceError(
-          "IO",
-          `Cannot save the snapshot state ${this.#path}: ${(error as Error).message}`,
-          { cause: error },
-        );
-      }
-    };
+    const write = () => replaceFileAtomically(this.#path, text, { what: "the snapshot state" });
     const saved = this.#writing.then(write, write);
     this.#writing = saved.catch(() => {});
     return saved;
