@@ -19,17 +19,21 @@ export function readmeRecipes(readme: string): { nbdinfo: string; nbdsh: string 
   return { nbdinfo: found[1], nbdsh: found[2] };
 }
 
-/** The recipes of this repository's README.md. */
-export const RECIPES = readmeRecipes(
-  await Deno.readTextFile(new URL("../../README.md", import.meta.url)),
-);
+/** Where README.md is: beside tests/ here; the lab copies it into the run's input folder. */
+function readmePath(): string | URL {
+  const labIn = Deno.env.get("LAB_IN");
+  return labIn ? `${labIn}/README.md` : new URL("../../README.md", import.meta.url);
+}
 
-/** Runs recipe `tool` with `env` (IMAGE, KEPT); its standard output, asserting it succeeded. */
+/**
+ * Runs recipe `tool` of README.md with `env` (IMAGE, KEPT); its standard
+ * output, asserting it succeeded.
+ */
 export async function runRecipe(
   tool: "nbdinfo" | "nbdsh",
   env: Record<string, string>,
 ): Promise<string> {
-  const script = RECIPES[tool];
+  const script = readmeRecipes(await Deno.readTextFile(readmePath()))[tool];
   const result = tool === "nbdsh"
     ? await runTool("/usr/bin/nbdsh", ["-c", script], { env })
     : await runTool("sh", ["-c", script], { env });
