@@ -7,21 +7,24 @@
  * What the kernel leaves in sysfs (drivers/block/nbd.c, checked in the lab:
  * tests/e2e/userspace_nbd_attachments_test.ts):
  * - a connected nbdX has a non-zero `size`;
- * - `pid` is the process that started the device: in ioctl mode
- *   (`nbd-client -L`) the nbd-client that stays in NBD_DO_IT for as long as
- *   the device is connected; by netlink (nbd-client's default) the
- *   nbd-client that sent the connect, which exits right after;
+ * - `pid` is the task that started the device: in ioctl mode
+ *   (`nbd-client -L`, `qemu-nbd -c`) the process (for qemu-nbd, the thread)
+ *   that stays in NBD_DO_IT for as long as the device is connected; by
+ *   netlink (nbd-client's default) the nbd-client that sent the connect,
+ *   which exits right after;
  * - `backend` exists only for netlink connections and holds the backend
- *   identifier nbd-client was given with `-i` (empty without it).
+ *   identifier the client sent (nbd-client's `-i`, which Debian 12's 3.24
+ *   lacks; empty without one).
  *
  * So nbdX belongs to export NAME of this service when
  * 1. its `backend` is NAME or one of the export's NBD URIs
- *    (`nbd://HOST:PORT/NAME`, `nbd+unix:///NAME?socket=PATH`): connect with
- *    `nbd-client -i NAME ...`; or
+ *    (`nbd://HOST:PORT/NAME`, `nbd+unix:///NAME?socket=PATH`); or
  * 2. its `pid` is a running nbd-client started for NAME on this service:
  *    `-N NAME` (or `-name`, `--name`), and the service's port among its
  *    arguments (none at all meaning nbd-client's default, 10809) or its
- *    Unix socket after `-u`/`-unix`/`--unix`.
+ *    Unix socket after `-u`/`-unix`/`--unix`; or
+ * 3. its `pid` is a running qemu-nbd whose arguments include one of the
+ *    export's URIs (`qemu-nbd -c /dev/nbdX -f raw nbd://HOST:PORT/NAME`).
  * A device connected by netlink without an identifier names nothing that
  * leads back to its export (its socket is held by the kernel, its
  * nbd-client is gone): the take then reports nothing frozen for it.
@@ -59,6 +62,9 @@ function optionValue(args: string[], names: readonly string[]): string | undefin
 /** True when nbd-client's command line `cmdline` (NUL-separated) connects to `target`. */
 function startedFor(cmdline: string, target: ExportIdentity): boolean {
   const args = cmdline.split("\0").filter((arg) => arg !== "");
+  if (/(^|\/)qemu-nbd$/.test(args[0] ?? "")) {
+    return args.slice(1).some((arg) => (target.uris ?? []).includes(arg));
+  }
   if (!/(^|\/)nbd-client$/.test(args[0] ?? "")) return false;
   if (optionValue(args, ["-N", "-name", "--name"]) !== target.name) return false;
   const socket = optionValue(args, ["-u", "-unix", "--unix"]);

@@ -128,6 +128,17 @@ Deno.test("nbdDevicesFor() follows what each nbd-client mode leaves in sysfs", a
       "vdc",
       "-L",
     ),
+    // qemu-nbd -c with the export's URI (its pid attribute is the thread in NBD_DO_IT)
+    "devices/nbd5/size": "2048\n",
+    "devices/nbd5/pid": "5556\n",
+    "proc/5556/cmdline": cmdline(
+      "qemu-nbd",
+      "-c",
+      "/dev/nbd5",
+      "-f",
+      "raw",
+      "nbd://127.0.0.1:10809/vdd",
+    ),
     // a pid reused by another program whose arguments happen to look alike
     "devices/nbd4/size": "2048\n",
     "devices/nbd4/pid": "5454\n",
@@ -138,6 +149,7 @@ Deno.test("nbdDevicesFor() follows what each nbd-client mode leaves in sysfs", a
     "block/nbd2": "devices/nbd2",
     "block/nbd3": "devices/nbd3",
     "block/nbd4": "devices/nbd4",
+    "block/nbd5": "devices/nbd5",
   });
   try {
     const trees = { sys: treeAt(root), proc: treeAt(`${root}/proc`) };
@@ -158,6 +170,14 @@ Deno.test("nbdDevicesFor() follows what each nbd-client mode leaves in sysfs", a
     ]);
     assert.deepEqual(nbdDevicesFor(trees, { name: "vdc", socketPath: "/run/other.sock" }), []);
     assert.deepEqual(nbdDevicesFor(trees, { name: "vdc", port: 10809 }), [], "a socket, not TCP");
+    assert.deepEqual(nbdDevicesFor(trees, { name: "vdd", port: 10809, uris: uris("vdd") }), [
+      "nbd5",
+    ]);
+    assert.deepEqual(
+      nbdDevicesFor(trees, { name: "vdd", port: 10810, uris: ["nbd://127.0.0.1:10810/vdd"] }),
+      [],
+      "qemu-nbd on another server",
+    );
   } finally {
     await Deno.remove(root, { recursive: true });
   }

@@ -1,15 +1,15 @@
 /**
- * What the kernel's NBD client leaves in sysfs for each way nbd-client connects, and which of
- * them a userspace take can trace back to the service's export and freeze
+ * What the kernel's NBD client leaves in sysfs for each way a client connects, and which of them
+ * a userspace take can trace back to the service's export and freeze
  * (src/consistency/nbd_attachments.ts): the guest connects /dev/nbd1 to a tracked device's export
- * by ioctl (`-L`), by netlink (nbd-client's default) and by netlink with `-i NAME`, mounts the
- * ext4 on it, and takes a snapshot. The `pid` and `backend` attributes seen are written to
- * `results/nbd-attachments.json`.
+ * with `nbd-client -L` (ioctl), with `qemu-nbd -c` (ioctl, from a thread of qemu-nbd) and with
+ * nbd-client's default (netlink; Debian 12's nbd-client 3.24 has no `-i` to give it an
+ * identifier), mounts the ext4 on it, and takes a snapshot. The `pid` and `backend` attributes
+ * seen are written to `results/nbd-attachments.json`.
  *
- * - ioctl: no `backend` attribute, `pid` the nbd-client that keeps running: frozen.
- * - netlink with `-i NAME`: `backend` NAME: frozen.
- * - netlink without `-i`: `backend` empty, `pid` an nbd-client that has exited: nothing leads
- *   back to the export, and the take reports nothing frozen.
+ * - ioctl: no `backend` attribute, `pid` the client that keeps running: frozen.
+ * - netlink: `backend` empty, `pid` an nbd-client that has exited: nothing leads back to the
+ *   export, and the take reports nothing frozen.
  */
 
 import assert from "node:assert/strict";
@@ -35,21 +35,44 @@ function sysfs(attribute: string): string | null {
 
 const sizeOf = () => Number(sysfs("size") ?? 0) * 512;
 
+/** One way of connecting /dev/nbd1 to an export. */
 interface Mode {
   name: string;
-  args: (name: string) => string[];
-  frozen: boolean;
+  connect: (locator: string) => Promise<unknown>;
+  disconnect: () => Promise<unknown>;
+  /** ioctl mode: the client stays; else netlink. */
+  ioctl: boolean;
+}
+
+function nbdClient(locator: string, more: string[]) {
+  const { host, port, exportName } = parseNbdUri(locator);
+  return run("nbd-client", [host, port, NBD, "-N", exportName, "-b", "4096", ...more]);
 }
 
 const MODES: Mode[] = [
-  { name: "ioctl (-L)", args: () => ["-L"], frozen: true },
-  { name: "netlink -i NAME", args: (name) => ["-i", name], frozen: true },
-  { name: "netlink", args: () => [], frozen: false },
+  {
+    name: "nbd-client -L",
+    connect: (locator) => nbdClient(locator, ["-L"]),
+    disconnect: () => run("nbd-client", ["-d", NBD]),
+    ioctl: true,
+  },
+  {
+    name: "qemu-nbd -c",
+    connect: (locator) => run("qemu-nbd", ["-c", NBD, "-f", "raw", locator]),
+    disconnect: () => run("qemu-nbd", ["-d", NBD]),
+    ioctl: true,
+  },
+  {
+    name: "nbd-client (netlink)",
+    connect: (locator) => nbdClient(locator, []),
+    disconnect: () => run("nbd-client", ["-d", NBD]),
+    ioctl: false,
+  },
 ];
 
 labTest({
   name:
-    "userspace take traces /dev/nbd1 to its export by nbd-client -L and by -i NAME, and reports nothing frozen for netlink without -i",
+    "userspace take traces /dev/nbd1 to its export through nbd-client -L and qemu-nbd -c, and reports nothing frozen for a netlink nbd-client",
   requires: ["service"],
   async fn(t) {
     await withCleanup(async (stack) => {
@@ -63,41 +86,32 @@ labTest({
       const device = await client.devices.attach({ path: disk, name: "vat" });
       stack.defer(() => client.devices.detach(device.id));
       await loadNbd();
-      const { host, port, exportName } = parseNbdUri(device.locator);
       const facts: Record<string, unknown>[] = [];
       stack.defer(async () => {
         const out = labEnv().outDir;
         const text = JSON.stringify(facts, null, 2);
-        console.log(`nbd-client modes in sysfs: ${text}`);
+        console.log(`NBD clients in sysfs: ${text}`);
         if (out) await Deno.writeTextFile(`${out}/nbd-attachments.json`, `${text}\n`);
       });
       let formatted = false;
       for (const mode of MODES) {
         await t.step(mode.name, async () => {
           await withCleanup(async (inner) => {
-            await run("nbd-client", [
-              host,
-              port,
-              NBD,
-              "-N",
-              exportName,
-              "-b",
-              "4096",
-              ...mode.args(exportName),
-            ]);
+            await mode.connect(device.locator);
             inner.defer(async () => {
-              await run("nbd-client", ["-d", NBD]);
+              await mode.disconnect();
               await waitFor(`${NBD} to disconnect`, () => sizeOf() === 0);
             });
             await waitFor(`${NBD} to have a size`, () => sizeOf() > 0);
             const pid = sysfs("pid");
-            const seen = {
+            const cmdline = pid !== null && exists(`/proc/${pid}/cmdline`)
+              ? Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").join(" ").trim()
+              : null;
+            const seen: Record<string, unknown> = {
               mode: mode.name,
               pid,
               pidRunning: pid !== null && exists(`/proc/${pid}`),
-              cmdline: pid && exists(`/proc/${pid}/cmdline`)
-                ? Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").join(" ").trim()
-                : null,
+              cmdline,
               backend: sysfs("backend"),
             };
             facts.push(seen);
@@ -112,21 +126,16 @@ labTest({
             inner.defer(() => client.snapshots.destroy(created.id));
             const report = (await client.snapshots.take(created.id)).consistency!;
             const frozen = report.devices[0].filesystems;
-            Object.assign(seen, { frozen: frozen.map((f) => `${f.blockDevice} ${f.frozen}`) });
-            if (mode.name === "ioctl (-L)") {
+            seen.frozen = frozen.map((f) => `${f.blockDevice} ${f.frozen}`);
+            if (mode.ioctl) {
               assert.equal(seen.backend, null, "ioctl mode has no backend attribute");
-              assert.ok(seen.pidRunning, "the ioctl-mode nbd-client keeps running");
-            } else if (mode.name === "netlink") {
-              assert.equal(seen.backend, "", "netlink without -i: an empty identifier");
-              assert.equal(seen.pidRunning, false, "the netlink nbd-client has exited");
-            } else {
-              assert.equal(seen.backend, exportName);
-            }
-            if (mode.frozen) {
+              assert.ok(seen.pidRunning, "the ioctl-mode client keeps running");
               assert.deepEqual(frozen.map((f) => [f.blockDevice, f.mountPoint, f.frozen]), [
                 ["nbd1", fs.dir, true],
               ], JSON.stringify(report));
             } else {
+              assert.equal(seen.backend, "", "netlink without an identifier: empty");
+              assert.equal(seen.pidRunning, false, "the netlink nbd-client has exited");
               assert.deepEqual(frozen, [], JSON.stringify(report));
             }
           });
