@@ -12,7 +12,11 @@
  * Linux 5.19). Offsets go by pointer (loff_t), one pair of slots per copy
  * in flight, so the descriptors' file positions are never used or moved.
  * Pipes come from a small pool, one copy per pipe at a time; a pipe whose
- * copy failed is closed rather than reused (it may hold data).
+ * copy failed is closed rather than reused (it may hold data). Writers into
+ * one file queue on its lock in the kernel, spinning on the core the event
+ * loop needs, so one pipe at a time drains into a given file (reads from the
+ * sources into pipes still overlap, which matters for a cold disk) and
+ * copy_file_range runs at most four at a time per destination.
  * - errno is thread-local, so it cannot be read after a nonblocking call.
  *   The first call for a pair is therefore made synchronously on the calling
  *   thread and its errno read in the next statement: EXDEV, EINVAL, ENOSYS,
@@ -115,6 +119,39 @@ class CopyError extends Error {
     this.code = errno === ENOSPC ? "ENOSPC" : "EIO";
   }
 }
+
+/** At most `width` tasks at a time per descriptor; the others wait in order. */
+class SlotLimiter {
+  readonly #width: number;
+  readonly #slots = new Map<number, { busy: number; waiting: Array<() => void> }>();
+
+  constructor(width: number) {
+    this.#width = width;
+  }
+
+  async run<T>(fd: number, task: () => Promise<T>): Promise<T> {
+    let entry = this.#slots.get(fd);
+    if (entry === undefined) {
+      entry = { busy: 0, waiting: [] };
+      this.#slots.set(fd, entry);
+    }
+    const slot = entry;
+    if (slot.busy >= this.#width) await new Promise<void>((resolve) => slot.waiting.push(resolve));
+    else slot.busy += 1;
+    try {
+      return await task();
+    } finally {
+      const next = slot.waiting.shift();
+      if (next !== undefined) next();
+      else if (--slot.busy === 0) this.#slots.delete(fd);
+    }
+  }
+}
+
+/** Writers into one file queue on its lock in the kernel, spinning: one pipe drains into a file at a time. */
+const spliceWriters = new SlotLimiter(1);
+/** copy_file_range both reads and writes: a few at a time into one file, so reads of a cold source overlap. */
+const directCopies = new SlotLimiter(4);
 
 function errnoOf(lib: Symbols): number {
   const location = lib.__errno_location();
@@ -229,12 +266,9 @@ async function copySpliced(
   if (typeof pipe === "number") throw copyError(pipe, range, from);
   const offsets = new BigInt64Array(2);
   const fromSlot = offsets.subarray(0, 1);
-  const toSlot = offsets.subarray(1, 2);
   let done = 0;
-  let refusal = 0;
-  let failure = 0;
-  let dirty = false;
-  copying: while (done < range.length) {
+  let outcome: SpliceOutcome = { refusal: 0, failure: 0, dirty: false };
+  while (done < range.length) {
     const resetIn = () => (offsets[0] = BigInt(range.fromOffset + done));
     resetIn();
     const filled = await step(lib, {
@@ -250,40 +284,58 @@ async function copySpliced(
       reset: resetIn,
     });
     if (filled < 0 && done === 0) {
-      refusal = -filled;
+      outcome = { refusal: -filled, failure: 0, dirty: false };
       break;
     }
     if (filled <= 0) {
-      failure = filled < 0 ? -filled : EIO;
+      outcome = { refusal: 0, failure: filled < 0 ? -filled : EIO, dirty: false };
       break;
     }
-    for (let moved = 0; moved < filled;) {
-      const resetOut = () => (offsets[1] = BigInt(range.toOffset + done + moved));
-      resetOut();
-      const count = await step(lib, {
-        call: "splice",
-        args: [pipe.read, null, range.to, pointerOf(toSlot), filled - moved],
-        known: known || done > 0,
-        reset: resetOut,
-      });
-      if (count < 0 && done === 0 && moved === 0) {
-        // Nothing reached the target: maybe a refusal. The pipe holds data: close it.
-        refusal = -count;
-        dirty = true;
-        break copying;
-      }
-      if (count <= 0) {
-        failure = count < 0 ? -count : EIO;
-        break copying;
-      }
-      moved += count;
-    }
+    const at = done;
+    outcome = await spliceWriters.run(
+      range.to,
+      () => drainPipe(lib, { pipe, range, at, filled, known: known || at > 0 }),
+    );
+    if (outcome.refusal !== 0 || outcome.failure !== 0) break;
     done += filled;
   }
-  if (failure === 0 && !dirty && idlePipes.length < POOL_PIPES) idlePipes.push(pipe);
+  const clean = outcome.failure === 0 && !outcome.dirty;
+  if (clean && idlePipes.length < POOL_PIPES) idlePipes.push(pipe);
   else closePipe(lib, pipe);
-  if (failure !== 0) throw copyError(failure, range, from);
-  return refusal;
+  if (outcome.failure !== 0) throw copyError(outcome.failure, range, from);
+  return outcome.refusal;
+}
+
+/** How draining a pipe ended: a refusal (nothing reached the target) or a failure errno, or neither. */
+interface SpliceOutcome {
+  refusal: number;
+  failure: number;
+  /** The pipe may still hold data. */
+  dirty: boolean;
+}
+
+/** Moves the `filled` bytes in the pipe to the target at `range.toOffset + at`. */
+async function drainPipe(
+  lib: Symbols,
+  options: { pipe: Pipe; range: KernelCopyRange; at: number; filled: number; known: boolean },
+): Promise<SpliceOutcome> {
+  const { pipe, range, at, filled } = options;
+  const toSlot = new BigInt64Array(1);
+  for (let moved = 0; moved < filled;) {
+    const reset = () => (toSlot[0] = BigInt(range.toOffset + at + moved));
+    reset();
+    const count = await step(lib, {
+      call: "splice",
+      args: [pipe.read, null, range.to, pointerOf(toSlot), filled - moved],
+      known: options.known,
+      reset,
+    });
+    // Nothing reached the target on a first call: maybe a refusal. The pipe holds data.
+    if (count < 0 && at === 0 && moved === 0) return { refusal: -count, failure: 0, dirty: true };
+    if (count <= 0) return { refusal: 0, failure: count < 0 ? -count : EIO, dirty: true };
+    moved += count;
+  }
+  return { refusal: 0, failure: 0, dirty: false };
 }
 
 function copyError(errno: number, range: KernelCopyRange, from: number): CopyError {
@@ -303,23 +355,10 @@ function copyError(errno: number, range: KernelCopyRange, from: number): CopyErr
  * is "ENOSPC" or "EIO" when the copy failed (the destination range is then
  * undefined).
  */
-export function copyFileRange(from: number, range: KernelCopyRange): Promise<KernelCopyResult> {
-  const previous = lanes.get(range.to);
-  const run = previous === undefined
-    ? copyNow(from, range)
-    : previous.then(() => copyNow(from, range), () => copyNow(from, range));
-  const settled = run.then(() => {}, () => {});
-  lanes.set(range.to, settled);
-  settled.then(() => {
-    if (lanes.get(range.to) === settled) lanes.delete(range.to);
-  });
-  return run;
-}
-
-/** The last copy queued into each destination descriptor: copies into one file run one at a time. */
-const lanes = new Map<number, Promise<void>>();
-
-async function copyNow(from: number, range: KernelCopyRange): Promise<KernelCopyResult> {
+export async function copyFileRange(
+  from: number,
+  range: KernelCopyRange,
+): Promise<KernelCopyResult> {
   const lib = libc();
   const key = `${from}:${range.to}`;
   const way = pairs.get(key);
@@ -329,7 +368,7 @@ async function copyNow(from: number, range: KernelCopyRange): Promise<KernelCopy
     if (way !== undefined && way !== call) continue;
     const outcome = call === "splice"
       ? await copySpliced(lib, from, range, way === call)
-      : await copyDirect(lib, from, range, way === call);
+      : await directCopies.run(range.to, () => copyDirect(lib, from, range, way === call));
     if (outcome === 0) {
       pairs.set(key, call);
       return "copied";
