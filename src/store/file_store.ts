@@ -37,7 +37,12 @@ import type {
 } from "../engine/block_store.ts";
 import { acquireCachedReads, readCached, releaseCachedReads } from "./cached_read.ts";
 import { splitDeviceNumber } from "./dev_numbers.ts";
-import { copyFileRange, forgetCopyPairs } from "./kernel_copy.ts";
+import {
+  acquireKernelCopies,
+  copyFileRange,
+  forgetCopyPairs,
+  releaseKernelCopies,
+} from "./kernel_copy.ts";
 import { preallocateOffThread } from "./preallocate.ts";
 
 const SECTOR_BYTES = 512;
@@ -112,6 +117,7 @@ export class FileStore implements BlockStore {
     this.#handle = init.handle;
     this.#fd = init.handle.fd;
     acquireCachedReads();
+    acquireKernelCopies();
     this.readOnly = init.readOnly;
     this.#guardTruncation = init.guardTruncation ?? false;
     this.identity = identity;
@@ -315,6 +321,7 @@ export class FileStore implements BlockStore {
     if (this.#inFlight > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
     releaseCachedReads();
     forgetCopyPairs(this.#fd);
+    releaseKernelCopies();
     await this.#handle.close();
   }
 }

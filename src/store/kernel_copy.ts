@@ -72,9 +72,10 @@ type CopyCall = "copy_file_range" | "splice";
 
 let library: Deno.DynamicLibrary<typeof symbols> | undefined;
 let unavailable = false;
+let users = 0;
 
 function libc(): Symbols | undefined {
-  if (library === undefined && !unavailable) {
+  if (library === undefined && !unavailable && users > 0) {
     try {
       library = Deno.dlopen("libc.so.6", symbols);
     } catch {
@@ -377,6 +378,20 @@ export async function copyFileRange(
   }
   pairs.set(key, "refused");
   return "refused";
+}
+
+/** Takes a reference on kernel copies (a store opening). */
+export function acquireKernelCopies(): void {
+  users += 1;
+}
+
+/** Drops a reference; the last one closes the idle pipes and libc (no copy may be in flight). */
+export function releaseKernelCopies(): void {
+  users = Math.max(0, users - 1);
+  if (users > 0 || library === undefined) return;
+  for (const pipe of idlePipes.splice(0)) closePipe(library.symbols, pipe);
+  library.close();
+  library = undefined;
 }
 
 /**
