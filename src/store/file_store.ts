@@ -290,7 +290,9 @@ export class FileStore implements BlockStore {
     if (!Number.isSafeInteger(bytes) || bytes <= this.#capacity) return;
     this.#refuseShrunk("grow");
     const from = this.#capacity;
-    const allocated = await this.#tracked(() => preallocateOffThread(this.#fd, from, bytes - from));
+    const allocated = await this.#tracked(() =>
+      preallocateOffThread(this.#fd, { offset: from, length: bytes - from })
+    );
     if (allocated === "unsupported") {
       await this.#tracked(() => this.#handle.truncate(bytes));
     }

@@ -70,14 +70,15 @@ export function preallocate(fd: number, offset: number, length: number): Preallo
 }
 
 /**
- * As {@link preallocate}, but allocating on another thread: the event loop
- * goes on meanwhile. Resolves and rejects as {@link preallocate}.
+ * As {@link preallocate} of `range.length` bytes at `range.offset`, but
+ * allocating on another thread: the event loop goes on meanwhile. Resolves
+ * and rejects as {@link preallocate}.
  */
 export async function preallocateOffThread(
   fd: number,
-  offset: number,
-  length: number,
+  range: { offset: number; length: number },
 ): Promise<PreallocateResult> {
+  const { offset, length } = range;
   let library: Deno.DynamicLibrary<typeof symbols>;
   try {
     library = Deno.dlopen("libc.so.6", symbols);
