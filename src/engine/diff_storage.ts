@@ -218,9 +218,12 @@ export class DiffStorage {
       this.#params.diffStorageMinimumSectors,
       this.#limit - this.#capacity,
     );
-    this.#growing = this.#reallocate().finally(() => {
-      this.#growing = undefined;
+    // A grow that ended may still be settling when the next one starts: it
+    // must not clear the new one.
+    const growing: Promise<void> = this.#reallocate().finally(() => {
+      if (this.#growing === growing) this.#growing = undefined;
     });
+    this.#growing = growing;
   }
 
   async #reallocate(): Promise<void> {
