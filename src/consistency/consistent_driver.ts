@@ -9,8 +9,11 @@
  *    run with result `aborted`);
  * 2. discovery: per device, the block devices on it (itself, its
  *    partitions, their holders; for the userspace backend the /dev/nbdX of
- *    this host connected to its export) and the mounts of those in
- *    /proc/self/mountinfo, one per file system;
+ *    this host connected to its export, by sysfs and the NBD client's
+ *    process, else by a read probe of each connected nbdX that names nothing
+ *    and carries a mounted file system, all at once, within the probe's
+ *    window) and the mounts of those in /proc/self/mountinfo, one per file
+ *    system;
  * 3. FIFREEZE on each, just before the switch. A file system frozen by
  *    someone else (EBUSY) or that cannot freeze is reported and left alone;
  * 4. the backend's take, under a watchdog: when `maxFreezeMs` passes first,
@@ -38,7 +41,8 @@ import { blockName, devicesOn, type SystemTree, treeAt } from "./block_topology.
 import type { FsFreezer } from "./fs_freezer.ts";
 import { HookFailedError, type HookRun, Hooks } from "./hooks.ts";
 import { type MountEntry, readMountinfo } from "./mountinfo.ts";
-import { type ExportIdentity, nbdDevicesFor } from "./nbd_attachments.ts";
+import { type ExportIdentity, nbdDevicesFor, unidentifiedNbdDevices } from "./nbd_attachments.ts";
+import { type NbdReadProbeOptions, probeNbdExports } from "./nbd_read_probe.ts";
 
 /** Default bound on the time file systems stay frozen. */
 export const DEFAULT_MAX_FREEZE_MS = 10_000;
@@ -61,6 +65,12 @@ export interface ConsistencyOptions {
   mounts?: () => Promise<MountEntry[]>;
   /** Major and minor of a block device path (default libc's stat; the fake kernel has its own). */
   deviceNumber?: (path: string) => DeviceNumber | undefined;
+  /**
+   * The userspace backend's read probe, which finds the export of a host
+   * /dev/nbdX that names nothing (nbd_read_probe.ts); without it such a
+   * device is not frozen.
+   */
+  readProbe?: NbdReadProbeOptions;
 }
 
 /** A file system to freeze for a device. */
@@ -232,13 +242,45 @@ export class ConsistentDriver implements SnapshotDriver {
     }
   }
 
+  /**
+   * The export of each connected nbdX that names nothing and carries a
+   * mounted file system, by read probe, by kernel name; empty without a probe.
+   */
+  async #probedExports(mounts: MountEntry[]): Promise<Map<string, string>> {
+    const found = new Map<string, string>();
+    const probe = this.#options.readProbe;
+    if (!probe) return found;
+    const mounted = new Set(mounts.map((m) => m.deviceNumber));
+    const candidates = unidentifiedNbdDevices({ sys: this.#sys, proc: this.#proc }).filter(
+      (name) => devicesOn(this.#sys, name).some((node) => mounted.has(node.deviceNumber)),
+    );
+    if (candidates.length === 0) return found;
+    for (const [name, outcome] of await probeNbdExports(candidates, { ...probe, sys: this.#sys })) {
+      if ("exportName" in outcome) {
+        found.set(name, outcome.exportName);
+        this.#log(`take: the read probe of ${name} reached export "${outcome.exportName}"`);
+      } else {
+        this.#log(`take: ${name} is not identified: ${outcome.unknown}`);
+      }
+    }
+    return found;
+  }
+
   /** The block devices standing on `deviceId`'s blocks, by kernel name. */
-  async #blockDevicesOf(deviceId: string, backend: string): Promise<string[]> {
+  async #blockDevicesOf(
+    deviceId: string,
+    context: { backend: string; probed: Map<string, string> },
+  ): Promise<string[]> {
     const device = await this.#inner.getDevice(deviceId);
     const roots: string[] = [];
-    if (backend === "userspace") {
+    if (context.backend === "userspace") {
       const identity = exportIdentity(device.locator);
-      if (identity) roots.push(...nbdDevicesFor({ sys: this.#sys, proc: this.#proc }, identity));
+      if (identity) {
+        roots.push(...nbdDevicesFor({ sys: this.#sys, proc: this.#proc }, identity));
+        for (const [name, exportName] of context.probed) {
+          if (exportName === identity.name) roots.push(name);
+        }
+      }
     } else {
       const deviceNumber = (this.#options.deviceNumber ?? realLibc().blockDeviceNumber)(
         device.path,
@@ -268,11 +310,14 @@ export class ConsistentDriver implements SnapshotDriver {
       this.#log(`take: ${why}; nothing is frozen`);
       return targets;
     }
+    const probed = backend === "userspace"
+      ? await this.#probedExports(mounts)
+      : new Map<string, string>();
     const seen = new Set<string>();
     for (const deviceId of deviceIds) {
       let names: string[];
       try {
-        names = await this.#blockDevicesOf(deviceId, backend);
+        names = await this.#blockDevicesOf(deviceId, { backend, probed });
       } catch (error) {
         const why = `cannot find the block devices on ${deviceId}: ${(error as Error).message}`;
         failures.set(deviceId, why);

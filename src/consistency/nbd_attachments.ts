@@ -27,7 +27,12 @@
  *    export's URIs (`qemu-nbd -c /dev/nbdX -f raw nbd://HOST:PORT/NAME`).
  * A device connected by netlink without an identifier names nothing that
  * leads back to its export (its socket is held by the kernel, its
- * nbd-client is gone): the take then reports nothing frozen for it.
+ * nbd-client is gone): {@link unidentifiedNbdDevices} lists those (an empty
+ * or absent `backend`, and a `pid` that is no running nbd-client or
+ * qemu-nbd), and the take reads one of them that carries a mounted file
+ * system to see which export gets the READ (the read probe,
+ * nbd_read_probe.ts). Without a probe (or when no export of this service
+ * gets the READ in time) the take reports nothing frozen for it.
  *
  * @module
  */
@@ -80,6 +85,27 @@ function startedFor(cmdline: string, target: ExportIdentity): boolean {
     /^\d+$/.test(arg) && !optionValues.has(i + 1)
   );
   return positional.length === 0 && target.port === NBD_DEFAULT_PORT;
+}
+
+/** True when `cmdline` (NUL-separated) is an NBD client that stays while its device is connected. */
+function isNbdClient(cmdline: string): boolean {
+  return /(^|\/)(nbd-client|qemu-nbd)$/.test(cmdline.split("\0")[0] ?? "");
+}
+
+/**
+ * Kernel names of the connected nbdX devices that name no export: no
+ * `backend`, and no running nbd-client or qemu-nbd in `pid` (see the
+ * module's note). Only a read probe can tell where they are connected.
+ */
+export function unidentifiedNbdDevices(trees: { sys: SystemTree; proc: SystemTree }): string[] {
+  return trees.sys.list("block").filter((name) => {
+    if (!/^nbd\d+$/.test(name)) return false;
+    if (Number(trees.sys.read(`block/${name}/size`) ?? 0) === 0) return false;
+    if (trees.sys.read(`block/${name}/backend`)?.trim()) return false;
+    const pid = trees.sys.read(`block/${name}/pid`)?.trim();
+    const cmdline = pid ? trees.proc.read(`${pid}/cmdline`) : undefined;
+    return cmdline === undefined || !isNbdClient(cmdline);
+  });
 }
 
 /** Kernel names of the connected nbdX devices serving `target` ("nbd0"). */

@@ -30,6 +30,7 @@ import { negotiate } from "./handshake.ts";
 import { type NbdLogger, silentLogger } from "./log.ts";
 import { ReplyWriter } from "./reply_writer.ts";
 import { SocketReader } from "./socket_reader.ts";
+import type { ReadProbeBoard } from "./read_probes.ts";
 import { NbdStats } from "./stats.ts";
 import { Transmission } from "./transmission.ts";
 
@@ -60,6 +61,8 @@ export interface NbdServerOptions {
   maxConnections?: number;
   /** A connection to an export that ended is closed this many ms later (default 2 s). */
   endedGraceMs?: number;
+  /** Read probes every READ is shown to (src/nbd/read_probes.ts; none by default). */
+  readProbes?: ReadProbeBoard;
 }
 
 /** A running NBD server. */
@@ -128,6 +131,7 @@ export async function startNbdServer(
     stats: options.stats ?? new NbdStats(),
     maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
     endedGraceMs: options.endedGraceMs ?? DEFAULT_ENDED_GRACE_MS,
+    readProbes: options.readProbes,
   });
 }
 
@@ -141,6 +145,7 @@ class Server implements NbdServer {
   #handshakeTimeoutMs: number;
   #maxConnections: number;
   #endedGraceMs: number;
+  #readProbes: ReadProbeBoard | undefined;
   #open = new Set<Connection>();
   #accepting: Promise<void>[];
   #closed: Promise<void> | undefined;
@@ -156,8 +161,10 @@ class Server implements NbdServer {
       stats: NbdStats;
       maxConnections: number;
       endedGraceMs: number;
+      readProbes?: ReadProbeBoard;
     },
   ) {
+    this.#readProbes = options.readProbes;
     this.stats = options.stats;
     this.#provider = provider;
     this.#listeners = listeners;
@@ -225,6 +232,7 @@ class Server implements NbdServer {
         handshakeTimeoutMs: this.#handshakeTimeoutMs,
         stats: this.stats,
         endedGraceMs: this.#endedGraceMs,
+        readProbes: this.#readProbes,
       });
       this.stats.opened();
       this.#open.add(connection);
@@ -251,6 +259,7 @@ class Connection {
   #handshakeTimeoutMs: number;
   #endedGraceMs: number;
   #stats: NbdStats;
+  #readProbes: ReadProbeBoard | undefined;
 
   constructor(
     stream: Deno.Conn,
@@ -260,8 +269,10 @@ class Connection {
       handshakeTimeoutMs: number;
       stats: NbdStats;
       endedGraceMs: number;
+      readProbes?: ReadProbeBoard;
     },
   ) {
+    this.#readProbes = options.readProbes;
     const logger = options.logger;
     this.#endedGraceMs = options.endedGraceMs;
     this.#stats = options.stats;
@@ -304,7 +315,7 @@ class Connection {
         reader: this.#reader,
         writer: this.#writer,
         pool: this.#pool,
-      }, { logger, stats: this.#stats });
+      }, { logger, stats: this.#stats, readProbes: this.#readProbes });
       const cancelEnd = this.#endWhen(session.export.ended);
       try {
         await this.#transmission.run();

@@ -40,6 +40,7 @@ import type { BufferPool } from "./buffer_pool.ts";
 import type { NbdLogger } from "./log.ts";
 import type { NbdStats } from "./stats.ts";
 import { planRead, type ReadRun } from "./read_plan.ts";
+import type { ReadProbeBoard } from "./read_probes.ts";
 import { type ContextStatus, ReplySender, RequestHeader } from "./replies.ts";
 import type { ReplyWriter } from "./reply_writer.ts";
 import type { SocketReader } from "./socket_reader.ts";
@@ -63,6 +64,8 @@ export interface TransmissionOptions {
   logger: NbdLogger;
   /** Where requests are counted (none by default). */
   stats?: NbdStats;
+  /** Where READs are shown to armed read probes (none by default). */
+  readProbes?: ReadProbeBoard;
 }
 
 /** The transmission phase of one connection. */
@@ -75,6 +78,7 @@ export class Transmission {
   #replies: ReplySender;
   #log: NbdLogger;
   #stats: NbdStats | undefined;
+  #readProbes: ReadProbeBoard | undefined;
   #maximum: number;
   #inFlight = 0;
   #inFlightBytes = 0;
@@ -95,6 +99,7 @@ export class Transmission {
     this.#replies = new ReplySender(stream.writer);
     this.#log = options.logger;
     this.#stats = options.stats;
+    this.#readProbes = options.readProbes;
     this.#maximum = session.blockSize.maximum;
   }
 
@@ -189,6 +194,7 @@ export class Transmission {
     try {
       switch (request.type) {
         case C.NBD_CMD_READ:
+          this.#readProbes?.observe(exp.name, offset, length);
           await this.#read(request);
           return;
         case C.NBD_CMD_WRITE:

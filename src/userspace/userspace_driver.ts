@@ -50,6 +50,7 @@ import type { SnapshotImage } from "../engine/image.ts";
 import { type Snapshot, storageLivesOn } from "../engine/snapshot.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import { type NbdLogger, startNbdServer } from "../nbd/mod.ts";
+import { ReadProbeBoard } from "../nbd/read_probes.ts";
 import type { NbdServer } from "../nbd/server.ts";
 import type { FileStore } from "../store/file_store.ts";
 import { openStoreVerified } from "../store/open_store.ts";
@@ -150,6 +151,7 @@ function iso(timeMs: number | undefined): string | undefined {
 export class UserspaceDriver implements SnapshotDriver {
   readonly #engine: Engine;
   #server!: NbdServer;
+  readonly #readProbes = new ReadProbeBoard();
   readonly #devices = new Map<string, Attached>();
   /** Remembered devices not tracked now (missing or refused at start). */
   readonly #absent = new Map<string, Absent>();
@@ -199,6 +201,7 @@ export class UserspaceDriver implements SnapshotDriver {
       const server = await startNbdServer(engineExports(engine), {
         ...listen,
         logger: options.logger,
+        readProbes: driver.#readProbes,
       });
       const tcpHost = listen.tcp?.hostname ?? "127.0.0.1";
       driver.#server = server;
@@ -281,6 +284,11 @@ export class UserspaceDriver implements SnapshotDriver {
       }
     })();
     return this.#retrying;
+  }
+
+  /** The read probes the NBD server shows every READ to (which export is a host's /dev/nbdX). */
+  get readProbes(): ReadProbeBoard {
+    return this.#readProbes;
   }
 
   /** The NBD server (its port and socket). */

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { blockName, devicesOn, treeAt } from "../../src/consistency/block_topology.ts";
 import { parseMountinfo } from "../../src/consistency/mountinfo.ts";
-import { nbdDevicesFor } from "../../src/consistency/nbd_attachments.ts";
+import { nbdDevicesFor, unidentifiedNbdDevices } from "../../src/consistency/nbd_attachments.ts";
 import { makeTree, SYSFS_FILES, SYSFS_LINKS } from "../_helpers/system_tree.ts";
 
 const MOUNTINFO = [
@@ -178,6 +179,33 @@ Deno.test("nbdDevicesFor() follows what each nbd-client mode leaves in sysfs", a
       [],
       "qemu-nbd on another server",
     );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("unidentifiedNbdDevices() lists connected nbdX with no backend and no running NBD client", async () => {
+  const root = await makeTree({
+    ...SYSFS_FILES,
+    "devices/nbd1/size": "2048\n",
+    "devices/nbd1/backend": "vda\n",
+    "devices/nbd2/size": "2048\n",
+    "devices/nbd2/backend": "\n",
+    "devices/nbd2/pid": "4242\n",
+    "devices/nbd3/size": "2048\n",
+    "devices/nbd3/pid": "4343\n",
+    "devices/nbd4/size": "0\n",
+    "devices/nbd5/size": "2048\n",
+    "devices/nbd5/pid": "4444\n",
+    "proc/4343/cmdline": ["nbd-client", "10.0.0.9", "/dev/nbd3", "-N", "x", ""].join("\0"),
+    "proc/4444/cmdline": ["/usr/bin/sleep", "100", ""].join("\0"),
+  }, {
+    ...SYSFS_LINKS,
+    ...Object.fromEntries([1, 2, 3, 4, 5].map((n) => [`block/nbd${n}`, `devices/nbd${n}`])),
+  });
+  try {
+    const trees = { sys: treeAt(root), proc: treeAt(join(root, "proc")) };
+    assert.deepEqual(unidentifiedNbdDevices(trees), ["nbd0", "nbd2", "nbd5"]);
   } finally {
     await Deno.remove(root, { recursive: true });
   }

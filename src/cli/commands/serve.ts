@@ -357,6 +357,7 @@ async function consistentTakes(
   const { ConsistentDriver } = await import("../../consistency/consistent_driver.ts");
   const { ioctlFreezer } = await import("../../consistency/fs_freezer.ts");
   const { Hooks } = await import("../../consistency/hooks.ts");
+  const { ReadProbeBoard } = await import("../../nbd/read_probes.ts");
   const log = (line: string) => logger.info(line);
   try {
     const hooks = settings.hooksDir
@@ -370,6 +371,9 @@ async function consistentTakes(
       hooks,
       maxFreezeMs: settings.maxFreezeMs,
       log,
+      ...("readProbes" in driver && driver.readProbes instanceof ReadProbeBoard
+        ? { readProbe: { board: driver.readProbes } }
+        : {}),
     });
   } catch (error) {
     await driver.close();
