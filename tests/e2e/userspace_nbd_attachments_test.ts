@@ -8,8 +8,10 @@
  * seen are written to `results/nbd-attachments.json`.
  *
  * - ioctl: no `backend` attribute, `pid` the client that keeps running: frozen.
- * - netlink: `backend` empty, `pid` an nbd-client that has exited: nothing leads back to the
- *   export, and the take reports nothing frozen.
+ * - netlink: `backend` empty, `pid` an nbd-client that has exited: nothing in sysfs leads back to
+ *   the export, so the take reads one block of /dev/nbd1 with O_DIRECT and sees that READ reach
+ *   the export (the read probe, src/consistency/nbd_read_probe.ts): frozen too, and the service's
+ *   log says the probe found it.
  */
 
 import assert from "node:assert/strict";
@@ -72,7 +74,7 @@ const MODES: Mode[] = [
 
 labTest({
   name:
-    "userspace take traces /dev/nbd1 to its export through nbd-client -L and qemu-nbd -c, and reports nothing frozen for a netlink nbd-client",
+    "userspace take traces /dev/nbd1 to its export through nbd-client -L and qemu-nbd -c, and by read probe for a netlink nbd-client, and freezes it",
   requires: ["service"],
   async fn(t) {
     await withCleanup(async (stack) => {
@@ -130,14 +132,23 @@ labTest({
             if (mode.ioctl) {
               assert.equal(seen.backend, null, "ioctl mode has no backend attribute");
               assert.ok(seen.pidRunning, "the ioctl-mode client keeps running");
-              assert.deepEqual(frozen.map((f) => [f.blockDevice, f.mountPoint, f.frozen]), [
-                ["nbd1", fs.dir, true],
-              ], JSON.stringify(report));
             } else {
               assert.equal(seen.backend, "", "netlink without an identifier: empty");
               assert.equal(seen.pidRunning, false, "the netlink nbd-client has exited");
-              assert.deepEqual(frozen, [], JSON.stringify(report));
+              const logPath = `${labEnv().outDir ?? service.stateDir}/service.log`;
+              await waitFor(
+                "the service to log the read probe",
+                () =>
+                  Deno.readTextFileSync(logPath).includes(
+                    `the read probe of nbd1 reached export "${
+                      parseNbdUri(device.locator).exportName
+                    }"`,
+                  ),
+              );
             }
+            assert.deepEqual(frozen.map((f) => [f.blockDevice, f.mountPoint, f.frozen]), [
+              ["nbd1", fs.dir, true],
+            ], JSON.stringify(report));
           });
         });
       }
