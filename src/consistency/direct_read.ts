@@ -41,7 +41,7 @@ export type ReadBlock = (path: string, offset: number, length: number) => Promis
  * {@link DIRECT_ALIGNMENT}; ServiceError UNAVAILABLE when a call fails (errno
  * is not known: it belongs to the pool thread that made the call).
  */
-export const directReadBlock: ReadBlock = async (path, offset, length) => {
+export async function directReadBlock(path: string, offset: number, length: number): Promise<void> {
   if (offset % DIRECT_ALIGNMENT !== 0 || length % DIRECT_ALIGNMENT !== 0 || length === 0) {
     throw new RangeError(`a direct read needs ${DIRECT_ALIGNMENT}-byte alignment`);
   }
@@ -68,4 +68,4 @@ export const directReadBlock: ReadBlock = async (path, offset, length) => {
     lent.delete(space);
     await c.close(fd);
   }
-};
+}
