@@ -70,7 +70,14 @@ export {
 } from "./src/change_token.ts";
 export { UserspaceDriver, type UserspaceDriverOptions } from "./src/userspace/userspace_driver.ts";
 export type { EngineParams } from "./src/engine/mod.ts";
-export { type NbdLogger, type NbdLogLevel, type NbdServer, NbdStats } from "./src/nbd/mod.ts";
+export {
+  type NbdLogger,
+  type NbdLogLevel,
+  type NbdServer,
+  NbdStats,
+  type ReadProbe,
+  ReadProbeBoard,
+} from "./src/nbd/mod.ts";
 export type { CountsByCommand } from "./src/nbd/stats.ts";
 export type { DeviceNumber, SyscallResult } from "./src/kernel/libc.ts";
 export {

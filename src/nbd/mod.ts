@@ -22,4 +22,5 @@ export type { NbdLogger, NbdLogLevel } from "./log.ts";
 export { silentLogger } from "./log.ts";
 export type { NbdServer, NbdServerOptions } from "./server.ts";
 export { startNbdServer } from "./server.ts";
+export { type ReadProbe, ReadProbeBoard } from "./read_probes.ts";
 export { NbdStats } from "./stats.ts";
