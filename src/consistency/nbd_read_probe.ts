@@ -5,8 +5,9 @@
  * nbd-client gone).
  *
  * Design note: for each such device, pick one block at random (4096 bytes,
- * aligned, anywhere in the device: two probes or a probe and other traffic
- * hardly ever ask for exactly that block at the same moment), arm a read
+ * aligned, anywhere in the device, a different one for each device probed
+ * at once: a probe and other traffic hardly ever ask for exactly that block
+ * at the same moment), arm a read
  * probe for that offset and length on this service's NBD server
  * (src/nbd/read_probes.ts), read the block with O_DIRECT (direct_read.ts:
  * past the page cache, so the kernel must ask its server) and wait up to
@@ -48,21 +49,39 @@ export async function probeNbdExports(
   names: readonly string[],
   options: NbdReadProbeOptions & { sys: SystemTree },
 ): Promise<Map<string, ProbeOutcome>> {
-  const outcomes = await Promise.all(names.map((name) => probeOne(name, options)));
+  const taken = new Set<number>();
+  const outcomes = await Promise.all(names.map((name) => {
+    const blocks = Math.floor(
+      Number(options.sys.read(`block/${name}/size`) ?? 0) * 512 / DIRECT_ALIGNMENT,
+    );
+    const offset = blocks > 0 ? distinctOffset(blocks, taken) : undefined;
+    return offset === undefined
+      ? { unknown: `${name} has no whole block to read` }
+      : probeOne(name, offset, options);
+  }));
   return new Map(names.map((name, i) => [name, outcomes[i]]));
+}
+
+/**
+ * A random block offset below `blocks` blocks not in `taken` (then added to
+ * it): one READ must answer one probe only. Undefined after 64 tries.
+ */
+function distinctOffset(blocks: number, taken: Set<number>): number | undefined {
+  for (let attempt = 0; attempt < 64; attempt++) {
+    const [high, low] = crypto.getRandomValues(new Uint32Array(2));
+    const offset = ((high * 2 ** 32 + low) % blocks) * DIRECT_ALIGNMENT;
+    if (taken.has(offset)) continue;
+    taken.add(offset);
+    return offset;
+  }
+  return undefined;
 }
 
 async function probeOne(
   name: string,
+  offset: number,
   options: NbdReadProbeOptions & { sys: SystemTree },
 ): Promise<ProbeOutcome> {
-  const blocks = Math.floor(
-    Number(options.sys.read(`block/${name}/size`) ?? 0) * 512 /
-      DIRECT_ALIGNMENT,
-  );
-  if (!(blocks > 0)) return { unknown: `${name} has no whole block to read` };
-  const [random] = crypto.getRandomValues(new Uint32Array(1));
-  const offset = (random % blocks) * DIRECT_ALIGNMENT;
   const readBlock = options.readBlock ?? directReadBlock;
   try {
     const exportName = await options.board.watch(

@@ -78,13 +78,15 @@ export class ReadProbeBoard {
       this.#names.set(bytes, slot * SLOT_BYTES + 32);
       this.#states[state + 6] = bytes.length;
       Atomics.compareExchange(this.#states, state, CLAIMED, HIT);
+      return;
     }
   }
 
   /**
    * Arms `probe`, runs `trigger` (which should cause that READ), and resolves
    * with the name of the export that got it first, or undefined when none
-   * did within `windowMs` (or every slot is busy). A rejecting trigger ends
+   * did within `windowMs` (or every slot is busy, or the same probe is armed
+   * already: one READ must not answer two probes). A rejecting trigger ends
    * the probe at once with its error.
    */
   async watch(
@@ -112,8 +114,15 @@ export class ReadProbeBoard {
     }
   }
 
-  /** Takes a free slot for `probe` and arms it; undefined when all are busy. */
+  /** Takes a free slot for `probe` and arms it; undefined when all are busy or it is armed. */
   #claimFree(probe: ReadProbe): number | undefined {
+    for (let slot = 0; slot < SLOTS; slot++) {
+      const numbers = slot * (SLOT_BYTES / 8);
+      if (
+        this.#states[slot * (SLOT_BYTES / 4)] !== FREE &&
+        this.#numbers[numbers + 1] === probe.offset && this.#numbers[numbers + 2] === probe.length
+      ) return undefined;
+    }
     for (let slot = 0; slot < SLOTS; slot++) {
       const state = slot * (SLOT_BYTES / 4);
       if (this.#states[state] !== FREE) continue;

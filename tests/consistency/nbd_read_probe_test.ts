@@ -286,3 +286,22 @@ Deno.test("take freezes what is mounted from a /dev/nbd0 that names nothing, fou
     await Deno.remove(sysRoot, { recursive: true });
   }
 });
+
+Deno.test("one READ answers one probe: the same probe cannot be armed twice at once", async () => {
+  await withProbedServer(async ({ board, uri }) => {
+    const client = await NbdClient.connect(uri("b"));
+    try {
+      let second: Promise<string | undefined> | undefined;
+      const first = await board.watch({ offset: 4096, length: 4096 }, async () => {
+        second = board.watch({ offset: 4096, length: 4096 }, () => Promise.resolve(), {
+          windowMs: 5000,
+        });
+        await client.pread(4096, new Uint8Array(4096));
+      }, { windowMs: 5000 });
+      assert.equal(first, "b");
+      assert.equal(await second, undefined, "refused while the first was armed");
+    } finally {
+      await client.close();
+    }
+  });
+});
