@@ -224,6 +224,8 @@ Deno.test("take freezes what is mounted from a /dev/nbd0 that names nothing, fou
     close: () => {},
   };
   let exportOfNbd0 = "vda";
+  let mounts = MOUNTINFO;
+  let probes = 0;
   let client: NbdClient | undefined;
   try {
     await withService({
@@ -233,12 +235,13 @@ Deno.test("take freezes what is mounted from a /dev/nbd0 that names nothing, fou
           log: (line) => log.push(line),
           sys: treeAt(sysRoot),
           proc: treeAt(join(sysRoot, "proc")),
-          mounts: () => Promise.resolve(MOUNTINFO),
+          mounts: () => Promise.resolve(mounts),
           readProbe: {
             board: driver.readProbes,
             windowMs: 5000,
             readBlock: async (path, offset, length) => {
               assert.equal(path, "/dev/nbd0");
+              probes++;
               client = await NbdClient.connect(
                 `nbd://127.0.0.1:${driver.nbdServer.tcpPort}/${exportOfNbd0}`,
               );
@@ -281,6 +284,12 @@ Deno.test("take freezes what is mounted from a /dev/nbd0 that names nothing, fou
       const again = await take("vdb");
       assert.deepEqual(calls, ["freeze /mnt/nbd", "thaw /mnt/nbd"]);
       assert.equal(again.devices[0].filesystems[0].frozen, true);
+      assert.equal(probes, 3);
+      mounts = MOUNTINFO.filter((m) => !m.source.startsWith("/dev/nbd"));
+      calls.length = 0;
+      await take("vdb");
+      assert.equal(probes, 3, "an nbdX with nothing mounted is not probed");
+      assert.deepEqual(calls, []);
     });
   } finally {
     await Deno.remove(sysRoot, { recursive: true });
