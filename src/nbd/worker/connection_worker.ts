@@ -1,0 +1,156 @@
+/**
+ * A Worker of the NBD plane (DATA-PLANE.md shape B): it waits in poll() on
+ * the owner's listening sockets, accepts one connection, and serves it with
+ * the server's own protocol code (handshake.ts, transmission.ts) over a
+ * {@link BlockingStream}, then takes the next. Exports come from the owner
+ * through the Worker's slot (remote_provider.ts). When it takes a connection
+ * and no other Worker is left waiting, it tells the owner, which may add a
+ * Worker (worker_server.ts). It ends when the owner's wake descriptor turns
+ * readable (the server is closing).
+ *
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import { BufferPool } from "../buffer_pool.ts";
+import { negotiate } from "../handshake.ts";
+import type { NbdLogger, NbdLogLevel } from "../log.ts";
+import { ReplyWriter } from "../reply_writer.ts";
+import { SocketReader } from "../socket_reader.ts";
+import { NbdStats } from "../stats.ts";
+import { Transmission } from "../transmission.ts";
+import { BlockingStream } from "./blocking_stream.ts";
+import { awaitingViews } from "./fast_export.ts";
+import { Errno, errno, libc, Sys } from "./libc.ts";
+import { Op, SlotClient } from "./owner_slot.ts";
+import { RemoteProvider } from "./remote_provider.ts";
+import { Control, type WorkerInit, type WorkerMessage } from "./worker_protocol.ts";
+
+let provider: RemoteProvider | undefined;
+
+self.onmessage = (event: MessageEvent<WorkerInit | WorkerMessage>) => {
+  const message = event.data;
+  if (message.type === "init") void run(message);
+  else if (message.type === "view") provider?.receiveView(message.handle, message.view);
+};
+
+async function run(init: WorkerInit): Promise<void> {
+  const slot = new SlotClient(init.slot);
+  const control = new Int32Array(init.control);
+  const logger: NbdLogger = (level: NbdLogLevel, message: string) => {
+    try {
+      slot.callJson(Op.LOG, { body: { level, message } });
+    } catch {
+      // a failing log sink must not break a connection
+    }
+  };
+  const stats = new NbdStats(init.stats);
+  provider = new RemoteProvider(slot);
+  const saturated = () =>
+    Atomics.load(control, Control.IDLE) === 0 &&
+    Atomics.load(control, Control.WORKERS) >= Atomics.load(control, Control.MAX_WORKERS);
+  for (;;) {
+    const accepted = acceptNext(init, control);
+    if (accepted === undefined) break;
+    const stream = new BlockingStream(accepted.fd, {
+      wakeFd: init.wakeFd,
+      idleTimeoutMs: init.idleTimeoutMs,
+      saturated,
+      wantsTurn: awaitingViews,
+    });
+    slot.call(Op.COUNT, { flags: 1 });
+    try {
+      await serve(stream, { peer: accepted.peer, logger, stats, init });
+    } finally {
+      libc().close(accepted.fd);
+      provider.release();
+      slot.call(Op.COUNT, { flags: 0 });
+    }
+  }
+  self.postMessage({ type: "exited" } satisfies WorkerMessage);
+  self.close();
+}
+
+/** Waits for and accepts a connection; undefined once the server is closing. */
+function acceptNext(
+  init: WorkerInit,
+  control: Int32Array,
+): { fd: number; peer: string } | undefined {
+  const c = libc();
+  const count = init.listenFds.length;
+  const fds = new Int32Array(2 * (count + 1));
+  const bytes = new Uint8Array(fds.buffer);
+  const address = new Uint8Array(112);
+  const addressLength = new Uint32Array(1);
+  Atomics.add(control, Control.IDLE, 1);
+  for (;;) {
+      init.listenFds.forEach((fd, i) => {
+        fds[2 * i] = fd;
+        fds[2 * i + 1] = Sys.POLLIN;
+      });
+      fds[2 * count] = init.wakeFd;
+      fds[2 * count + 1] = Sys.POLLIN;
+      const n = c.poll(bytes, BigInt(count + 1), -1);
+      if (n < 0) {
+        if (errno() === Errno.EINTR) continue;
+        return undefined;
+      }
+      if ((fds[2 * count + 1] >>> 16) !== 0) return undefined;
+      for (let i = 0; i < count; i++) {
+        if ((fds[2 * i + 1] >>> 16) === 0) continue;
+        addressLength[0] = address.length;
+        const fd = c.accept4(
+          init.listenFds[i],
+          address,
+          new Uint8Array(addressLength.buffer),
+          Sys.SOCK_CLOEXEC,
+        );
+        if (fd < 0) continue; // another Worker took it, or the client gave up (EAGAIN, ECONNABORTED)
+        if (Atomics.sub(control, Control.IDLE, 1) === 1) {
+          self.postMessage({ type: "busy" } satisfies WorkerMessage);
+        }
+        return { fd, peer: describePeer(c, fd, address) };
+      }
+  }
+}
+
+function describePeer(c: ReturnType<typeof libc>, fd: number, address: Uint8Array): string {
+  const view = new DataView(address.buffer);
+  if (view.getUint16(0, true) !== Sys.AF_INET) return "unix socket";
+  const one = new Uint8Array(new Int32Array([1]).buffer);
+  c.setsockopt(fd, Sys.IPPROTO_TCP, Sys.TCP_NODELAY, one, 4);
+  return `${[...address.subarray(4, 8)].join(".")}:${view.getUint16(2, false)}`;
+}
+
+async function serve(
+  stream: BlockingStream,
+  context: { peer: string; logger: NbdLogger; stats: NbdStats; init: WorkerInit },
+): Promise<void> {
+  const { peer, logger, stats } = context;
+  const pool = new BufferPool();
+  const reader = new SocketReader(stream);
+  const writer = new ReplyWriter(stream, { pool });
+  logger("debug", `nbd: connection from ${peer}`);
+  stream.deadlineMs = Date.now() + context.init.handshakeTimeoutMs;
+  let handshaking = true;
+  try {
+    const session = await negotiate(reader, writer, { provider: provider!, logger });
+    handshaking = false;
+    stream.deadlineMs = undefined;
+    if (session === undefined) return;
+    logger("debug", `nbd: ${peer} chose export "${session.export.name}"`);
+    await new Transmission(session, { reader, writer, pool }, { logger, stats }).run();
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (handshaking && message === "no export chosen in time") {
+      logger("warn", `nbd: closed ${peer}: no export chosen in time`);
+    } else {
+      logger("warn", `nbd: closing ${peer}: ${message}`);
+    }
+  } finally {
+    await writer.drained();
+    stream.close();
+    logger("debug", `nbd: ${peer} disconnected`);
+  }
+}
