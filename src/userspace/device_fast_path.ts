@@ -31,7 +31,9 @@ export function deviceFastPath(tracker: Tracker, attached: () => boolean): FastP
         if (wait.async) await wait.value;
       }
       const store = tracker.store;
-      if (!attached() || store.identity.kind === "memory" || store.name.endsWith("(unnamed file)")) {
+      if (
+        !attached() || store.identity.kind === "memory" || store.name.endsWith("(unnamed file)")
+      ) {
         return undefined;
       }
       const cbt = tracker.cbt;

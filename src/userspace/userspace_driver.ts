@@ -95,7 +95,13 @@ const CAPABILITIES: Capability[] = [
 /** Options of {@link UserspaceDriver.start}. */
 export interface UserspaceDriverOptions {
   /** Where the NBD server listens: TCP (default 127.0.0.1:10809) and/or a Unix socket; its connection limit. */
-  nbd?: { tcp?: { hostname?: string; port: number }; unixPath?: string; maxConnections?: number };
+  nbd?: {
+    tcp?: { hostname?: string; port: number };
+    unixPath?: string;
+    maxConnections?: number;
+    /** Blocking NBD Workers (src/nbd/worker); 0 or absent: the main thread. */
+    workers?: number;
+  };
   /** Folder where attached devices are remembered across restarts; nothing is persisted without it. */
   stateDir?: string;
   /** Engine parameters over the kernel's defaults. */

@@ -32,6 +32,7 @@ import { UsageError } from "../exit_codes.ts";
 import { PROGRAM } from "../program.ts";
 import { raiseOpenFileLimit } from "../open_file_limit.ts";
 import { limitFlags, LIMITS_HELP, type ServeLimits, serveLimits } from "./serve_limits.ts";
+import { NBD_WORKERS_DEFAULT, NBD_WORKERS_HELP, nbdWorkers } from "./nbd_workers_flag.ts";
 
 /** The kernel backend's host-wide lock (one kernel-backend service per host). */
 const KERNEL_HOST_LOCK_PATH = "/run/blksnap-service/kernel-backend.lock";
@@ -55,7 +56,7 @@ userspace backend.
                           default 127.0.0.1:10809; "off" for no TCP listener: the userspace
                           backend then serves NBD on --nbd-socket, default STATE_DIR/nbd.sock)
   --nbd-socket PATH       NBD server Unix socket, userspace backend (env BLKSNAP_NBD_SOCKET)
-  --cbt-persistence on|off  keep each device's CBT across restarts and crashes, userspace
+${NBD_WORKERS_HELP}  --cbt-persistence on|off  keep each device's CBT across restarts and crashes, userspace
                           backend (env BLKSNAP_CBT_PERSISTENCE, default on)
   --destroy-snapshots-on-exit  destroy snapshots when the service stops instead of keeping
                           them for the next start (env BLKSNAP_DESTROY_SNAPSHOTS_ON_EXIT=1)
@@ -83,6 +84,8 @@ export interface ServeSettings extends OperatorSettings {
   nbdListen?: { hostname: string; port: number };
   /** NBD Unix socket path. */
   nbdSocket?: string;
+  /** Blocking NBD Workers (0: the main thread serves NBD). */
+  nbdWorkers: number;
   /** Keep CBT records across restarts (userspace backend). */
   cbtPersistence: boolean;
   /** Destroy snapshots at stop. */
@@ -152,6 +155,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
         "token-file": { type: "string" },
         "nbd-listen": { type: "string" },
         "nbd-socket": { type: "string" },
+        "nbd-workers": { type: "string" },
         ...operatorFlags,
         "cbt-persistence": { type: "string" },
         "destroy-snapshots-on-exit": { type: "boolean" },
@@ -218,6 +222,9 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
     token,
     nbdListen,
     nbdSocket,
+    nbdWorkers: nbdWorkers(
+      values["nbd-workers"] ?? io.env("BLKSNAP_NBD_WORKERS") ?? NBD_WORKERS_DEFAULT,
+    ),
     cbtPersistence: persistence === "on",
     destroySnapshotsOnExit,
     hooksDir,
@@ -247,6 +254,7 @@ async function serveKernelImages(
       ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
       ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
       maxConnections: settings.limits.nbdMaxConnections,
+      workers: settings.nbdWorkers,
     });
   } catch (error) {
     await driver.close();
@@ -314,6 +322,7 @@ async function openDriver(
       ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
       ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
       maxConnections: settings.limits.nbdMaxConnections,
+      workers: settings.nbdWorkers,
     },
     logger: log,
     cbtPersistence: settings.cbtPersistence,

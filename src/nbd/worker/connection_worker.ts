@@ -28,6 +28,7 @@ import { RemoteProvider } from "./remote_provider.ts";
 import { Control, type WorkerInit, type WorkerMessage } from "./worker_protocol.ts";
 
 let provider: RemoteProvider | undefined;
+let announced = false;
 
 self.onmessage = (event: MessageEvent<WorkerInit | WorkerMessage>) => {
   const message = event.data;
@@ -84,34 +85,38 @@ function acceptNext(
   const address = new Uint8Array(112);
   const addressLength = new Uint32Array(1);
   Atomics.add(control, Control.IDLE, 1);
+  if (!announced) {
+    announced = true;
+    self.postMessage({ type: "ready" } satisfies WorkerMessage);
+  }
   for (;;) {
-      init.listenFds.forEach((fd, i) => {
-        fds[2 * i] = fd;
-        fds[2 * i + 1] = Sys.POLLIN;
-      });
-      fds[2 * count] = init.wakeFd;
-      fds[2 * count + 1] = Sys.POLLIN;
-      const n = c.poll(bytes, BigInt(count + 1), -1);
-      if (n < 0) {
-        if (errno() === Errno.EINTR) continue;
-        return undefined;
+    init.listenFds.forEach((fd, i) => {
+      fds[2 * i] = fd;
+      fds[2 * i + 1] = Sys.POLLIN;
+    });
+    fds[2 * count] = init.wakeFd;
+    fds[2 * count + 1] = Sys.POLLIN;
+    const n = c.poll(bytes, BigInt(count + 1), -1);
+    if (n < 0) {
+      if (errno() === Errno.EINTR) continue;
+      return undefined;
+    }
+    if ((fds[2 * count + 1] >>> 16) !== 0) return undefined;
+    for (let i = 0; i < count; i++) {
+      if ((fds[2 * i + 1] >>> 16) === 0) continue;
+      addressLength[0] = address.length;
+      const fd = c.accept4(
+        init.listenFds[i],
+        address,
+        new Uint8Array(addressLength.buffer),
+        Sys.SOCK_CLOEXEC,
+      );
+      if (fd < 0) continue; // another Worker took it, or the client gave up (EAGAIN, ECONNABORTED)
+      if (Atomics.sub(control, Control.IDLE, 1) === 1) {
+        self.postMessage({ type: "busy" } satisfies WorkerMessage);
       }
-      if ((fds[2 * count + 1] >>> 16) !== 0) return undefined;
-      for (let i = 0; i < count; i++) {
-        if ((fds[2 * i + 1] >>> 16) === 0) continue;
-        addressLength[0] = address.length;
-        const fd = c.accept4(
-          init.listenFds[i],
-          address,
-          new Uint8Array(addressLength.buffer),
-          Sys.SOCK_CLOEXEC,
-        );
-        if (fd < 0) continue; // another Worker took it, or the client gave up (EAGAIN, ECONNABORTED)
-        if (Atomics.sub(control, Control.IDLE, 1) === 1) {
-          self.postMessage({ type: "busy" } satisfies WorkerMessage);
-        }
-        return { fd, peer: describePeer(c, fd, address) };
-      }
+      return { fd, peer: describePeer(c, fd, address) };
+    }
   }
 }
 

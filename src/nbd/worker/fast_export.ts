@@ -111,9 +111,10 @@ export class FastExport {
       return false;
     }
     const id = fileIdentity(fd);
-    const same = id !== undefined && (view.identity.block
-      ? id.block && id.rdev === view.identity.device
-      : !id.block && id.device === view.identity.device && id.inode === view.identity.inode);
+    const same = id !== undefined &&
+      (view.identity.block
+        ? id.block && id.rdev === view.identity.device
+        : !id.block && id.device === view.identity.device && id.inode === view.identity.inode);
     if (!same) {
       this.#libc.close(fd);
       this.#off = true;

@@ -93,7 +93,13 @@ export class SlotClient {
    */
   call(
     op: number,
-    fields: { handle?: number; offset?: number; length?: number; flags?: number; dataLength?: number },
+    fields: {
+      handle?: number;
+      offset?: number;
+      length?: number;
+      flags?: number;
+      dataLength?: number;
+    },
   ): number {
     const ints = this.#ints;
     ints[F.OP] = op;
@@ -115,7 +121,9 @@ export class SlotClient {
   callJson<T>(op: number, fields: { handle?: number; body?: unknown } = {}): T {
     const dataLength = fields.body === undefined ? 0 : this.#putJson(fields.body);
     const length = this.call(op, { handle: fields.handle, dataLength });
-    return length === 0 ? undefined as T : JSON.parse(decoder.decode(this.data.subarray(0, length)));
+    return length === 0
+      ? undefined as T
+      : JSON.parse(decoder.decode(this.data.subarray(0, length)));
   }
 
   /** Writes `value` as JSON into the data area; returns its length. */

@@ -44,6 +44,8 @@ export interface WorkerInit {
 export type WorkerMessage =
   /** Owner to Worker: the current view of an export handle (undefined: no fast path). */
   | { type: "view"; handle: number; view: FastPathView | undefined }
+  /** Worker to owner: it started and waits for connections. */
+  | { type: "ready" }
   /** Worker to owner: it took a connection and no Worker is left waiting. */
   | { type: "busy" }
   /** Worker to owner: it stopped (the server is closing). */
