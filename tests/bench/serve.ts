@@ -18,7 +18,7 @@
  *   the file (read-only), for the sparse copy row.
  * - tracker-workers, snapshot-workers: tracker and snapshot served by the
  *   product's Worker plane (src/nbd/worker, `blksnapctl serve --nbd-workers`)
- *   with `--workers N` blocking Workers (default: the core count), the
+ *   with `--workers N|auto` blocking Workers (default auto, as the flag), the
  *   device export offering its fast path as the userspace backend's does.
  *
  * Prints "ready" once listening; stops cleanly on SIGTERM or SIGINT.
@@ -38,6 +38,7 @@ import { ffiFileExport } from "./ffi_file_export.ts";
 import { offerFastPath } from "../../src/nbd/worker/fast_path.ts";
 import { deviceExport } from "../../src/userspace/device_export.ts";
 import { deviceFastPath } from "../../src/userspace/device_fast_path.ts";
+import { nbdWorkers } from "../../src/cli/commands/nbd_workers_flag.ts";
 import { imageExport } from "../../src/userspace/image_export.ts";
 
 const { values } = parseArgs({
@@ -93,9 +94,7 @@ if (values.mode === "memory") {
   }
 }
 
-const workers = values.mode.endsWith("-workers")
-  ? Number(values.workers ?? navigator.hardwareConcurrency)
-  : 0;
+const workers = values.mode.endsWith("-workers") ? nbdWorkers(values.workers ?? "auto") : 0;
 const server = await startNbdServer(staticProvider([exp]), {
   tcp: { port: Number(values.port) },
   workers,

@@ -62,11 +62,6 @@ export class BlockingStream implements ByteStream {
     this.#options = options;
   }
 
-  /** True once the server is closing (the wake descriptor is readable). */
-  get closing(): boolean {
-    return this.#poll(Sys.POLLIN, 0) === "wake";
-  }
-
   async read(into: Uint8Array): Promise<number | null> {
     for (;;) {
       if (this.#closed) return null;

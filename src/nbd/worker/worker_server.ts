@@ -14,7 +14,9 @@
  * `maxConnections`). When every Worker is busy at that bound, connections
  * waiting to be accepted are refused (accepted and closed at once, with a
  * log line) within a second, never left hanging, and Workers drop
- * connections idle for `idleTimeoutMs` (default 60 s) to make room.
+ * connections idle for `idleTimeoutMs` (default 60 s) to make room. A
+ * Worker that fails (an uncaught error: its connection is lost) is
+ * replaced while the pool is below its starting size.
  *
  * @module
  */
@@ -100,6 +102,7 @@ class WorkerServer implements NbdServer {
   readonly #handshakeTimeoutMs: number;
   readonly #idleTimeoutMs: number;
   readonly #maxWorkers: number;
+  readonly #minWorkers: number;
   readonly #workers = new Set<PlaneWorker>();
   readonly #timer: ReturnType<typeof setInterval>;
   #closing = false;
@@ -121,6 +124,7 @@ class WorkerServer implements NbdServer {
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30_000;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     const workers = Math.max(1, options.workers);
+    this.#minWorkers = workers;
     this.#maxWorkers = Math.max(
       workers,
       Math.min(options.maxWorkers ?? DEFAULT_MAX_WORKERS, options.maxConnections ?? 256),
@@ -162,6 +166,7 @@ class WorkerServer implements NbdServer {
       onExit: () => {
         this.#workers.delete(worker);
         Atomics.sub(this.#controlInts, Control.WORKERS, 1);
+        if (!this.#closing && this.#workers.size < this.#minWorkers) this.#spawn();
       },
     });
     this.#workers.add(worker);
@@ -240,7 +245,8 @@ class PlaneWorker {
       };
       this.#worker.onerror = (event) => {
         event.preventDefault();
-        this.#logger("error", `nbd: a Worker failed: ${event.message}`);
+        this.#logger("error", `nbd: a Worker failed (a new one replaces it): ${event.message}`);
+        this.#worker.terminate();
         resolve();
       };
     }).then(() => {
