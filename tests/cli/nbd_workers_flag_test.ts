@@ -21,7 +21,7 @@ Deno.test("serve reads --nbd-workers and BLKSNAP_NBD_WORKERS, the flag winning",
     assert.notEqual(result, "help");
     return (result as Exclude<typeof result, "help">).nbdWorkers;
   };
-  assert.equal(await workers([]), Number(NBD_WORKERS_DEFAULT === "auto" ? nbdWorkers("auto") : 0));
+  assert.equal(await workers([]), nbdWorkers(NBD_WORKERS_DEFAULT));
   assert.equal(await workers(["--nbd-workers", "2"]), 2);
   assert.equal(await workers([], { BLKSNAP_NBD_WORKERS: "3" }), 3);
   assert.equal(await workers(["--nbd-workers", "0"], { BLKSNAP_NBD_WORKERS: "3" }), 0);
