@@ -98,7 +98,8 @@ import { findServiceFile, sameObject } from "../store/service_files.ts";
 import { removeCreated } from "../store/open_verified.ts";
 import type { StoreIdentity } from "../engine/block_store.ts";
 import { splitDeviceNumber } from "../store/dev_numbers.ts";
-import { checkCreateOptions, checkRanges, deviceName, invalid, isCount } from "./validate.ts";
+import { checkDirtyRanges, invalid, isCount } from "../argument_checks.ts";
+import { checkCreateOptions, deviceName } from "./validate.ts";
 
 /** The image device of one device in a taken snapshot. */
 export interface TakenImage {
@@ -538,7 +539,7 @@ export class KernelDriver implements SnapshotDriver {
     if (!Array.isArray(ranges)) throw invalid(`${what}: ranges must be an array`, "ranges");
     if (ranges.length === 0) return;
     const capacitySectors = Math.floor(client.cbtInfo(device).capacityBytes / SECTOR_SIZE);
-    checkRanges(ranges, capacitySectors, what);
+    checkDirtyRanges(ranges, capacitySectors, what);
     const batch = client.profile === "upstream"
       ? 1
       : Math.max(1, this.#options.dirtyBatchRanges ?? 4096);

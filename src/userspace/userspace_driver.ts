@@ -61,7 +61,7 @@ import {
   checkDirtyRanges,
   invalid,
   isCount,
-} from "./argument_checks.ts";
+} from "../argument_checks.ts";
 import { DeviceListFile, type RememberedDevice } from "./device_list_file.ts";
 import { engineExports } from "./export_provider.ts";
 import { imageExportName } from "../export_names.ts";
