@@ -47,6 +47,9 @@ import type { EngineStats } from "./stats.ts";
 
 const ZEROES = new Uint8Array(1 << 20);
 
+/** While freezing, the count of writes in flight is re-read at least this often (ms). */
+const FREEZE_POLL_MS = 10;
+
 /** Writes are handed to the store in slices of at most this many bytes, yielding in between. */
 export const WRITE_SLICE_BYTES = 4 << 20;
 
@@ -102,6 +105,7 @@ export class Tracker {
   #snapshot: SnapshotMembership | undefined = undefined;
   #diffArea: DiffArea | undefined = undefined;
   #gateWaiters: Array<() => void> = [];
+  #drained: Array<() => void> = [];
   #writeIntent: WriteIntent | undefined = undefined;
 
   /** A tracker for `store` with a fresh CBT map sized for its current capacity. */
@@ -273,6 +277,7 @@ export class Tracker {
   #leave(): void {
     if (Atomics.sub(this.gate, WriteGate.IN_FLIGHT, 1) === 1) {
       Atomics.notify(this.gate, WriteGate.IN_FLIGHT);
+      for (const resolve of this.#drained.splice(0)) resolve();
     }
   }
 
@@ -286,8 +291,19 @@ export class Tracker {
     for (;;) {
       const inFlight = Atomics.load(this.gate, WriteGate.IN_FLIGHT);
       if (inFlight === 0) return;
+      // Another thread's last write notifies; this thread's resolves #drained; the timer keeps
+      // the event loop alive (a pending Atomics.waitAsync does not) and bounds a missed wake.
       const wait = Atomics.waitAsync(this.gate, WriteGate.IN_FLIGHT, inFlight);
-      if (wait.async) await wait.value;
+      if (!wait.async) continue;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        wait.value,
+        new Promise<void>((resolve) => {
+          this.#drained.push(resolve);
+          timer = setTimeout(resolve, FREEZE_POLL_MS);
+        }),
+      ]);
+      clearTimeout(timer);
     }
   }
 

@@ -27,8 +27,12 @@ export function deviceFastPath(tracker: Tracker, attached: () => boolean): FastP
       for (;;) {
         const frozen = Atomics.load(gate, WriteGate.FROZEN);
         if (frozen === 0) break;
+        // The timer keeps the event loop alive: a pending Atomics.waitAsync does not.
         const wait = Atomics.waitAsync(gate, WriteGate.FROZEN, frozen);
-        if (wait.async) await wait.value;
+        if (!wait.async) continue;
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([wait.value, new Promise((resolve) => timer = setTimeout(resolve, 50))]);
+        clearTimeout(timer);
       }
       const store = tracker.store;
       if (
