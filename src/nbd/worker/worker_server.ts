@@ -219,6 +219,7 @@ class PlaneWorker {
   readonly #exited: Promise<void>;
   #nextHandle = 1;
   #stopped = false;
+  #answering = false;
   #scratch = new Uint8Array(0);
 
   constructor(
@@ -258,16 +259,30 @@ class PlaneWorker {
 
   start(init: WorkerInit): void {
     this.#worker.postMessage(init);
-    void serveSlot(this.slot, (request, data) => this.#answer(request, data), () => this.#stopped)
+    const answer = async (request: SlotRequest, data: Uint8Array) => {
+      this.#answering = true;
+      try {
+        return await this.#answer(request, data);
+      } finally {
+        this.#answering = false;
+      }
+    };
+    void serveSlot(this.slot, answer, () => this.#stopped)
       .catch((error) => this.#logger("error", `nbd: a Worker's slot failed: ${error}`));
   }
 
-  /** Waits for the Worker to finish its connection and exit (terminating it after 5 s). */
+  /**
+   * Waits for the Worker to finish its connection and exit, terminating it
+   * after 5 s, but never while the owner works on its request: a Worker
+   * may hold a write gate across one (a prepare), and must get the answer
+   * and leave the gate, or the next freeze would wait for it forever.
+   */
   async stop(): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<void>((resolve) => timer = setTimeout(resolve, EXIT_WAIT_MS));
     await Promise.race([this.#exited, late]);
     clearTimeout(timer);
+    while (this.#answering) await new Promise((resolve) => setTimeout(resolve, 10));
     this.#stopped = true;
     wakeSlot(this.slot);
     this.#worker.terminate();
