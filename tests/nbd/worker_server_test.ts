@@ -41,7 +41,7 @@ async function readsBack(client: RawNbdClient, cookie: bigint): Promise<void> {
   assert.ok(reply.payload.every((b) => b === 0x5a));
 }
 
-Deno.test("worker plane: the pool grows so that more connections than Workers are all served", async () => {
+Deno.test("worker plane: the pool grows so that more connections than Workers are all served, and counted", async () => {
   await withPlane({ workers: 1, maxWorkers: 4 }, async (server) => {
     const clients = await Promise.all(
       [0, 1, 2, 3].map(() => RawNbdClient.connect({ port: server.tcpPort! })),
@@ -50,6 +50,9 @@ Deno.test("worker plane: the pool grows so that more connections than Workers ar
       await Promise.all(clients.map((client) => client.handshake("disk")));
       await Promise.all(clients.map((client, i) => readsBack(client, BigInt(i + 1))));
       assert.equal(server.connections, 4);
+      assert.equal(server.stats.connectionsTotal, 4);
+      assert.equal(server.stats.requests().read, 4, "every Worker's counts reach the server's");
+      assert.equal(server.stats.bytes().read, 4 * 4096);
     } finally {
       clients.forEach((client) => client.close());
     }
