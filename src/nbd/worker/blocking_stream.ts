@@ -5,7 +5,8 @@
  *
  * Design note: the protocol code is promise-based and queues replies in
  * microtasks (reply_writer.ts), while a blocking call stops the whole
- * thread. So a read that finds the socket empty first turns the event loop
+ * thread. So every read first lets a few microtasks run (the replies ready
+ * by then leave), and a read that finds the socket empty turns the event loop
  * once (setImmediate, about 2 µs): every microtask runs first, which sends
  * the replies of the requests already served, and messages from the owner
  * (new views) are delivered. Only then does it block, in poll() on the
@@ -66,6 +67,10 @@ export class BlockingStream implements ByteStream {
     for (;;) {
       if (this.#closed) return null;
       if (this.#options.wantsTurn?.()) await turnEventLoop();
+      // A few microtask turns first: replies of the requests just served leave before this
+      // recv, so the client refills its queue while the Worker serves the rest (measured: at
+      // QD16, fewer stalls than replying only once the socket is empty).
+      for (let i = 0; i < 4; i++) await null;
       const n = Number(this.#libc.recv(this.#fd, into, BigInt(into.length), Sys.MSG_DONTWAIT));
       if (n > 0) {
         this.#lastActiveMs = Date.now();
@@ -149,8 +154,9 @@ export class BlockingStream implements ByteStream {
         throw sysError("poll", code);
       }
       if (n === 0) return "timeout";
-      if (watchWake && (fds[3] >>> 16) !== 0) return "wake";
-      return "ready";
+      // Data already sent is served first: close() answers what clients sent before it.
+      if ((fds[1] >>> 16) !== 0) return "ready";
+      return "wake";
     }
   }
 }
