@@ -11,6 +11,7 @@ import { Command as C } from "../../src/nbd/constants.ts";
 import { staticProvider } from "../../src/nbd/export.ts";
 import { type NbdServer, type NbdServerOptions, startNbdServer } from "../../src/nbd/server.ts";
 import { MemoryExport } from "../_helpers/nbd_exports.ts";
+import { waitFor } from "../_helpers/nbd_fixture.ts";
 import { RawNbdClient } from "../_helpers/nbd_raw_client.ts";
 
 const MiB = 1024 * 1024;
@@ -51,8 +52,9 @@ Deno.test("worker plane: the pool grows so that more connections than Workers ar
       await Promise.all(clients.map((client, i) => readsBack(client, BigInt(i + 1))));
       assert.equal(server.connections, 4);
       assert.equal(server.stats.connectionsTotal, 4);
-      assert.equal(server.stats.requests().read, 4, "every Worker's counts reach the server's");
-      assert.equal(server.stats.bytes().read, 4 * 4096);
+      // A Worker counts a request right after its reply has left: wait for the last counts.
+      await waitFor(() => server.stats.requests().read === 4);
+      assert.equal(server.stats.bytes().read, 4 * 4096, "every Worker's counts reach the server's");
     } finally {
       clients.forEach((client) => client.close());
     }
