@@ -19,7 +19,6 @@ const symbols = {
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
-  shutdown: { parameters: ["i32", "i32"], result: "i32" },
   open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
@@ -35,7 +34,7 @@ const symbols = {
 export type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];
 
 /** errno values the plane acts on. */
-export const Errno = { EINTR: 4, EAGAIN: 11, ECONNABORTED: 103 } as const;
+export const Errno = { EINTR: 4, EAGAIN: 11 } as const;
 
 /** Flags and constants of the calls above (Linux). */
 export const Sys = {
@@ -52,14 +51,10 @@ export const Sys = {
   MSG_NOSIGNAL: 0x4000,
   POLLIN: 1,
   POLLOUT: 4,
-  POLLERR: 8,
-  POLLHUP: 16,
-  O_RDONLY: 0,
   O_RDWR: 2,
   O_CLOEXEC: 0o2000000,
   EFD_NONBLOCK: 0o4000,
   EFD_CLOEXEC: 0o2000000,
-  SHUT_RDWR: 2,
 } as const;
 
 let opened: Libc | undefined;
