@@ -119,3 +119,30 @@ Deno.test("worker plane: an idle connection stays while a Worker is free", async
     }
   });
 });
+
+Deno.test("worker plane: without --allow-ffi the server refuses to start with UNAVAILABLE", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "worker-ffi-" });
+  const server = new URL("../../src/nbd/server.ts", import.meta.url).href;
+  await Deno.writeTextFile(
+    `${dir}/start.ts`,
+    `import { startNbdServer } from ${JSON.stringify(server)};
+    try {
+      await startNbdServer({ list: () => [], get: () => undefined }, { tcp: { port: 0 }, workers: 1 });
+      console.log("started");
+    } catch (error) {
+      console.log(error.code, error.message);
+    }
+    Deno.exit(0);`,
+  );
+  try {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", "--allow-read", "--allow-net", `${dir}/start.ts`],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(output.stdout);
+    assert.match(text, /^UNAVAILABLE Cannot start NBD Workers: libc cannot be opened through FFI/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

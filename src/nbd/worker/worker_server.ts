@@ -59,6 +59,15 @@ export async function startWorkerServer(
     throw new ServiceError("INVALID_ARGUMENT", "Cannot start the NBD server: no listener given");
   }
   const logger = options.logger ?? silentLogger;
+  try {
+    libc();
+  } catch (error) {
+    throw new ServiceError(
+      "UNAVAILABLE",
+      `Cannot start NBD Workers: libc cannot be opened through FFI (--allow-ffi): ${error}`,
+      { cause: error },
+    );
+  }
   const sockets: ListenSocket[] = [];
   try {
     if (options.tcp !== undefined) {
@@ -156,17 +165,23 @@ class WorkerServer implements NbdServer {
   }
 
   #spawn(): void {
+    let ready = false;
     const stats = new SharedArrayBuffer(NBD_STATS_BYTES);
     this.stats.include(new NbdStats(stats));
     const worker = new PlaneWorker(this.#provider, {
       logger: this.#logger,
       stats: this.stats,
       onBusy: () => this.#grow(),
-      onReady: () => this.#starting--,
+      onReady: () => {
+        this.#starting--;
+        ready = true;
+      },
       onExit: () => {
         this.#workers.delete(worker);
         Atomics.sub(this.#controlInts, Control.WORKERS, 1);
-        if (!this.#closing && this.#workers.size < this.#minWorkers) this.#spawn();
+        if (!ready) this.#starting--;
+        // Only a Worker that had started is replaced: one failing at start would fail again.
+        if (ready && !this.#closing && this.#workers.size < this.#minWorkers) this.#spawn();
       },
     });
     this.#workers.add(worker);
