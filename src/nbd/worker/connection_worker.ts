@@ -27,6 +27,10 @@ import { Op, SlotClient } from "./owner_slot.ts";
 import { RemoteProvider } from "./remote_provider.ts";
 import { Control, type WorkerInit, type WorkerMessage } from "./worker_protocol.ts";
 
+const ECONNABORTED = 103;
+const ACCEPT_RETRY_MIN_MS = 10;
+const ACCEPT_RETRY_MAX_MS = 1000;
+
 let provider: RemoteProvider | undefined;
 let announced = false;
 
@@ -52,7 +56,7 @@ async function run(init: WorkerInit): Promise<void> {
     Atomics.load(control, Control.IDLE) === 0 &&
     Atomics.load(control, Control.WORKERS) >= Atomics.load(control, Control.MAX_WORKERS);
   for (;;) {
-    const accepted = acceptNext(init, control);
+    const accepted = acceptNext(init, { control, logger });
     if (accepted === undefined) break;
     const stream = new BlockingStream(accepted.fd, {
       wakeFd: init.wakeFd,
@@ -76,14 +80,16 @@ async function run(init: WorkerInit): Promise<void> {
 /** Waits for and accepts a connection; undefined once the server is closing. */
 function acceptNext(
   init: WorkerInit,
-  control: Int32Array,
+  context: { control: Int32Array; logger: NbdLogger },
 ): { fd: number; peer: string } | undefined {
+  const { control, logger } = context;
   const c = libc();
   const count = init.listenFds.length;
   const fds = new Int32Array(2 * (count + 1));
   const bytes = new Uint8Array(fds.buffer);
   const address = new Uint8Array(112);
   const addressLength = new Uint32Array(1);
+  let retryMs = 0;
   Atomics.add(control, Control.IDLE, 1);
   if (!announced) {
     announced = true;
@@ -96,7 +102,7 @@ function acceptNext(
     });
     fds[2 * count] = init.wakeFd;
     fds[2 * count + 1] = Sys.POLLIN;
-    const n = c.poll(bytes, BigInt(count + 1), -1);
+    const n = c.poll(bytes, BigInt(count + 1), retryMs > 0 ? retryMs : -1);
     if (n < 0) {
       if (errno() === Errno.EINTR) continue;
       return undefined;
@@ -111,13 +117,39 @@ function acceptNext(
         new Uint8Array(addressLength.buffer),
         Sys.SOCK_CLOEXEC,
       );
-      if (fd < 0) continue; // another Worker took it, or the client gave up (EAGAIN, ECONNABORTED)
+      if (fd < 0) {
+        const code = errno();
+        // Another Worker took it, or the client gave up: nothing to wait for.
+        if (code === Errno.EAGAIN || code === Errno.EINTR || code === ECONNABORTED) continue;
+        // Out of descriptors or memory (EMFILE): back off from 10 ms to 1 s, as the server does.
+        if (retryMs === 0) logger("error", `nbd: accept failed, backing off: ${acceptError(code)}`);
+        retryMs = Math.min(ACCEPT_RETRY_MAX_MS, Math.max(ACCEPT_RETRY_MIN_MS, retryMs * 2));
+        waitFor(init.wakeFd, retryMs);
+        continue;
+      }
+      retryMs = 0;
       if (Atomics.sub(control, Control.IDLE, 1) === 1) {
         self.postMessage({ type: "busy" } satisfies WorkerMessage);
       }
       return { fd, peer: describePeer(c, fd, address) };
     }
   }
+}
+
+/** Blocks up to `ms` (less if `fd` turns readable). */
+function waitFor(fd: number, ms: number): void {
+  const fds = new Int32Array([fd, Sys.POLLIN]);
+  libc().poll(new Uint8Array(fds.buffer), 1n, ms);
+}
+
+function acceptError(code: number): string {
+  const names: Record<number, string> = {
+    12: "Cannot allocate memory",
+    23: "Too many open files in system",
+    24: "Too many open files",
+    105: "No buffer space available",
+  };
+  return `errno ${code}${names[code] ? ` (${names[code]})` : ""}`;
 }
 
 function describePeer(c: ReturnType<typeof libc>, fd: number, address: Uint8Array): string {

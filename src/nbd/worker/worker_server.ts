@@ -215,7 +215,7 @@ class WorkerServer implements NbdServer {
     for (const socket of this.#sockets) {
       for (;;) {
         const fd = c.accept4(socket.fd, null, null, Sys.SOCK_CLOEXEC);
-        if (fd < 0) break;
+        if (fd < 0) break; // none waiting, or out of descriptors: the next check tries again
         c.close(fd);
         this.#logger("warn", `nbd: refused a connection: all ${this.#maxWorkers} Workers are busy`);
       }
