@@ -13,11 +13,12 @@
  * @module
  */
 
+import { WORKER_MODULE_URL } from "../nbd/worker/worker_module.ts";
 import { parseArgs } from "node:util";
 import { ServiceError } from "../errors.ts";
 
 /** The NBD Worker plane's Worker module, loaded by URL, so `deno compile` must be told of it. */
-const NBD_WORKER = new URL("../nbd/worker/connection_worker.ts", import.meta.url).pathname;
+const NBD_WORKER = WORKER_MODULE_URL.pathname;
 
 /** Options of {@link compile}. */
 export interface CompileOptions {

@@ -2,13 +2,15 @@
  * `--nbd-workers N|auto|0` of `blksnapctl serve`: how many blocking Workers
  * serve NBD (src/nbd/worker). 0 serves every connection on the main thread;
  * `auto` (the default) starts max(4, cores) Workers (nbdcopy opens four
- * connections), and the pool grows while connections wait, up to 16. The
+ * connections; 0 in a single-file bundle, which has no Worker module), and
+ * the pool grows while connections wait, up to 16. The
  * default follows `deno task bench` (README "Performance"): the Workers were
  * at least as fast on most rows and far faster on first writes after a take.
  *
  * @module
  */
 
+import { workerModuleAvailable } from "../../nbd/worker/worker_module.ts";
 import { UsageError } from "../exit_codes.ts";
 
 /** The flag's default when neither the flag nor BLKSNAP_NBD_WORKERS is given. */
@@ -21,9 +23,11 @@ export const NBD_WORKERS_HELP =
                           main thread (env BLKSNAP_NBD_WORKERS, default ${NBD_WORKERS_DEFAULT})
 `;
 
-/** The Worker count `text` asks for; UsageError when it is not N, auto or 0. */
+/** The Worker count `text` asks for; UsageError when it is not a count from 0 to 256 or auto. */
 export function nbdWorkers(text: string): number {
-  if (text === "auto") return Math.max(4, navigator.hardwareConcurrency);
+  if (text === "auto") {
+    return workerModuleAvailable() ? Math.max(4, navigator.hardwareConcurrency) : 0;
+  }
   if (!/^\d{1,3}$/.test(text) || Number(text) > 256) {
     throw new UsageError(`--nbd-workers must be a number from 0 to 256 or auto, got "${text}"`);
   }

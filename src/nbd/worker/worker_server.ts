@@ -31,6 +31,7 @@ import { describeExport } from "./export_info.ts";
 import { fastPathOf } from "./fast_path.ts";
 import { libc, Sys } from "./libc.ts";
 import { type ListenSocket, listenTcp, listenUnix } from "./listen_socket.ts";
+import { WORKER_MODULE_URL } from "./worker_module.ts";
 import { newSlot, Op, serveSlot, type SlotRequest, wakeSlot } from "./owner_slot.ts";
 import { Control, CONTROL_BYTES, type WorkerInit, type WorkerMessage } from "./worker_protocol.ts";
 
@@ -95,13 +96,24 @@ export async function startWorkerServer(
     for (const socket of sockets) libc().close(socket.fd);
     throw error;
   }
-  return new WorkerServer(provider, sockets, { ...options, logger });
+  const server = new WorkerServer(provider, sockets, { ...options, logger });
+  try {
+    await server.started;
+  } catch (error) {
+    await server.close();
+    throw error;
+  }
+  return server;
 }
 
 class WorkerServer implements NbdServer {
   readonly tcpPort?: number;
   readonly unixPath?: string;
   readonly stats: NbdStats;
+  /** Resolves once a Worker waits for connections; UNAVAILABLE when the first ones fail to start. */
+  readonly started: Promise<void>;
+  #startedOutcome!: { resolve: () => void; reject: (error: Error) => void };
+  #anyReady = false;
   readonly #provider: ExportProvider;
   readonly #sockets: ListenSocket[];
   readonly #logger: NbdLogger;
@@ -124,6 +136,7 @@ class WorkerServer implements NbdServer {
     sockets: ListenSocket[],
     options: NbdServerOptions & WorkerPlaneOptions & { logger: NbdLogger },
   ) {
+    this.started = new Promise((resolve, reject) => this.#startedOutcome = { resolve, reject });
     this.#provider = provider;
     this.#sockets = sockets;
     this.#logger = options.logger;
@@ -175,8 +188,15 @@ class WorkerServer implements NbdServer {
       onReady: () => {
         this.#starting--;
         ready = true;
+        this.#anyReady = true;
+        this.#startedOutcome.resolve();
       },
-      onExit: () => {
+      onExit: (failure) => {
+        if (!ready && !this.#anyReady && failure !== undefined) {
+          this.#startedOutcome.reject(
+            new ServiceError("UNAVAILABLE", `Cannot start NBD Workers: ${failure}`),
+          );
+        }
         this.#workers.delete(worker);
         Atomics.sub(this.#controlInts, Control.WORKERS, 1);
         if (!ready) this.#starting--;
@@ -244,31 +264,31 @@ class PlaneWorker {
       stats: NbdStats;
       onBusy: () => void;
       onReady: () => void;
-      onExit: () => void;
+      onExit: (failure: string | undefined) => void;
     },
   ) {
     this.#provider = provider;
     this.#logger = options.logger;
     this.#stats = options.stats;
-    this.#worker = new Worker(new URL("./connection_worker.ts", import.meta.url).href, {
+    this.#worker = new Worker(WORKER_MODULE_URL.href, {
       type: "module",
     });
-    this.#exited = new Promise<void>((resolve) => {
+    this.#exited = new Promise<string | undefined>((resolve) => {
       this.#worker.onmessage = (event: MessageEvent<WorkerMessage>) => {
         if (event.data.type === "busy") options.onBusy();
         if (event.data.type === "ready") options.onReady();
-        if (event.data.type === "exited") resolve();
+        if (event.data.type === "exited") resolve(undefined);
       };
       this.#worker.onerror = (event) => {
         event.preventDefault();
-        this.#logger("error", `nbd: a Worker failed (a new one replaces it): ${event.message}`);
+        this.#logger("error", `nbd: a Worker failed: ${event.message}`);
         this.#worker.terminate();
-        resolve();
+        resolve(event.message);
       };
-    }).then(() => {
+    }).then((failure) => {
       this.#stopped = true;
       wakeSlot(this.slot);
-      options.onExit();
+      options.onExit(failure);
     });
   }
 
