@@ -13,6 +13,7 @@ import type { KernelDriver } from "../../src/kernel/kernel_driver.ts";
 import { startNbdServer } from "../../src/nbd/server.ts";
 import { type KernelFixture, kernelFixture } from "../_helpers/kernel_fixture.ts";
 import { nbdsh, pattern, runTool, runToolOk, toolsMissing } from "../_helpers/nbd_fixture.ts";
+import { nbdTestWorkers } from "../_helpers/nbd_workers_mode.ts";
 
 const ignore = toolsMissing("nbdinfo", "nbdcopy", "nbdsh");
 const BLOCK = 64 * 1024;
@@ -28,7 +29,7 @@ async function withKernelExports(body: (scenario: Scenario) => Promise<void>): P
   const fx = await kernelFixture("upstream");
   const driver = await fx.driver();
   const exports = new KernelImageExports(driver);
-  const server = await startNbdServer(exports, { tcp: { port: 0 } });
+  const server = await startNbdServer(exports, { tcp: { port: 0 }, workers: nbdTestWorkers() });
   try {
     await body({
       fx,
