@@ -1,11 +1,11 @@
 /**
  * `--nbd-workers N|auto|0` of `blksnapctl serve`: how many blocking Workers
  * serve NBD (src/nbd/worker). 0 serves every connection on the main thread;
- * `auto` (the default) starts max(4, cores) Workers (nbdcopy opens four
+ * `auto` starts max(4, cores) Workers (nbdcopy opens four
  * connections; 0 in a single-file bundle, which has no Worker module), and
- * the pool grows while connections wait, up to 16. The
- * default follows `deno task bench` (README "Performance"): the Workers were
- * at least as fast on most rows and far faster on first writes after a take.
+ * the pool grows while connections wait, up to 16. The default stays 0:
+ * in `deno task bench --repeat 3` (README "Performance") the Workers were
+ * ahead on one row, even on two and behind on five.
  *
  * @module
  */
@@ -14,7 +14,7 @@ import { workerModuleAvailable } from "../../nbd/worker/worker_module.ts";
 import { UsageError } from "../exit_codes.ts";
 
 /** The flag's default when neither the flag nor BLKSNAP_NBD_WORKERS is given. */
-export const NBD_WORKERS_DEFAULT = "auto";
+export const NBD_WORKERS_DEFAULT = "0";
 
 /** Help lines of the flag. */
 export const NBD_WORKERS_HELP =
