@@ -4,8 +4,9 @@
  * `auto` starts max(4, cores) Workers (nbdcopy opens four
  * connections; 0 in a single-file bundle, which has no Worker module), and
  * the pool grows while connections wait, up to 16. The default stays 0:
- * in `deno task bench --repeat 3` (README "Performance") the Workers were
- * ahead on one row, even on two and behind on five.
+ * in two `deno task bench --repeat 3` runs (README "Performance") the
+ * Workers were at least as good on six of eight rows in one and on three
+ * in the other.
  *
  * @module
  */
