@@ -101,6 +101,8 @@ export interface UserspaceDriverOptions {
     maxConnections?: number;
     /** Blocking NBD Workers (src/nbd/worker); 0 or absent: the main thread. */
     workers?: number;
+    /** How long the connections of a destroyed image stay open, answering ESHUTDOWN (default 2 s). */
+    endedGraceMs?: number;
   };
   /** Folder where attached devices are remembered across restarts; nothing is persisted without it. */
   stateDir?: string;

@@ -32,6 +32,8 @@ const SLICE_MS = 1000;
 export interface BlockingStreamOptions {
   /** The plane's wake descriptor: readable once the server is closing. */
   wakeFd: number;
+  /** The Worker's message eventfd: readable when the owner posted a message (read to clear). */
+  messageFd: number;
   /** Connections idle this long are dropped while {@link BlockingStreamOptions.saturated}. */
   idleTimeoutMs: number;
   /** True while no Worker is free and the pool is at its bound. */
@@ -50,12 +52,15 @@ export class BlockingStream implements ByteStream {
   readonly #fd: number;
   readonly #libc: Libc = libc();
   readonly #options: BlockingStreamOptions;
-  readonly #pollFds = new Int32Array(4);
+  readonly #pollFds = new Int32Array(6);
+  readonly #counter = new Uint8Array(8);
   readonly #pollBytes = new Uint8Array(this.#pollFds.buffer);
   #lastActiveMs = Date.now();
   #closed = false;
   /** Reads fail with TIMEOUT after this time (ms since the epoch); undefined: no deadline. */
   deadlineMs: number | undefined;
+  /** Once the socket has nothing to read after this time, the stream ends (an export that ended). */
+  endAtMs: number | undefined;
 
   /** A stream over the connected socket `fd` (owned by the caller, who closes it). */
   constructor(fd: number, options: BlockingStreamOptions) {
@@ -81,7 +86,13 @@ export class BlockingStream implements ByteStream {
       if (code === Errno.EINTR) continue;
       if (code !== Errno.EAGAIN) throw sysError("recv", code);
       await turnEventLoop();
-      if (!this.#waitReadable()) return null;
+      const outcome = this.#waitReadable();
+      if (outcome === "message") {
+        this.#libc.read(this.#options.messageFd, this.#counter, 8n);
+        await turnEventLoop();
+        continue;
+      }
+      if (outcome === "end") return null;
     }
   }
 
@@ -115,11 +126,19 @@ export class BlockingStream implements ByteStream {
     this.#closed = true;
   }
 
-  /** Blocks until the socket is readable: false when the server is closing; TIMEOUT past a limit. */
-  #waitReadable(): boolean {
+  /**
+   * Blocks until the socket is readable ("ready"), the owner posted a
+   * message, or the stream should end (closing, an ended export's grace
+   * over); TIMEOUT past the handshake deadline or the idle rule.
+   */
+  #waitReadable(): "ready" | "message" | "end" {
     for (;;) {
       const now = Date.now();
       let slice = SLICE_MS;
+      if (this.endAtMs !== undefined) {
+        if (now >= this.endAtMs) return "end";
+        slice = Math.min(slice, this.endAtMs - now);
+      }
       if (this.deadlineMs !== undefined) {
         if (now >= this.deadlineMs) {
           throw new ServiceError("TIMEOUT", "no export chosen in time");
@@ -134,20 +153,29 @@ export class BlockingStream implements ByteStream {
         );
       }
       const outcome = this.#poll(Sys.POLLIN, slice);
-      if (outcome === "ready") return true;
-      if (outcome === "wake") return false;
+      if (outcome === "wake") return "end";
+      if (outcome !== "timeout") return outcome;
     }
   }
 
-  /** poll() on the socket (and the wake descriptor, if `watchWake`) for up to `timeoutMs`. */
-  #poll(events: number, timeoutMs: number, watchWake = true): "ready" | "wake" | "timeout" {
+  /**
+   * poll() on the socket (and, if `watchWake`, the wake and message
+   * descriptors) for up to `timeoutMs`.
+   */
+  #poll(
+    events: number,
+    timeoutMs: number,
+    watchWake = true,
+  ): "ready" | "wake" | "message" | "timeout" {
     const fds = this.#pollFds;
     fds[0] = this.#fd;
     fds[1] = events;
     fds[2] = this.#options.wakeFd;
     fds[3] = Sys.POLLIN;
+    fds[4] = this.#options.messageFd;
+    fds[5] = Sys.POLLIN;
     for (;;) {
-      const n = this.#libc.poll(this.#pollBytes, watchWake ? 2n : 1n, Math.max(0, timeoutMs));
+      const n = this.#libc.poll(this.#pollBytes, watchWake ? 3n : 1n, Math.max(0, timeoutMs));
       if (n < 0) {
         const code = errno();
         if (code === Errno.EINTR) continue;
@@ -156,7 +184,8 @@ export class BlockingStream implements ByteStream {
       if (n === 0) return "timeout";
       // Data already sent is served first: close() answers what clients sent before it.
       if ((fds[1] >>> 16) !== 0) return "ready";
-      return "wake";
+      if ((fds[3] >>> 16) !== 0) return "wake";
+      return "message";
     }
   }
 }

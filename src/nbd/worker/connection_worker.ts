@@ -38,6 +38,7 @@ self.onmessage = (event: MessageEvent<WorkerInit | WorkerMessage>) => {
   const message = event.data;
   if (message.type === "init") void run(message);
   else if (message.type === "view") provider?.receiveView(message.handle, message.view);
+  else if (message.type === "ended") provider?.receiveEnded(message.handle);
 };
 
 async function run(init: WorkerInit): Promise<void> {
@@ -60,6 +61,7 @@ async function run(init: WorkerInit): Promise<void> {
     if (accepted === undefined) break;
     const stream = new BlockingStream(accepted.fd, {
       wakeFd: init.wakeFd,
+      messageFd: init.messageFd,
       idleTimeoutMs: init.idleTimeoutMs,
       saturated,
       wantsTurn: awaitingViews,
@@ -177,7 +179,21 @@ async function serve(
     stream.deadlineMs = undefined;
     if (session === undefined) return;
     logger("debug", `nbd: ${peer} chose export "${session.export.name}"`);
-    await new Transmission(session, { reader, writer, pool }, { logger, stats }).run();
+    const ended = session.export.ended;
+    const endSoon = () => {
+      logger(
+        "debug",
+        `nbd: the export of ${peer} ended; closing in ${context.init.endedGraceMs} ms`,
+      );
+      stream.endAtMs = Date.now() + context.init.endedGraceMs;
+    };
+    if (ended?.aborted) endSoon();
+    else ended?.addEventListener("abort", endSoon, { once: true });
+    try {
+      await new Transmission(session, { reader, writer, pool }, { logger, stats }).run();
+    } finally {
+      ended?.removeEventListener("abort", endSoon);
+    }
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     if (handshaking && message === "no export chosen in time") {

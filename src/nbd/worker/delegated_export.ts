@@ -17,8 +17,15 @@ export const DelegatedFlag = { FUA: 1, NO_HOLE: 2, FAST_ZERO: 4 } as const;
 
 const encoder = new TextEncoder();
 
-/** The export `info` describes, served through `slot`. */
-export function delegatedExport(slot: SlotClient, info: ExportInfo): NbdExport {
+/**
+ * The export `info` describes, served through `slot`; `ended` is aborted
+ * when the owner says the export ended.
+ */
+export function delegatedExport(
+  slot: SlotClient,
+  info: ExportInfo,
+  ended?: AbortSignal,
+): NbdExport {
   const handle = info.handle;
   const exp: NbdExport = {
     name: info.name,
@@ -28,6 +35,7 @@ export function delegatedExport(slot: SlotClient, info: ExportInfo): NbdExport {
     blockSize: info.blockSize,
     canMultiConn: info.canMultiConn,
     reportsHoles: info.reportsHoles,
+    ended,
     read(offset, into) {
       for (let done = 0; done < into.length;) {
         const length = Math.min(SLOT_DATA_BYTES, into.length - done);

@@ -31,6 +31,10 @@ export interface ExportInfo {
   has: { trim: boolean; writeZeroes: boolean; metaContexts: boolean; blockStatus: boolean };
   /** True when the export offers a fast path (a view follows by message). */
   fast: boolean;
+  /** True when the export can end (NbdExport.ended; an "ended" message follows then). */
+  canEnd: boolean;
+  /** True when it had ended already. */
+  ended: boolean;
 }
 
 /** `exp` described under `handle`. */
@@ -51,5 +55,7 @@ export function describeExport(exp: NbdExport, handle: number): ExportInfo {
       blockStatus: exp.blockStatus !== undefined,
     },
     fast: fastPathOf(exp) !== undefined,
+    canEnd: exp.ended !== undefined,
+    ended: exp.ended?.aborted ?? false,
   };
 }

@@ -26,6 +26,7 @@ const symbols = {
   fdatasync: { parameters: ["i32"], result: "i32" },
   fstat: { parameters: ["i32", "buffer"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;

@@ -17,6 +17,7 @@ import { Op, type SlotClient } from "./owner_slot.ts";
 export class RemoteProvider implements ExportProvider {
   readonly #slot: SlotClient;
   readonly #fast = new Map<number, FastExport>();
+  readonly #endings = new Map<number, AbortController>();
 
   /** Asks through `slot`. */
   constructor(slot: SlotClient) {
@@ -32,7 +33,14 @@ export class RemoteProvider implements ExportProvider {
   get(name: string): NbdExport | undefined {
     const info = this.#slot.callJson<ExportInfo | null>(Op.GET, { body: name });
     if (info === null) return undefined;
-    const delegated = delegatedExport(this.#slot, info);
+    let ended: AbortSignal | undefined;
+    if (info.canEnd) {
+      const controller = new AbortController();
+      if (info.ended) controller.abort();
+      this.#endings.set(info.handle, controller);
+      ended = controller.signal;
+    }
+    const delegated = delegatedExport(this.#slot, info, ended);
     if (!info.fast) return delegated;
     const fast = new FastExport(this.#slot, info.handle, delegated);
     this.#fast.set(info.handle, fast);
@@ -48,10 +56,16 @@ export class RemoteProvider implements ExportProvider {
     this.#fast.get(handle)?.setView(view);
   }
 
+  /** The owner's word that the export of `handle` ended. */
+  receiveEnded(handle: number): void {
+    this.#endings.get(handle)?.abort();
+  }
+
   /** Forgets the connection's exports (closing their descriptors) and tells the owner. */
   release(): void {
     for (const fast of this.#fast.values()) fast.close();
     this.#fast.clear();
+    this.#endings.clear();
     this.#slot.call(Op.RELEASE, {});
   }
 }

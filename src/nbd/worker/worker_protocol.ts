@@ -34,6 +34,10 @@ export interface WorkerInit {
   listenFds: number[];
   /** Readable once the server closes. */
   wakeFd: number;
+  /** This Worker's eventfd: the owner signals it after each message, to wake a blocked poll. */
+  messageFd: number;
+  /** A connection to an export that ended is closed this many ms later. */
+  endedGraceMs: number;
   /** A client must choose an export within this many ms. */
   handshakeTimeoutMs: number;
   /** A connection idle this long is dropped while the pool is saturated. */
@@ -44,6 +48,8 @@ export interface WorkerInit {
 export type WorkerMessage =
   /** Owner to Worker: the current view of an export handle (undefined: no fast path). */
   | { type: "view"; handle: number; view: FastPathView | undefined }
+  /** Owner to Worker: the export of a handle ended (a destroyed image). */
+  | { type: "ended"; handle: number }
   /** Worker to owner: it started and waits for connections. */
   | { type: "ready" }
   /** Worker to owner: it took a connection and no Worker is left waiting. */

@@ -25,7 +25,7 @@ import { ServiceError } from "../../errors.ts";
 import type { ExportProvider, NbdExport } from "../export.ts";
 import { type NbdLogger, type NbdLogLevel, silentLogger } from "../log.ts";
 import { NBD_STATS_BYTES, NbdStats } from "../stats.ts";
-import type { NbdServer, NbdServerOptions } from "../server.ts";
+import { DEFAULT_ENDED_GRACE_MS, type NbdServer, type NbdServerOptions } from "../server.ts";
 import { DelegatedFlag } from "./delegated_export.ts";
 import { describeExport } from "./export_info.ts";
 import { fastPathOf } from "./fast_path.ts";
@@ -122,6 +122,7 @@ class WorkerServer implements NbdServer {
   readonly #wakeFd: number;
   readonly #handshakeTimeoutMs: number;
   readonly #idleTimeoutMs: number;
+  readonly #endedGraceMs: number;
   readonly #maxWorkers: number;
   readonly #minWorkers: number;
   readonly #workers = new Set<PlaneWorker>();
@@ -145,6 +146,7 @@ class WorkerServer implements NbdServer {
     this.unixPath = options.unixPath;
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30_000;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.#endedGraceMs = options.endedGraceMs ?? DEFAULT_ENDED_GRACE_MS;
     const workers = Math.max(1, options.workers);
     this.#minWorkers = workers;
     this.#maxWorkers = Math.max(
@@ -214,6 +216,8 @@ class WorkerServer implements NbdServer {
       stats,
       listenFds: this.#sockets.map((socket) => socket.fd),
       wakeFd: this.#wakeFd,
+      messageFd: worker.messageFd,
+      endedGraceMs: this.#endedGraceMs,
       handshakeTimeoutMs: this.#handshakeTimeoutMs,
       idleTimeoutMs: this.#idleTimeoutMs,
     });
@@ -246,6 +250,9 @@ class WorkerServer implements NbdServer {
 /** One Worker as the owner keeps it: the Worker, its slot, its export handles. */
 class PlaneWorker {
   readonly slot = newSlot();
+  /** Signalled after every message, so that a Worker blocked in poll() turns its event loop. */
+  readonly messageFd: number = libc().eventfd(0, Sys.EFD_NONBLOCK | Sys.EFD_CLOEXEC);
+  readonly #endedListeners: (() => void)[] = [];
   readonly #worker: Worker;
   readonly #provider: ExportProvider;
   readonly #logger: NbdLogger;
@@ -321,6 +328,29 @@ class PlaneWorker {
     this.#stopped = true;
     wakeSlot(this.slot);
     this.#worker.terminate();
+    this.#forgetEnded();
+    libc().close(this.messageFd);
+  }
+
+  /** Posts `message` and wakes the Worker's poll. */
+  #post(message: WorkerMessage): void {
+    if (this.#stopped) return;
+    this.#worker.postMessage(message);
+    libc().write(this.messageFd, new Uint8Array(new BigUint64Array([1n]).buffer), 8n);
+  }
+
+  /** Tells the Worker when `exp` (under `handle`) ends. */
+  #watchEnded(handle: number, exp: NbdExport): void {
+    const ended = exp.ended;
+    if (ended === undefined) return;
+    const tell = () => this.#post({ type: "ended", handle });
+    if (ended.aborted) return tell();
+    ended.addEventListener("abort", tell, { once: true });
+    this.#endedListeners.push(() => ended.removeEventListener("abort", tell));
+  }
+
+  #forgetEnded(): void {
+    for (const remove of this.#endedListeners.splice(0)) remove();
   }
 
   #export(handle: number): NbdExport {
@@ -357,12 +387,14 @@ class PlaneWorker {
         this.#handles.set(id, exp);
         const info = describeExport(exp, id);
         if (info.fast) this.#postView(id, exp);
+        this.#watchEnded(id, exp);
         return { json: info };
       }
       case Op.DEFAULT_NAME:
         return { json: this.#provider.defaultName ?? null };
       case Op.RELEASE:
         this.#handles.clear();
+        this.#forgetEnded();
         return;
       case Op.COUNT:
         if (flags === 1) this.#stats.opened();
@@ -416,7 +448,7 @@ class PlaneWorker {
   #postView(handle: number, exp: NbdExport): void {
     fastPathOf(exp)!.view().then(
       (view) => {
-        if (!this.#stopped) this.#worker.postMessage({ type: "view", handle, view });
+        this.#post({ type: "view", handle, view });
       },
       (error) => this.#logger("error", `nbd: cannot make a Worker view: ${error}`),
     );
