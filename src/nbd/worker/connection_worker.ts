@@ -30,6 +30,7 @@ import { Control, type WorkerInit, type WorkerMessage } from "./worker_protocol.
 const ECONNABORTED = 103;
 const ACCEPT_RETRY_MIN_MS = 10;
 const ACCEPT_RETRY_MAX_MS = 1000;
+const LINGER_MS = 200;
 
 let provider: RemoteProvider | undefined;
 let announced = false;
@@ -70,7 +71,7 @@ async function run(init: WorkerInit): Promise<void> {
     try {
       await serve(stream, { peer: accepted.peer, logger, stats, init });
     } finally {
-      libc().close(accepted.fd);
+      closeGracefully(accepted.fd);
       provider.release();
       slot.call(Op.COUNT, { flags: 0 });
     }
@@ -136,6 +137,26 @@ function acceptNext(
       return { fd, peer: describePeer(c, fd, address) };
     }
   }
+}
+
+/**
+ * Ends a connection as a client expects: FIN first (shutdown of the
+ * sending side), then what the client still sends is read and dropped
+ * until it closes too, for at most 200 ms, then close. Closing with
+ * unread data would reset the connection instead, and the client would
+ * see ECONNRESET rather than the server's end.
+ */
+function closeGracefully(fd: number): void {
+  const c = libc();
+  c.shutdown(fd, Sys.SHUT_WR);
+  const scratch = new Uint8Array(65536);
+  const until = Date.now() + LINGER_MS;
+  for (let left = LINGER_MS; left > 0; left = until - Date.now()) {
+    waitFor(fd, left);
+    const n = Number(c.recv(fd, scratch, BigInt(scratch.length), Sys.MSG_DONTWAIT));
+    if (n === 0 || (n < 0 && errno() !== Errno.EAGAIN && errno() !== Errno.EINTR)) break;
+  }
+  c.close(fd);
 }
 
 /** Blocks up to `ms` (less if `fd` turns readable). */

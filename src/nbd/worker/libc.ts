@@ -19,6 +19,7 @@ const symbols = {
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
   open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
@@ -56,6 +57,7 @@ export const Sys = {
   O_CLOEXEC: 0o2000000,
   EFD_NONBLOCK: 0o4000,
   EFD_CLOEXEC: 0o2000000,
+  SHUT_WR: 1,
 } as const;
 
 let opened: Libc | undefined;
