@@ -59,6 +59,15 @@ export interface NbdServerOptions {
   stats?: NbdStats;
   /** Connections served at once; a client over the limit is closed at once (default 256). */
   maxConnections?: number;
+  /**
+   * Serve on this many blocking Workers (src/nbd/worker/worker_server.ts;
+   * needs --allow-ffi) instead of on this thread; 0 or absent: this thread.
+   */
+  workers?: number;
+  /** With `workers`: the pool's bound (default 16, at most `maxConnections`). */
+  maxWorkers?: number;
+  /** With `workers`: connections idle this long are dropped while the pool is saturated (default 60 s). */
+  idleTimeoutMs?: number;
   /** A connection to an export that ended is closed this many ms later (default 2 s). */
   endedGraceMs?: number;
   /** Read probes every READ is shown to (src/nbd/read_probes.ts; none by default). */
@@ -93,6 +102,10 @@ export async function startNbdServer(
     throw new ServiceError("INVALID_ARGUMENT", "Cannot start the NBD server: no listener given");
   }
   const logger = guardedLogger(options.logger ?? silentLogger);
+  if ((options.workers ?? 0) > 0) {
+    const { startWorkerServer } = await import("./worker/worker_server.ts");
+    return await startWorkerServer(provider, { ...options, logger, workers: options.workers! });
+  }
   const listeners: Deno.Listener[] = [];
   let tcpPort: number | undefined;
   try {

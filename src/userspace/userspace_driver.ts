@@ -100,6 +100,8 @@ export interface UserspaceDriverOptions {
     tcp?: { hostname?: string; port: number };
     unixPath?: string;
     maxConnections?: number;
+    /** Blocking NBD Workers (src/nbd/worker); 0 or absent: the main thread. */
+    workers?: number;
     /** How long the connections of a destroyed image stay open, answering ESHUTDOWN (default 2 s). */
     endedGraceMs?: number;
   };

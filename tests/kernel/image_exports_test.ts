@@ -16,6 +16,7 @@ import type { KernelDriver } from "../../src/kernel/kernel_driver.ts";
 import { startNbdServer } from "../../src/nbd/server.ts";
 import { type KernelFixture, kernelFixture } from "../_helpers/kernel_fixture.ts";
 import { nbdsh, pattern, runTool, runToolOk, toolsMissing } from "../_helpers/nbd_fixture.ts";
+import { nbdTestWorkers } from "../_helpers/nbd_workers_mode.ts";
 import { checkEndAcrossDestroy } from "../_helpers/export_end.ts";
 import { dirtyRanges, runRecipe } from "../_helpers/token_recipes.ts";
 
@@ -33,7 +34,11 @@ async function withKernelExports(body: (scenario: Scenario) => Promise<void>): P
   const fx = await kernelFixture("upstream");
   const driver = await fx.driver();
   const exports = new KernelImageExports(driver);
-  const server = await startNbdServer(exports, { tcp: { port: 0 }, endedGraceMs: 1000 });
+  const server = await startNbdServer(exports, {
+    tcp: { port: 0 },
+    endedGraceMs: 1000,
+    workers: nbdTestWorkers(),
+  });
   driver.serveImagesAt((name) => `nbd://127.0.0.1:${server.tcpPort}/${name}`);
   try {
     await body({

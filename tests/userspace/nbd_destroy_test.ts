@@ -6,6 +6,7 @@
  * grace the server closes the image's connections.
  */
 
+import { nbdTestWorkers } from "../_helpers/nbd_workers_mode.ts";
 import assert from "node:assert/strict";
 import { checkEndAcrossDestroy } from "../_helpers/export_end.ts";
 import { NbdRequestError } from "../_helpers/nbd_client.ts";
@@ -108,7 +109,9 @@ Deno.test("a client connected across destroy gets ESHUTDOWN replies on the same 
 });
 
 Deno.test("a destroyed image's connection: in-flight reads finish or get ESHUTDOWN, later ones ESHUTDOWN, then the server closes it", async () => {
-  const fx = await userspaceFixture({ driver: { nbd: { tcp: { port: 0 }, endedGraceMs: 1000 } } });
+  const fx = await userspaceFixture({
+    driver: { nbd: { tcp: { port: 0 }, endedGraceMs: 1000, workers: nbdTestWorkers() } },
+  });
   try {
     const { device, snapshotId, imageUri } = await takenImage(fx);
     const seen = await checkEndAcrossDestroy(imageUri, () => fx.driver.destroySnapshot(snapshotId));

@@ -32,6 +32,7 @@ import { UsageError } from "../exit_codes.ts";
 import { PROGRAM } from "../program.ts";
 import { raiseOpenFileLimit } from "../open_file_limit.ts";
 import { limitFlags, LIMITS_HELP, type ServeLimits, serveLimits } from "./serve_limits.ts";
+import { NBD_WORKERS_DEFAULT, NBD_WORKERS_HELP, nbdWorkers } from "./nbd_workers_flag.ts";
 
 /** The kernel backend's host-wide lock (one kernel-backend service per host). */
 const KERNEL_HOST_LOCK_PATH = "/run/blksnap-service/kernel-backend.lock";
@@ -57,7 +58,7 @@ userspace backend, of the tracked devices).
                           serves its images over NBD only on the listeners given, and
                           without any their locators are /dev paths)
   --nbd-socket PATH       NBD server Unix socket (env BLKSNAP_NBD_SOCKET)
-  --cbt-persistence on|off  keep each device's CBT across restarts and crashes, userspace
+${NBD_WORKERS_HELP}  --cbt-persistence on|off  keep each device's CBT across restarts and crashes, userspace
                           backend (env BLKSNAP_CBT_PERSISTENCE, default on)
   --destroy-snapshots-on-exit  destroy snapshots when the service stops instead of keeping
                           them for the next start (env BLKSNAP_DESTROY_SNAPSHOTS_ON_EXIT=1)
@@ -85,6 +86,8 @@ export interface ServeSettings extends OperatorSettings {
   nbdListen?: { hostname: string; port: number };
   /** NBD Unix socket path given (the userspace backend defaults it without a TCP listener). */
   nbdSocket?: string;
+  /** Blocking NBD Workers (0: the main thread serves NBD). */
+  nbdWorkers: number;
   /** Keep CBT records across restarts (userspace backend). */
   cbtPersistence: boolean;
   /** Destroy snapshots at stop. */
@@ -154,6 +157,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
         "token-file": { type: "string" },
         "nbd-listen": { type: "string" },
         "nbd-socket": { type: "string" },
+        "nbd-workers": { type: "string" },
         ...operatorFlags,
         "cbt-persistence": { type: "string" },
         "destroy-snapshots-on-exit": { type: "boolean" },
@@ -219,6 +223,9 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
     token,
     nbdListen,
     nbdSocket,
+    nbdWorkers: nbdWorkers(
+      values["nbd-workers"] ?? io.env("BLKSNAP_NBD_WORKERS") ?? NBD_WORKERS_DEFAULT,
+    ),
     cbtPersistence: persistence === "on",
     destroySnapshotsOnExit,
     hooksDir,
@@ -249,6 +256,7 @@ async function serveKernelImages(
       ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
       ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
       maxConnections: settings.limits.nbdMaxConnections,
+      workers: settings.nbdWorkers,
     });
   } catch (error) {
     await driver.close();
@@ -325,6 +333,7 @@ async function openDriver(
       ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
       ...(nbdSocket ? { unixPath: nbdSocket } : {}),
       maxConnections: settings.limits.nbdMaxConnections,
+      workers: settings.nbdWorkers,
     },
     logger: log,
     cbtPersistence: settings.cbtPersistence,
