@@ -69,7 +69,8 @@ export async function probeNbdExports(
 function distinctOffset(blocks: number, taken: Set<number>): number | undefined {
   for (let attempt = 0; attempt < 64; attempt++) {
     const [high, low] = crypto.getRandomValues(new Uint32Array(2));
-    const offset = ((high * 2 ** 32 + low) % blocks) * DIRECT_ALIGNMENT;
+    // 53 random bits: exact in a double, so every block can come out.
+    const offset = (((high & 0x1fffff) * 2 ** 32 + low) % blocks) * DIRECT_ALIGNMENT;
     if (taken.has(offset)) continue;
     taken.add(offset);
     return offset;

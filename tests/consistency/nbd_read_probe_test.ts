@@ -11,6 +11,7 @@ import { startNbdServer } from "../../src/nbd/server.ts";
 import { parseMountinfo } from "../../src/consistency/mountinfo.ts";
 import { MemoryExport } from "../_helpers/nbd_exports.ts";
 import { nbdsh, toolsMissing } from "../_helpers/nbd_fixture.ts";
+import { nbdTestWorkers } from "../_helpers/nbd_workers_mode.ts";
 import { withService, writeDisk } from "../_helpers/service_fixture.ts";
 import { makeTree, SYSFS_FILES, SYSFS_LINKS } from "../_helpers/system_tree.ts";
 
@@ -23,8 +24,8 @@ const MOUNTINFO = parseMountinfo([
 ].join("\n"));
 
 /**
- * A real NBD server with exports "a" and "b" showing its READs to a probe
- * board, and a sysfs fixture whose nbd0 and nbd1 (1 MiB each) stand for the
+ * A real NBD server (on the main thread, or on Workers: tests/consistency/workers/)
+ * with exports "a" and "b" showing its READs to a probe board, and a sysfs fixture whose nbd0 and nbd1 (1 MiB each) stand for the
  * kernel's devices; the test decides what "reading /dev/nbdX" goes through.
  */
 async function withProbedServer(
@@ -43,6 +44,7 @@ async function withProbedServer(
   const server = await startNbdServer(staticProvider(exports), {
     tcp: { port: 0 },
     readProbes: board,
+    workers: nbdTestWorkers(),
   });
   const sysRoot = await makeTree({
     ...SYSFS_FILES,

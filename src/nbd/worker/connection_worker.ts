@@ -18,6 +18,7 @@ import { negotiate } from "../handshake.ts";
 import type { NbdLogger, NbdLogLevel } from "../log.ts";
 import { ReplyWriter } from "../reply_writer.ts";
 import { SocketReader } from "../socket_reader.ts";
+import { ReadProbeBoard } from "../read_probes.ts";
 import { NbdStats } from "../stats.ts";
 import { Transmission } from "../transmission.ts";
 import { BlockingStream } from "./blocking_stream.ts";
@@ -211,7 +212,11 @@ async function serve(
     if (ended?.aborted) endSoon();
     else ended?.addEventListener("abort", endSoon, { once: true });
     try {
-      await new Transmission(session, { reader, writer, pool }, { logger, stats }).run();
+      const readProbes = context.init.readProbes
+        ? new ReadProbeBoard(context.init.readProbes)
+        : undefined;
+      await new Transmission(session, { reader, writer, pool }, { logger, stats, readProbes })
+        .run();
     } finally {
       ended?.removeEventListener("abort", endSoon);
     }

@@ -30,6 +30,8 @@ export interface WorkerInit {
   control: SharedArrayBuffer;
   /** The Worker's request counters (NbdStats memory). */
   stats: SharedArrayBuffer;
+  /** The plane's read probes (ReadProbeBoard memory), when it has any. */
+  readProbes?: SharedArrayBuffer;
   /** Listening descriptors to accept on. */
   listenFds: number[];
   /** Readable once the server closes. */

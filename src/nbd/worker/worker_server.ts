@@ -123,6 +123,7 @@ class WorkerServer implements NbdServer {
   readonly #handshakeTimeoutMs: number;
   readonly #idleTimeoutMs: number;
   readonly #endedGraceMs: number;
+  readonly #readProbes: SharedArrayBuffer | undefined;
   readonly #maxWorkers: number;
   readonly #minWorkers: number;
   readonly #workers = new Set<PlaneWorker>();
@@ -147,6 +148,7 @@ class WorkerServer implements NbdServer {
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? 30_000;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     this.#endedGraceMs = options.endedGraceMs ?? DEFAULT_ENDED_GRACE_MS;
+    this.#readProbes = options.readProbes?.buffer;
     const workers = Math.max(1, options.workers);
     this.#minWorkers = workers;
     this.#maxWorkers = Math.max(
@@ -218,6 +220,7 @@ class WorkerServer implements NbdServer {
       wakeFd: this.#wakeFd,
       messageFd: worker.messageFd,
       endedGraceMs: this.#endedGraceMs,
+      ...(this.#readProbes ? { readProbes: this.#readProbes } : {}),
       handshakeTimeoutMs: this.#handshakeTimeoutMs,
       idleTimeoutMs: this.#idleTimeoutMs,
     });
