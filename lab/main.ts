@@ -14,7 +14,7 @@ import { chooseAccelerator } from "./kvm_probe.ts";
 import { type CustomKernel, readCustomKernel } from "./kernel_image.ts";
 import { ensureLabImage } from "./lab_image.ts";
 import { bootGuest, followProgress, type Guest, type RunFiles, runFiles } from "./guest_run.ts";
-import { cacheRoot, e2eDir, packerDir, runnerScript, serviceEntry } from "./paths.ts";
+import { cacheRoot, e2eDir, packerDir, repoRoot, runnerScript, serviceEntry } from "./paths.ts";
 import { pruneRuns } from "./prune.ts";
 import { createReporter, formatDuration, type Reporter } from "./reporter.ts";
 import { judgeResults, type RunVerdict, unpackResults } from "./results.ts";
@@ -103,6 +103,7 @@ async function runLab(options: LabOptions, reporter: Reporter): Promise<RunVerdi
       prepareRunInput(files.inDir, files.inputTar, {
         e2eDir,
         runnerScript,
+        readme: `${repoRoot}/README.md`,
         selection,
         kernelPackage: options.kernel,
         moduleSrc,

@@ -221,6 +221,8 @@ export async function copyKernelHeaders(source: string, target: string): Promise
 export interface RunInputOptions {
   readonly e2eDir: string;
   readonly runnerScript: string;
+  /** The repository's README.md, whose recipes cases run as written (token_recipes.ts). */
+  readonly readme?: string;
   readonly selection: TestSelection;
   readonly kernelPackage: string;
   readonly moduleSrc?: string;
@@ -245,6 +247,7 @@ export async function prepareRunInput(
 ): Promise<string[]> {
   await Deno.mkdir(`${inDir}/tests`, { recursive: true });
   await Deno.copyFile(options.runnerScript, `${inDir}/run.sh`);
+  if (options.readme !== undefined) await Deno.copyFile(options.readme, `${inDir}/README.md`);
   const settings: Record<string, string> = { LAB_KERNEL_PACKAGE: options.kernelPackage };
   if (options.selection.filter !== undefined) settings.LAB_FILTER = options.selection.filter;
   if (options.kernelRelease !== undefined) settings.LAB_KERNEL_IMAGE = options.kernelRelease;

@@ -133,8 +133,19 @@ export type SnapshotState = "created" | "taken" | "corrupted";
 export interface SnapshotImageInfo {
   /** The device's id. */
   deviceId: string;
-  /** Where to read the image (an `nbd://` URI or a `/dev/...` path); absent before take. */
+  /**
+   * Where to read the image, absent before take: its NBD URI
+   * (`nbd://HOST:PORT/<device>@<snapshot-id>`, or `nbd+unix:///...?socket=PATH`)
+   * when the service serves NBD, else (kernel backend without NBD) the
+   * image's `/dev/...` path.
+   */
   locator?: string;
+  /**
+   * Kernel backend, after take: the image's block device on the service's
+   * host (`/dev/blksnap-<major>-<minor>` upstream,
+   * `/dev/veeamblksnapimg_<major>:<minor>` out of tree), whatever the locator.
+   */
+  imageDevicePath?: string;
   /** 0, or the errno that corrupted this device's image (28 for ENOSPC). */
   errorCode: number;
   /** Name of `errorCode` ("ENOSPC") when it is not 0. */

@@ -156,6 +156,8 @@ export function createApp(driver: SnapshotDriver, options: AppOptions): ApiApp {
   const operations = new Map<string, string>([
     ...healthRoutes.map((r): [string, string] => [`GET ${r.path}`, r.operationId]),
     ["GET /v1/openapi.json", "getOpenApi"],
+    ["GET /ui", "statusPageRedirect"],
+    ["GET /ui/", "statusPage"],
     ...apiRoutes.map((
       r,
     ): [string, string] => [`${r.method.toUpperCase()} ${honoPath(r.path)}`, r.operationId]),

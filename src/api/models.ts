@@ -162,10 +162,18 @@ export const cbtInfo = object({
   changesNumber: integer({ maximum: 255 }),
 });
 
+const IMAGE_DEVICE_PATH = "Kernel backend: the image's block device on the service's host " +
+  "(/dev/blksnap-MAJOR-MINOR upstream, /dev/veeamblksnapimg_MAJOR:MINOR out of tree).";
+
 /** Per-device part of a snapshot. */
 export const snapshotImageInfo = object({
   deviceId: deviceId,
-  locator: optional(string()),
+  locator: optional(string({
+    description: "After take: the image's NBD URI (nbd://HOST:PORT/DEVICE@SNAPSHOT or " +
+      "nbd+unix:///DEVICE@SNAPSHOT?socket=PATH) when the service serves NBD, else the " +
+      "kernel image's /dev path.",
+  })),
+  imageDevicePath: optional(string({ description: IMAGE_DEVICE_PATH })),
   errorCode: integer({ minimum: 0 }),
   errorName: optional(string()),
   changeToken: optional(changeToken),
@@ -256,7 +264,10 @@ export const versionInfo = object({
 export const imageLocator = object({
   snapshotId: snapshotId,
   deviceId: deviceId,
-  locator: string(),
+  locator: string({
+    description: "The image's NBD URI when the service serves NBD, else its /dev path.",
+  }),
+  imageDevicePath: optional(string({ description: IMAGE_DEVICE_PATH })),
   sizeBytes: integer(),
   changeToken: optional(changeToken),
   previousChangeToken: optional(string({ maxLength: 128 })),

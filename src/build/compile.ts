@@ -13,8 +13,12 @@
  * @module
  */
 
+import { WORKER_MODULE_URL } from "../nbd/worker/worker_module.ts";
 import { parseArgs } from "node:util";
 import { ServiceError } from "../errors.ts";
+
+/** The NBD Worker plane's Worker module, loaded by URL, so `deno compile` must be told of it. */
+const NBD_WORKER = WORKER_MODULE_URL.pathname;
 
 /** Options of {@link compile}. */
 export interface CompileOptions {
@@ -120,7 +124,7 @@ export async function compile(entry: string, options: CompileOptions): Promise<v
   const env: Record<string, string> = { NO_COLOR: "1" };
   if (denortBin) env.DENORT_BIN = denortBin;
   const result = await new Deno.Command(options.denoBin ?? Deno.execPath(), {
-    args: ["compile", "--allow-all", "--output", options.output, entry],
+    args: ["compile", "--allow-all", "--include", NBD_WORKER, "--output", options.output, entry],
     env,
     stdout: "piped",
     stderr: "piped",

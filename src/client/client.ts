@@ -65,8 +65,10 @@ export interface ImageLocator {
   snapshotId: string;
   /** Device id. */
   deviceId: string;
-  /** nbd:// URI or /dev path. */
+  /** The image's NBD URI when the service serves NBD, else (kernel backend) its /dev path. */
   locator: string;
+  /** Kernel backend: the image's block device on the service's host. */
+  imageDevicePath?: string;
   /** Image size in bytes. */
   sizeBytes: number;
   /** The image's change token: keep it to ask for the changes since this snapshot later. */

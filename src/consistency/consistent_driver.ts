@@ -38,7 +38,7 @@ import { blockName, devicesOn, type SystemTree, treeAt } from "./block_topology.
 import type { FsFreezer } from "./fs_freezer.ts";
 import { HookFailedError, type HookRun, Hooks } from "./hooks.ts";
 import { type MountEntry, readMountinfo } from "./mountinfo.ts";
-import { nbdDevicesFor } from "./nbd_attachments.ts";
+import { type ExportIdentity, nbdDevicesFor } from "./nbd_attachments.ts";
 
 /** Default bound on the time file systems stay frozen. */
 export const DEFAULT_MAX_FREEZE_MS = 10_000;
@@ -237,16 +237,8 @@ export class ConsistentDriver implements SnapshotDriver {
     const device = await this.#inner.getDevice(deviceId);
     const roots: string[] = [];
     if (backend === "userspace") {
-      if (/^nbd:/.test(device.locator)) {
-        const url = new URL(device.locator);
-        const name = decodeURIComponent(url.pathname.slice(1));
-        roots.push(
-          ...nbdDevicesFor({ sys: this.#sys, proc: this.#proc }, {
-            name,
-            port: Number(url.port || 10809),
-          }),
-        );
-      }
+      const identity = exportIdentity(device.locator);
+      if (identity) roots.push(...nbdDevicesFor({ sys: this.#sys, proc: this.#proc }, identity));
     } else {
       const deviceNumber = (this.#options.deviceNumber ?? realLibc().blockDeviceNumber)(
         device.path,
@@ -341,4 +333,21 @@ export class ConsistentDriver implements SnapshotDriver {
       this.#log(`thawed ${target.mount.mountPoint} after ${target.state.frozenMs} ms`);
     }
   }
+}
+
+/** The export a userspace device's locator names (`nbd://` or `nbd+unix://`), if it is one. */
+function exportIdentity(locator: string): ExportIdentity | undefined {
+  let url: URL;
+  try {
+    url = new URL(locator);
+  } catch {
+    return undefined;
+  }
+  const name = decodeURIComponent(url.pathname.slice(1));
+  if (url.protocol === "nbd:") return { name, port: Number(url.port || 10809), uris: [locator] };
+  if (url.protocol === "nbd+unix:") {
+    const socketPath = url.searchParams.get("socket") ?? undefined;
+    return { name, socketPath, uris: [locator] };
+  }
+  return undefined;
 }

@@ -6,6 +6,17 @@
  * @module
  */
 
+/** Outcome of {@link BlockStore.copyTo}: done, or refused (read and write instead). */
+export type StoreCopyResult = "copied" | "refused";
+
+/** Where {@link BlockStore.copyTo} copies to. */
+export interface StoreCopyTarget {
+  /** The store receiving the bytes. */
+  target: BlockStore;
+  /** Byte offset in the target. */
+  targetOffset: number;
+}
+
 /** What a store is backed by. */
 export type BlockStoreKind = "file" | "block" | "memory";
 
@@ -38,6 +49,16 @@ export interface BlockStore {
   read(offset: number, into: Uint8Array): Promise<void>;
   /** Writes `data` at `offset`. */
   write(offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * Optional: copies `length` bytes from `offset` of this store to
+   * `to.targetOffset` of `to.target` without passing them through the
+   * caller's memory (a FileStore: copy_file_range in the kernel, off the
+   * calling thread). Resolves "refused" when these two stores cannot copy
+   * this way (nothing was written; the caller reads and writes instead);
+   * RangeError past either capacity; rejects with the I/O error (code
+   * "ENOSPC" or "EIO") when the copy failed, the target range then undefined.
+   */
+  copyTo?(offset: number, length: number, to: StoreCopyTarget): Promise<StoreCopyResult>;
   /** Makes completed writes durable. */
   flush(): Promise<void>;
   /**

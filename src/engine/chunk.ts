@@ -4,7 +4,9 @@
  * Design note (seed 003_3b7a49106c620ab4.txt, chunk.h): states NEW (no data
  * kept), IN_MEMORY (the original data sits in a buffer, queued for storing),
  * STORED (the data is in the difference storage) and FAILED (processing
- * failed; the snapshot is corrupted). A chunk never goes back to NEW, which
+ * failed; the snapshot is corrupted). A chunk goes NEW -> IN_MEMORY ->
+ * STORED, or NEW -> STORED directly when its original store copies it into
+ * the difference storage itself (diff_area.ts). A chunk never goes back to NEW, which
  * lets the copy-on-write path skip non-NEW chunks without taking their lock.
  * The last chunk of a device may be short; storage space is always allocated
  * for a full chunk.

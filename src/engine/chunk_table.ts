@@ -6,8 +6,10 @@
  * bitmap, filters/cow/blk.c): 9 bytes per chunk, a Float64 offset and a state
  * byte (chunk.ts CHUNK_ST_*), allocated zeroed at take, so a fresh table is
  * all NEW and untouched pages cost nothing until written. The offset is
- * meaningful once the chunk is STORED. Only the owner of the engine writes
- * the table; the buffer is shared so that other threads can read it.
+ * meaningful once the chunk is STORED: it is written before the state turns
+ * STORED, also when a chunk goes NEW -> STORED directly (a kernel copy, see
+ * diff_area.ts). Only the owner of the engine writes the table; the buffer
+ * is shared so that other threads can read it.
  * {@link ChunkTable.runEnd} finds runs of chunks in one state, so image reads
  * and extents handle a run at a time (blk_read_multiple).
  *

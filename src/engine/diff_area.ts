@@ -11,23 +11,42 @@
  *   stays FIFO with hand-off (mutex.ts), and a chunk has at most one transit
  *   object at a time, so the kernel's per-chunk semaphore semantics hold.
  * - Copy-on-write (diff_area_cow): for each chunk a write touches, lock it;
- *   if it is NEW, load the original data into a pool buffer; when all loads
- *   are done each chunk becomes IN_MEMORY, goes on the store queue and is
- *   unlocked (notify_load_and_postpone_io); only then does the caller write
- *   the original. The write waits for loads, never for stores. Chunk locks
- *   are taken in ascending order, so concurrent writers cannot deadlock, and
- *   the lock plus the state check copies a chunk only once. A chunk never
- *   returns to NEW, so non-NEW chunks are skipped without locking them (the
- *   kernel locks them; skipping avoids waiting for a store in progress), and
- *   a write over no NEW chunk does not enter copy-on-write at all
- *   ({@link DiffArea.needsCopy}). A load failure marks the chunk FAILED and
- *   the area corrupted with EIO; the original write still happens.
- * - Store queue (store_queue.ts): when it holds more than chunkMaximumInQueue
- *   chunks and no worker runs, the worker starts and drains it. Storing one
- *   chunk (diff_area_store_one): area corrupted -> FAILED; allocate a full
- *   chunk (failure: FAILED + corrupted ENOSPC); write the data (failure:
- *   FAILED + corrupted EIO, or ENOSPC when the file system is full); then
- *   STORED at that offset and the buffer goes back to the pool.
+ *   if it is NEW, preserve its original data; when every chunk is
+ *   preserved, unlock them (notify_load_and_postpone_io); only then does the
+ *   caller write the original. Chunk locks are taken in ascending order, so
+ *   concurrent writers cannot deadlock, and the lock plus the state check
+ *   copies a chunk only once. A chunk never returns to NEW, so non-NEW
+ *   chunks are skipped without locking them (the kernel locks them; skipping
+ *   avoids waiting for a store in progress), and a write over no NEW chunk
+ *   does not enter copy-on-write at all ({@link DiffArea.needsCopy}).
+ * - Preserving a chunk, two ways. Where the original store can copy to the
+ *   storage's store itself (BlockStore.copyTo: a FileStore copies in the
+ *   kernel, off the event loop's thread; not in the seed), the chunk gets
+ *   its storage space (waiting for pending growth,
+ *   DiffStorage.allocateAfterGrowth, since concurrent copies allocate
+ *   together), is copied there and goes NEW -> STORED directly, with no
+ *   buffer and no queue: the data is read once, by the kernel, and never
+ *   crosses JavaScript. Here the write waits for the store as well, a
+ *   deliberate difference from the seed (whose write waits for the load
+ *   only): it spares the event loop the read and the store's copy, which
+ *   bound first writes on one thread. Failures: no space -> FAILED +
+ *   corrupted ENOSPC; the copy failing -> FAILED + corrupted EIO (ENOSPC when
+ *   the file system is full). When copyTo answers "refused" (two stores it
+ *   cannot copy between), the area stops asking for the rest of its life and
+ *   keeps the space it took for the next chunk stored. Otherwise (memory
+ *   stores, a refusal) the original data is loaded into a pool buffer, the
+ *   chunk becomes IN_MEMORY and goes on the store queue, and the write waits
+ *   for the load, never for the store, as in the seed. A load failure marks
+ *   the chunk FAILED and the area corrupted with EIO. In every case the
+ *   original write still happens. Image reads stay exact either way: the
+ *   chunk leaves NEW (IN_MEMORY or STORED) before the original is written.
+ * - Store queue (store_queue.ts), for IN_MEMORY chunks: when it holds more
+ *   than chunkMaximumInQueue chunks and no worker runs, the worker starts
+ *   and drains it. Storing one chunk (diff_area_store_one): area corrupted
+ *   -> FAILED; allocate a full chunk (failure: FAILED + corrupted ENOSPC);
+ *   write the data (failure: FAILED + corrupted EIO, or ENOSPC when the file
+ *   system is full); then STORED at that offset and the buffer goes back to
+ *   the pool.
  * - Destroy, in two steps: stopImageIo (new image I/O fails, image I/O in
  *   flight finishes while copy-on-write still protects it), then, once the
  *   tracker no longer copies, close: the worker stops after its current
@@ -41,7 +60,7 @@
  */
 
 import { Errno, errnoName, ServiceError } from "../errors.ts";
-import type { BlockStore } from "./block_store.ts";
+import type { BlockStore, StoreCopyResult } from "./block_store.ts";
 import {
   Chunk,
   CHUNK_ST_FAILED,
@@ -127,6 +146,8 @@ export class DiffArea {
   #stopping = false;
   #imageIo = 0;
   #idleWaiters: Array<() => void> = [];
+  #kernelCopy: boolean;
+  #spareOffsets: number[] = [];
 
   /** An empty difference area (all chunks NEW). */
   constructor(options: DiffAreaOptions) {
@@ -137,6 +158,7 @@ export class DiffArea {
     this.chunkSizeBytes = this.table.chunkSizeBytes;
     this.chunkCount = this.table.count;
     this.original = options.original;
+    this.#kernelCopy = options.original.copyTo !== undefined;
     this.storage = options.storage;
     this.#emit = options.emit;
     this.stats = options.stats;
@@ -276,21 +298,92 @@ export class DiffArea {
       locked.push(chunk);
     }
     if (locked.length === 0) return;
-    const loaded = locked.length === 1
-      ? [await this.loadChunk(locked[0])]
-      : await Promise.all(locked.map((chunk) => this.loadChunk(chunk)));
-    let needWork = false;
-    for (let i = 0; i < locked.length; i++) {
-      const chunk = locked[i];
-      if (loaded[i]) {
-        this.stats.cowCopies += 1;
-        needWork = this.scheduleStoring(chunk) || needWork;
-      } else {
-        this.failChunk(chunk, Errno.EIO);
-      }
-      this.unlockChunk(chunk);
-    }
+    const needWork = locked.length === 1
+      ? await this.#preserve(locked[0])
+      : (await Promise.all(locked.map((chunk) => this.#preserve(chunk)))).includes(true);
+    for (const chunk of locked) this.unlockChunk(chunk);
     if (needWork) this.startWorker();
+  }
+
+  /**
+   * Preserves the original data of a locked NEW `chunk`: copied in the
+   * kernel straight to the difference storage (STORED) where the stores
+   * allow it, else loaded into a buffer and queued (IN_MEMORY); a failure
+   * marks it FAILED. Returns true when the worker must start. Never rejects.
+   */
+  async #preserve(chunk: Chunk): Promise<boolean> {
+    if (this.#kernelCopy && (await this.#copyToStorage(chunk)) !== "refused") return false;
+    if (!(await this.loadChunk(chunk))) {
+      this.failChunk(chunk, Errno.EIO);
+      return false;
+    }
+    this.stats.cowCopies += 1;
+    return this.scheduleStoring(chunk);
+  }
+
+  /**
+   * Copies a locked NEW `chunk` from the original to newly allocated
+   * difference storage with BlockStore.copyTo and makes it STORED; FAILED
+   * (and the area corrupted) when the space or the copy fails. "refused"
+   * when the stores cannot copy this way: kernel copies stop for the area
+   * and the space allocated goes to the next chunk stored.
+   */
+  async #copyToStorage(chunk: Chunk): Promise<"stored" | "failed" | "refused"> {
+    if (this.#corrupted) {
+      this.failChunk(chunk, 0);
+      return "failed";
+    }
+    const offset = await this.#allocateChunk();
+    if (offset === undefined || !(await this.#writable(offset))) {
+      this.failChunk(chunk, Errno.ENOSPC);
+      return "failed";
+    }
+    let result: StoreCopyResult;
+    try {
+      result = await this.original.copyTo!(chunk.offsetBytes, chunk.sizeBytes, {
+        target: this.storage.store,
+        targetOffset: offset,
+      });
+    } catch (error) {
+      const full = (error as { code?: unknown } | null)?.code === "ENOSPC";
+      this.failChunk(chunk, full ? Errno.ENOSPC : Errno.EIO);
+      return "failed";
+    }
+    if (result === "refused") {
+      this.#kernelCopy = false;
+      this.#spareOffsets.push(offset);
+      return "refused";
+    }
+    this.table.diffOffsets[chunk.index] = offset;
+    this.table.states[chunk.index] = CHUNK_ST_STORED;
+    this.stats.cowCopies += 1;
+    this.stats.chunksStored += 1;
+    return "stored";
+  }
+
+  /**
+   * Byte offset of a full chunk of difference storage (a spare one first,
+   * else after pending growth, see DiffStorage.allocateAfterGrowth);
+   * undefined when none is left.
+   */
+  async #allocateChunk(): Promise<number | undefined> {
+    const spare = this.#spareOffsets.pop();
+    if (spare !== undefined) return spare;
+    try {
+      return await this.storage.allocateAfterGrowth(this.chunkSizeBytes / SECTOR_BYTES);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** True once the storage can hold a chunk at `offset` (after a pending grow); false when it cannot. */
+  async #writable(offset: number): Promise<boolean> {
+    try {
+      await this.storage.ensureWritable(offset + this.chunkSizeBytes);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Loads the original data of a locked NEW `chunk` into a pool buffer; false when the read failed (engine use). */
@@ -339,11 +432,8 @@ export class DiffArea {
       this.failChunk(chunk, 0);
       return;
     }
-    let offset: number;
-    try {
-      offset = this.storage.allocate(this.chunkSizeBytes / SECTOR_BYTES);
-      await this.storage.ensureWritable(offset + this.chunkSizeBytes);
-    } catch {
+    const offset = await this.#allocateChunk();
+    if (offset === undefined || !(await this.#writable(offset))) {
       this.failChunk(chunk, Errno.ENOSPC);
       return;
     }

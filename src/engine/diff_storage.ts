@@ -191,6 +191,22 @@ export class DiffStorage {
     return offsetSectors * SECTOR_BYTES;
   }
 
+  /**
+   * As {@link DiffStorage.allocate}, but when the sectors do not fit only
+   * because growth is pending (or can start), waits for it first. Chunks
+   * copied concurrently allocate together: without the wait they could use
+   * up the pending step before it completes, and nothing would start the
+   * next one. STORAGE_EXHAUSTED (ENOSPC) as allocate() once no growth can help.
+   */
+  async allocateAfterGrowth(countSectors: number): Promise<number> {
+    while (!this.#overflow && this.#filled + countSectors > this.#requested) {
+      if (this.#growing === undefined) this.#checkHalfFull(this.#requested - this.#filled);
+      if (this.#growing === undefined) break;
+      await this.#growing;
+    }
+    return this.allocate(countSectors);
+  }
+
   #checkHalfFull(sectorsLeft: number): void {
     if (!this.#isHalfFull(sectorsLeft) || this.#lowSpace) return;
     this.#lowSpace = true;
@@ -202,9 +218,12 @@ export class DiffStorage {
       this.#params.diffStorageMinimumSectors,
       this.#limit - this.#capacity,
     );
-    this.#growing = this.#reallocate().finally(() => {
-      this.#growing = undefined;
+    // A grow that ended may still be settling when the next one starts: it
+    // must not clear the new one.
+    const growing: Promise<void> = this.#reallocate().finally(() => {
+      if (this.#growing === growing) this.#growing = undefined;
     });
+    this.#growing = growing;
   }
 
   async #reallocate(): Promise<void> {

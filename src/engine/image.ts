@@ -10,7 +10,8 @@
  *   never copied: a NEW run is read from the original in one call, then its
  *   states are checked again, and every chunk that left NEW meanwhile is read
  *   again from where its data went. That is exact because copy-on-write
- *   publishes IN_MEMORY before the write to the original is issued (the
+ *   publishes IN_MEMORY (or STORED, for a chunk copied straight into the
+ *   difference storage) before the write to the original is issued (the
  *   kernel holds the chunk lock instead). IN_MEMORY chunks are copied from
  *   their buffer, STORED ones read from the difference storage; FAILED or a
  *   corrupted area gives SNAPSHOT_CORRUPTED. A stored chunk that cannot be

@@ -156,6 +156,7 @@ export class Snapshot {
   #cbtAtTake = new Map<string, CbtAtTake>();
   #control = new Mutex();
   #storage!: DiffStorage;
+  #ended = new AbortController();
 
   private constructor(options: SnapshotCreateOptions) {
     this.#options = options;
@@ -190,6 +191,11 @@ export class Snapshot {
       throw error;
     }
     return snapshot;
+  }
+
+  /** Aborted when destroy begins: the snapshot's images are going away (their NBD exports end). */
+  get ended(): AbortSignal {
+    return this.#ended.signal;
   }
 
   /** Current state; "corrupted" when a taken snapshot has a corrupted device. */
@@ -401,6 +407,7 @@ export class Snapshot {
       if (this.#state === "destroyed") return;
       const wasTaken = this.#state === "taken";
       this.#state = "destroyed";
+      this.#ended.abort();
       const trackers = [...this.#trackers];
       const areas = [...this.#areas.values()];
       await Promise.all(areas.map((area) => area.stopImageIo()));

@@ -15,7 +15,11 @@
  * their copy-on-write) are done. Take and destroy freeze every member so
  * that no write lands between the switch of one member and another. The
  * gate is two Int32 counters (frozen, in flight) in a SharedArrayBuffer
- * ({@link WriteGate}); only waking the waiters needs lists.
+ * ({@link WriteGate}); only waking the waiters needs lists. Other threads
+ * (src/nbd/worker) enter the same gate with Atomics: add one to in flight,
+ * then re-check frozen; freezing waits (Atomics.waitAsync) until in flight
+ * reads 0, and every freeze bumps FREEZES so that they know to ask for fresh
+ * tables.
  * Write intent (md's write-intent bitmap, not in the seed): with a
  * {@link WriteIntent} set, a write waits after marking the CBT until the
  * marks made so far are on stable storage, before its data goes to the
@@ -43,6 +47,9 @@ import type { EngineStats } from "./stats.ts";
 
 const ZEROES = new Uint8Array(1 << 20);
 
+/** While freezing, the count of writes in flight is re-read at least this often (ms). */
+const FREEZE_POLL_MS = 10;
+
 /** Writes are handed to the store in slices of at most this many bytes, yielding in between. */
 export const WRITE_SLICE_BYTES = 4 << 20;
 
@@ -50,8 +57,10 @@ export const WRITE_SLICE_BYTES = 4 << 20;
 export const WriteGate = {
   /** Freezes in progress (take, destroy, detach): new writes wait while it is above 0. */
   FROZEN: 0,
-  /** Writes past the gate and not yet done. */
+  /** Writes past the gate and not yet done (this thread's and other threads'). */
   IN_FLIGHT: 1,
+  /** Counts freezes begun: tables a thread copied before it changed may be stale. */
+  FREEZES: 2,
 } as const;
 
 /** A persistent record of the CBT that writes wait on (see src/userspace/cbt_journal.ts). */
@@ -91,7 +100,7 @@ export class Tracker {
   /** The device's change block tracking map. */
   readonly cbt: CbtMap;
   /** The write gate's counters ({@link WriteGate} slots). */
-  readonly gate: Int32Array = new Int32Array(new SharedArrayBuffer(8));
+  readonly gate: Int32Array = new Int32Array(new SharedArrayBuffer(12));
   #stats: EngineStats;
   #snapshot: SnapshotMembership | undefined = undefined;
   #diffArea: DiffArea | undefined = undefined;
@@ -158,7 +167,7 @@ export class Tracker {
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.#checkRange("write", offset, data.length);
     if (this.gate[WriteGate.FROZEN] > 0) await this.#waitGate();
-    this.gate[WriteGate.IN_FLIGHT] += 1;
+    Atomics.add(this.gate, WriteGate.IN_FLIGHT, 1);
     try {
       if (data.length === 0) return;
       const copying = this.#beforeWrite(offset, data.length);
@@ -179,7 +188,7 @@ export class Tracker {
   async writeZeroes(offset: number, length: number): Promise<void> {
     this.#checkRange("write zeroes to", offset, length);
     if (this.gate[WriteGate.FROZEN] > 0) await this.#waitGate();
-    this.gate[WriteGate.IN_FLIGHT] += 1;
+    Atomics.add(this.gate, WriteGate.IN_FLIGHT, 1);
     try {
       if (length === 0) return;
       const copying = this.#beforeWrite(offset, length);
@@ -215,6 +224,11 @@ export class Tracker {
     } catch (error) {
       throw this.#ioError("flush", error);
     }
+  }
+
+  /** The record whose durability writes wait for, if any. */
+  get writeIntent(): WriteIntent | undefined {
+    return this.#writeIntent;
   }
 
   /** Sets (or with undefined, removes) the record whose durability writes wait for. */
@@ -261,25 +275,43 @@ export class Tracker {
   }
 
   #leave(): void {
-    this.gate[WriteGate.IN_FLIGHT] -= 1;
-    if (this.gate[WriteGate.IN_FLIGHT] === 0 && this.#drained.length > 0) {
+    if (Atomics.sub(this.gate, WriteGate.IN_FLIGHT, 1) === 1) {
+      Atomics.notify(this.gate, WriteGate.IN_FLIGHT);
       for (const resolve of this.#drained.splice(0)) resolve();
     }
   }
 
-  /** Closes the write gate and resolves once writes in flight are done (engine use). */
+  /**
+   * Closes the write gate and resolves once writes in flight, on any
+   * thread, are done (engine use).
+   */
   async freeze(): Promise<void> {
-    this.gate[WriteGate.FROZEN] += 1;
-    if (this.gate[WriteGate.IN_FLIGHT] > 0) {
-      await new Promise<void>((resolve) => this.#drained.push(resolve));
+    Atomics.add(this.gate, WriteGate.FREEZES, 1);
+    Atomics.add(this.gate, WriteGate.FROZEN, 1);
+    for (;;) {
+      const inFlight = Atomics.load(this.gate, WriteGate.IN_FLIGHT);
+      if (inFlight === 0) return;
+      // Another thread's last write notifies; this thread's resolves #drained; the timer keeps
+      // the event loop alive (a pending Atomics.waitAsync does not) and bounds a missed wake.
+      const wait = Atomics.waitAsync(this.gate, WriteGate.IN_FLIGHT, inFlight);
+      if (!wait.async) continue;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        wait.value,
+        new Promise<void>((resolve) => {
+          this.#drained.push(resolve);
+          timer = setTimeout(resolve, FREEZE_POLL_MS);
+        }),
+      ]);
+      clearTimeout(timer);
     }
   }
 
   /** Reopens the write gate (engine use). */
   unfreeze(): void {
-    this.gate[WriteGate.FROZEN] -= 1;
-    if (this.gate[WriteGate.FROZEN] === 0) {
+    if (Atomics.sub(this.gate, WriteGate.FROZEN, 1) === 1) {
       for (const resolve of this.#gateWaiters.splice(0)) resolve();
+      Atomics.notify(this.gate, WriteGate.FROZEN);
     }
   }
 

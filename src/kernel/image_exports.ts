@@ -5,14 +5,17 @@
  * `<device>@<snapshot-id>` (read-only, or read-write for a snapshot created
  * writable), with the device's CBT as the `qemu:dirty-bitmap:cbt` and
  * `blksnap:change-number` contexts (src/cbt_contexts.ts, shared with the
- * userspace backend) read through CBTMAP, and `base:allocation` reporting
- * everything allocated.
+ * userspace backend) read through CBTMAP, the image's change tokens as the
+ * `blksnap:change-token:<T>` and `blksnap:previous-change-token:<P>` names
+ * (while the device's CBT is still the one it was taken with, as for the
+ * userspace backend), and `base:allocation` reporting everything allocated.
  *
  * The export list is computed from the driver at each handshake
  * ({@link KernelDriver.takenImages}): an image appears at take and is gone
- * from new handshakes at destroy; requests still in flight on a destroyed
- * image's connections get an NBD error (the read fails with NOT_FOUND)
- * rather than stale data. Reads go through the driver (so a corrupted
+ * from new handshakes at destroy. At destroy the export ends
+ * (NbdExport.ended): requests still in flight complete or fail (with
+ * ESHUTDOWN), later ones get ESHUTDOWN, and the server closes the
+ * connection after its grace. Reads go through the driver (so a corrupted
  * snapshot answers EIO); writes go to the image device through a handle of
  * their own, opened on the first write and closed by {@link KernelImageExports.close}
  * or when the image is gone.
@@ -21,7 +24,8 @@
  */
 
 import { type FileHandle, open } from "node:fs/promises";
-import { CBT_CONTEXTS, cbtExtents, type CbtView } from "../cbt_contexts.ts";
+import { cbtContextNames, cbtExtents, type CbtView } from "../cbt_contexts.ts";
+import { ServiceError } from "../errors.ts";
 import { imageExportName } from "../export_names.ts";
 import type { ExportProvider, NbdExport, NbdExtent } from "../nbd/export.ts";
 import { fsError } from "./image_reader.ts";
@@ -82,19 +86,42 @@ export class KernelImageExports implements ExportProvider {
 
   #export(image: TakenImage): NbdExport {
     const driver = this.#driver;
-    const { snapshotId, deviceId, path, sizeBytes } = image;
+    const { snapshotId, deviceId, path, sizeBytes, ended } = image;
+    const name = imageExportName(deviceId, snapshotId);
+    const refuseEnded = (what: string) => {
+      if (ended.aborted) {
+        throw new ServiceError("UNAVAILABLE", `${what}: snapshot ${snapshotId} was destroyed`, {
+          errno: "ESHUTDOWN",
+        });
+      }
+    };
     return {
-      name: imageExportName(deviceId, snapshotId),
-      description: `${
-        image.writable ? "writable" : "read-only"
-      } image of ${deviceId} in snapshot ${snapshotId} (${path})`,
+      name,
+      description:
+        `${
+          image.writable ? "writable" : "read-only"
+        } image of ${deviceId} in snapshot ${snapshotId} (${path})` +
+        (image.changeToken ? `; change token ${image.changeToken}` : "") +
+        (image.previousChangeToken
+          ? `; dirty bitmap since change token ${image.previousChangeToken}`
+          : ""),
       sizeBytes,
       readOnly: !image.writable,
       blockSize: BLOCK_SIZE,
       canMultiConn: true,
-      read: (offset, into) => driver.readImage(snapshotId, deviceId, offset, into),
+      ended,
+      read: async (offset, into) => {
+        refuseEnded(`Cannot read export ${name}`);
+        try {
+          await driver.readImage(snapshotId, deviceId, offset, into);
+        } catch (error) {
+          refuseEnded(`Cannot read export ${name}`);
+          throw error;
+        }
+      },
       write: async (offset, data, { fua }) => {
         const what = `Cannot write ${data.length} bytes at ${offset} of image ${path}`;
+        refuseEnded(what);
         try {
           const handle = await this.#writer(path);
           for (let done = 0; done < data.length;) {
@@ -115,8 +142,9 @@ export class KernelImageExports implements ExportProvider {
           throw fsError(error, `Cannot flush image ${path}`);
         }
       },
-      metaContexts: () => [...CBT_CONTEXTS],
+      metaContexts: () => cbtContextNames(image),
       blockStatus: async (context, offset, length): Promise<NbdExtent[]> => {
+        refuseEnded(`Cannot read the block status of export ${name}`);
         if (context === "base:allocation") return [{ length, flags: 0 }];
         const info = await driver.cbtInfo(deviceId);
         const blockSize = info.blockSizeBytes;

@@ -33,8 +33,11 @@
  *   another snapshot's storage or an attached device; the limit is `limitBytes` rounded down to
  *   512-byte sectors. Devices are added with SNAPSHOTADD; when one fails, the
  *   new snapshot is destroyed again. Info asks SNAPSHOTINFO per device: the
- *   image locator is the device directory plus the name the module reports,
- *   and a non-zero error code marks the snapshot corrupted. Snapshots the
+ *   image device is the device directory plus the name the module reports
+ *   (`imageDevicePath`; also the image's locator, unless the service serves
+ *   the images over NBD: {@link KernelDriver.serveImagesAt} makes the
+ *   locator the export's URI), and a non-zero error code marks the snapshot
+ *   corrupted. Snapshots the
  *   module lists but the driver does not know (lost state) are adopted with
  *   no devices. Storage usage is not reported: the module does not tell it.
  *   `writable` is recorded as asked; the module's images are block devices
@@ -98,7 +101,9 @@ import { findServiceFile, sameObject } from "../store/service_files.ts";
 import { removeCreated } from "../store/open_verified.ts";
 import type { StoreIdentity } from "../engine/block_store.ts";
 import { splitDeviceNumber } from "../store/dev_numbers.ts";
-import { checkCreateOptions, checkRanges, deviceName, invalid, isCount } from "./validate.ts";
+import { checkDirtyRanges, invalid, isCount } from "../argument_checks.ts";
+import { checkCreateOptions, deviceName } from "./validate.ts";
+import { imageExportName } from "../export_names.ts";
 
 /** The image device of one device in a taken snapshot. */
 export interface TakenImage {
@@ -112,6 +117,12 @@ export interface TakenImage {
   sizeBytes: number;
   /** Whether the snapshot was created writable. */
   writable: boolean;
+  /** Aborted when the snapshot is destroyed (or found gone, or the driver closes). */
+  ended: AbortSignal;
+  /** The image's change token while the device's CBT is still the one it was taken with. */
+  changeToken?: string;
+  /** The token its dirty bitmap is relative to, under the same condition. */
+  previousChangeToken?: string;
 }
 
 /** Options of {@link KernelDriver}. */
@@ -186,6 +197,10 @@ export class KernelDriver implements SnapshotDriver {
   #eventsSeen = 0;
   /** CBT positions at take, by snapshot id and device id. */
   #takeMarks = new Map<string, Map<string, TakeMark>>();
+  /** Aborted when a snapshot is forgotten, by snapshot id (TakenImage.ended). */
+  #lifetimes = new Map<string, AbortController>();
+  /** The NBD URI of an export name, while the images are served over NBD. */
+  #imageUri?: (exportName: string) => string;
   #closed = false;
 
   /** Keeps the options; nothing is opened until {@link KernelDriver.start} or the first call. */
@@ -312,13 +327,69 @@ export class KernelDriver implements SnapshotDriver {
 
   #info(kernel: Kernel, snapshot: SnapshotRecord): SnapshotInfo {
     const info = this.#records.snapshotInfo(kernel.client, snapshot);
+    const uriOf = this.#imageUri;
     return {
       ...info,
       devices: info.devices.map((image) => ({
         ...image,
+        ...(image.locator !== undefined
+          ? {
+            locator: uriOf ? uriOf(imageExportName(image.deviceId, snapshot.id)) : image.locator,
+            imageDevicePath: image.locator,
+          }
+          : {}),
         ...this.#tokens(kernel, snapshot, image),
       })),
     };
+  }
+
+  /**
+   * From now on the locator of every taken image is `uriOf(<device>@<snapshot-id>)`,
+   * the NBD URI under which the service serves it (image_exports.ts), and
+   * its /dev path is in `imageDevicePath`; `undefined` goes back to /dev
+   * locators (no NBD).
+   */
+  serveImagesAt(uriOf: ((exportName: string) => string) | undefined): void {
+    this.#imageUri = uriOf;
+  }
+
+  /** The signal that aborts when snapshot `id` is forgotten. */
+  #lifetime(id: string): AbortSignal {
+    let controller = this.#lifetimes.get(id);
+    if (!controller) this.#lifetimes.set(id, controller = new AbortController());
+    return controller.signal;
+  }
+
+  /** Aborts the lifetime of snapshot `id`. */
+  #end(id: string): void {
+    this.#lifetimes.get(id)?.abort();
+    this.#lifetimes.delete(id);
+  }
+
+  /**
+   * The image's tokens while the device's CBT is the one it was taken with
+   * (CBTINFO now: same generation and changes number); none otherwise, as
+   * its CBT contexts then mean nothing for this snapshot.
+   */
+  #currentTokens(
+    kernel: Kernel,
+    snapshot: SnapshotRecord,
+    image: SnapshotImageInfo,
+  ): { changeToken?: string; previousChangeToken?: string } {
+    const device = this.#records.findDevice(image.deviceId);
+    if (!device) return {};
+    const tokens = this.#tokens(kernel, snapshot, image);
+    const mark = this.#takeMarks.get(snapshot.id)?.get(image.deviceId);
+    if (!mark) return {};
+    let now: CbtPosition;
+    try {
+      now = kernel.client.cbtInfo(device);
+    } catch {
+      return {};
+    }
+    const same = now.generationId === mark.point.generationId &&
+      now.changesNumber === mark.point.changeNumber;
+    return same ? tokens : {};
   }
 
   /**
@@ -359,6 +430,7 @@ export class KernelDriver implements SnapshotDriver {
     const identity = this.#storageIdentities.get(snapshot.id);
     this.#storageIdentities.delete(snapshot.id);
     this.#takeMarks.delete(snapshot.id);
+    this.#end(snapshot.id);
     this.#persist(client);
     await waiter.forget(snapshot.id);
     for (const path of snapshot.images) await this.#images.release(path);
@@ -538,7 +610,7 @@ export class KernelDriver implements SnapshotDriver {
     if (!Array.isArray(ranges)) throw invalid(`${what}: ranges must be an array`, "ranges");
     if (ranges.length === 0) return;
     const capacitySectors = Math.floor(client.cbtInfo(device).capacityBytes / SECTOR_SIZE);
-    checkRanges(ranges, capacitySectors, what);
+    checkDirtyRanges(ranges, capacitySectors, what);
     const batch = client.profile === "upstream"
       ? 1
       : Math.max(1, this.#options.dirtyBatchRanges ?? 4096);
@@ -802,7 +874,8 @@ export class KernelDriver implements SnapshotDriver {
       if (snapshot.takenAt === undefined) continue;
       for (const deviceId of snapshot.deviceIds) {
         try {
-          const { locator: path } = this.#imageInfo(kernel, deviceId);
+          const image = this.#imageInfo(kernel, deviceId);
+          const path = image.locator;
           if (path === undefined) continue;
           const what = `Cannot read the size of image ${path}`;
           const sizeBytes = this.#images.size(
@@ -816,6 +889,8 @@ export class KernelDriver implements SnapshotDriver {
             path,
             sizeBytes,
             writable: snapshot.writable,
+            ended: this.#lifetime(snapshot.id),
+            ...this.#currentTokens(kernel, snapshot, image),
           });
         } catch {
           continue;
@@ -850,6 +925,7 @@ export class KernelDriver implements SnapshotDriver {
       return;
     }
     kernel.waiter.close();
+    for (const id of [...this.#lifetimes.keys()]) this.#end(id);
     if (this.#options.destroySnapshotsOnClose) {
       for (const snapshot of this.#records.snapshots()) {
         if (!snapshot.createdHere) continue;

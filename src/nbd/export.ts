@@ -96,6 +96,14 @@ export interface NbdExport {
    * `base:allocation` reports the whole range allocated with unknown contents.
    */
   blockStatus?(context: string, offset: number, length: number): Promise<NbdExtent[]>;
+  /**
+   * Aborted when the export goes away (the image of a destroyed snapshot):
+   * requests in flight complete or fail, every later request on the
+   * export's connections gets NBD_ESHUTDOWN, and the server ends those
+   * connections after a short grace (NbdServerOptions.endedGraceMs), or
+   * earlier at the client's NBD_CMD_DISC.
+   */
+  readonly ended?: AbortSignal;
 }
 
 /** The set of exports a server offers; looked up at every handshake, so it may change. */

@@ -6,7 +6,10 @@
  * on. A client that has not chosen an export within the handshake timeout
  * (30 s by default) is disconnected. {@link NbdServer.close} stops accepting, lets every connection finish
  * the requests it has received (later ones get NBD_ESHUTDOWN), then closes
- * them.
+ * them. When an export ends (NbdExport.ended: its snapshot was destroyed),
+ * its connections answer later requests with NBD_ESHUTDOWN and are closed
+ * after a grace of {@link DEFAULT_ENDED_GRACE_MS} (`endedGraceMs`), so that a
+ * client learns the export is gone without hanging on it.
  *
  * There is no TLS and no authentication in NBD as served here: anyone who
  * reaches the socket can read and write every export. Keep TCP on loopback
@@ -32,6 +35,8 @@ import { Transmission } from "./transmission.ts";
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
 const DEFAULT_MAX_CONNECTIONS = 256;
+/** How long the connections of an ended export stay open, answering NBD_ESHUTDOWN. */
+export const DEFAULT_ENDED_GRACE_MS = 2000;
 const ACCEPT_RETRY_MIN_MS = 10;
 const ACCEPT_RETRY_MAX_MS = 1000;
 
@@ -53,6 +58,17 @@ export interface NbdServerOptions {
   stats?: NbdStats;
   /** Connections served at once; a client over the limit is closed at once (default 256). */
   maxConnections?: number;
+  /**
+   * Serve on this many blocking Workers (src/nbd/worker/worker_server.ts;
+   * needs --allow-ffi) instead of on this thread; 0 or absent: this thread.
+   */
+  workers?: number;
+  /** With `workers`: the pool's bound (default 16, at most `maxConnections`). */
+  maxWorkers?: number;
+  /** With `workers`: connections idle this long are dropped while the pool is saturated (default 60 s). */
+  idleTimeoutMs?: number;
+  /** A connection to an export that ended is closed this many ms later (default 2 s). */
+  endedGraceMs?: number;
 }
 
 /** A running NBD server. */
@@ -83,6 +99,10 @@ export async function startNbdServer(
     throw new ServiceError("INVALID_ARGUMENT", "Cannot start the NBD server: no listener given");
   }
   const logger = guardedLogger(options.logger ?? silentLogger);
+  if ((options.workers ?? 0) > 0) {
+    const { startWorkerServer } = await import("./worker/worker_server.ts");
+    return await startWorkerServer(provider, { ...options, logger, workers: options.workers! });
+  }
   const listeners: Deno.Listener[] = [];
   let tcpPort: number | undefined;
   try {
@@ -120,6 +140,7 @@ export async function startNbdServer(
     handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
     stats: options.stats ?? new NbdStats(),
     maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+    endedGraceMs: options.endedGraceMs ?? DEFAULT_ENDED_GRACE_MS,
   });
 }
 
@@ -132,6 +153,7 @@ class Server implements NbdServer {
   #logger: NbdLogger;
   #handshakeTimeoutMs: number;
   #maxConnections: number;
+  #endedGraceMs: number;
   #open = new Set<Connection>();
   #accepting: Promise<void>[];
   #closed: Promise<void> | undefined;
@@ -146,6 +168,7 @@ class Server implements NbdServer {
       handshakeTimeoutMs: number;
       stats: NbdStats;
       maxConnections: number;
+      endedGraceMs: number;
     },
   ) {
     this.stats = options.stats;
@@ -154,6 +177,7 @@ class Server implements NbdServer {
     this.#logger = options.logger;
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs;
     this.#maxConnections = options.maxConnections;
+    this.#endedGraceMs = options.endedGraceMs;
     this.tcpPort = options.tcpPort;
     this.unixPath = options.unixPath;
     this.#accepting = listeners.map((listener) => this.#accept(listener));
@@ -213,6 +237,7 @@ class Server implements NbdServer {
         logger: this.#logger,
         handshakeTimeoutMs: this.#handshakeTimeoutMs,
         stats: this.stats,
+        endedGraceMs: this.#endedGraceMs,
       });
       this.stats.opened();
       this.#open.add(connection);
@@ -237,14 +262,21 @@ class Connection {
   #closing = false;
   #closed = false;
   #handshakeTimeoutMs: number;
+  #endedGraceMs: number;
   #stats: NbdStats;
 
   constructor(
     stream: Deno.Conn,
     provider: ExportProvider,
-    options: { logger: NbdLogger; handshakeTimeoutMs: number; stats: NbdStats },
+    options: {
+      logger: NbdLogger;
+      handshakeTimeoutMs: number;
+      stats: NbdStats;
+      endedGraceMs: number;
+    },
   ) {
     const logger = options.logger;
+    this.#endedGraceMs = options.endedGraceMs;
     this.#stats = options.stats;
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs;
     this.#stream = stream;
@@ -286,7 +318,12 @@ class Connection {
         writer: this.#writer,
         pool: this.#pool,
       }, { logger, stats: this.#stats });
-      await this.#transmission.run();
+      const cancelEnd = this.#endWhen(session.export.ended);
+      try {
+        await this.#transmission.run();
+      } finally {
+        cancelEnd();
+      }
     } catch (error) {
       if (timedOut) logger("warn", `nbd: closed ${this.#peer}: no export chosen in time`);
       else if (!this.#closing) logger("warn", `nbd: closing ${this.#peer}: ${describe(error)}`);
@@ -295,6 +332,25 @@ class Connection {
       this.#close();
       logger("debug", `nbd: ${this.#peer} disconnected`);
     }
+  }
+
+  /** Shuts the connection down a grace after `ended` aborts; returns what cancels that. */
+  #endWhen(ended: AbortSignal | undefined): () => void {
+    if (ended === undefined) return () => {};
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const start = () => {
+      this.#logger(
+        "debug",
+        `nbd: the export of ${this.#peer} ended; closing in ${this.#endedGraceMs} ms`,
+      );
+      timer = setTimeout(() => void this.shutdown(), this.#endedGraceMs);
+    };
+    if (ended.aborted) start();
+    else ended.addEventListener("abort", start, { once: true });
+    return () => {
+      ended.removeEventListener("abort", start);
+      clearTimeout(timer);
+    };
   }
 
   #close(): void {

@@ -23,15 +23,34 @@ function slot(type: number): number {
   return type >= 0 && type < SLOTS - 1 ? type : SLOTS - 1;
 }
 
-/** The counters; one per server. */
+/** Bytes of memory one {@link NbdStats}' request counters take. */
+export const NBD_STATS_BYTES = 3 * SLOTS * 8;
+
+/** The counters; one per server (and one per Worker of a Worker plane, see {@link NbdStats.include}). */
 export class NbdStats {
   /** Connections open now. */
   connectionsOpen = 0;
   /** Connections accepted since start. */
   connectionsTotal = 0;
-  readonly #requests = new Float64Array(SLOTS);
-  readonly #bytes = new Float64Array(SLOTS);
-  readonly #errors = new Float64Array(SLOTS);
+  readonly #requests: Float64Array;
+  readonly #bytes: Float64Array;
+  readonly #errors: Float64Array;
+  readonly #included: NbdStats[] = [];
+
+  /**
+   * Counters in `memory` ({@link NBD_STATS_BYTES}, zeroed; shared with a
+   * Worker that counts into it) or in memory of their own.
+   */
+  constructor(memory: ArrayBufferLike = new ArrayBuffer(NBD_STATS_BYTES)) {
+    this.#requests = new Float64Array(memory, 0, SLOTS);
+    this.#bytes = new Float64Array(memory, SLOTS * 8, SLOTS);
+    this.#errors = new Float64Array(memory, 2 * SLOTS * 8, SLOTS);
+  }
+
+  /** Adds `other`'s request counts to this one's readings from now on. */
+  include(other: NbdStats): void {
+    this.#included.push(other);
+  }
 
   /** Counts an accepted connection. */
   opened(): void {
@@ -52,7 +71,12 @@ export class NbdStats {
     if (failed) this.#errors[i]++;
   }
 
-  #byCommand(counts: Float64Array): CountsByCommand {
+  #byCommand(pick: (stats: NbdStats) => Float64Array): CountsByCommand {
+    const counts = new Float64Array(pick(this));
+    for (const other of this.#included) {
+      const more = pick(other);
+      for (let i = 0; i < SLOTS; i++) counts[i] += more[i];
+    }
     const result: CountsByCommand = {};
     for (const type of COMMANDS) result[shortName(type)] = counts[type];
     if (counts[SLOTS - 1] > 0) result.unknown = counts[SLOTS - 1];
@@ -61,17 +85,17 @@ export class NbdStats {
 
   /** Requests by command. */
   requests(): CountsByCommand {
-    return this.#byCommand(this.#requests);
+    return this.#byCommand((stats) => stats.#requests);
   }
 
   /** Bytes by command. */
   bytes(): CountsByCommand {
-    return this.#byCommand(this.#bytes);
+    return this.#byCommand((stats) => stats.#bytes);
   }
 
   /** Failed or refused requests by command. */
   errors(): CountsByCommand {
-    return this.#byCommand(this.#errors);
+    return this.#byCommand((stats) => stats.#errors);
   }
 }
 

@@ -12,7 +12,8 @@
  * connection ends, as the specification allows for payloads large enough to
  * be a denial of service). Bad magic or a truncated message ends the
  * connection; requests already received still complete, and a WRITE whose
- * payload did not fully arrive is never executed.
+ * payload did not fully arrive is never executed. Once the export has ended
+ * (NbdExport.ended), every later request is refused with NBD_ESHUTDOWN.
  *
  * Memory is bounded per connection: at most 128 requests or 128 MiB of
  * READ/WRITE payload in flight, and reading pauses while more than 64 MiB of
@@ -52,6 +53,7 @@ const MAX_QUEUED_REPLY_BYTES = 64 * 1024 * 1024;
 const SPARSE_READ_MIN = 64 * 1024;
 const ZERO_WRITE_BYTES = 1024 * 1024;
 const SHUTTING_DOWN: Refusal = { error: E.NBD_ESHUTDOWN, reason: "the server is shutting down" };
+const EXPORT_ENDED: Refusal = { error: E.NBD_ESHUTDOWN, reason: "the export is gone" };
 
 let zeroes: Uint8Array | undefined;
 
@@ -127,7 +129,11 @@ export class Transmission {
           view.getUint32(at + REQ.length),
         );
         if (request.type === C.NBD_CMD_DISC) return;
-        const refusal = this.#closing ? SHUTTING_DOWN : validateRequest(request, this.#session);
+        const refusal = this.#closing
+          ? SHUTTING_DOWN
+          : this.#export.ended?.aborted
+          ? EXPORT_ENDED
+          : validateRequest(request, this.#session);
         let data: Uint8Array | undefined;
         if (request.type === C.NBD_CMD_WRITE) {
           if (refusal !== undefined) {

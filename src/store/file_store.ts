@@ -29,10 +29,21 @@
 
 import { fstatSync, writeSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
-import type { BlockStore, StoreIdentity } from "../engine/block_store.ts";
+import type {
+  BlockStore,
+  StoreCopyResult,
+  StoreCopyTarget,
+  StoreIdentity,
+} from "../engine/block_store.ts";
 import { acquireCachedReads, readCached, releaseCachedReads } from "./cached_read.ts";
 import { splitDeviceNumber } from "./dev_numbers.ts";
-import { preallocate } from "./preallocate.ts";
+import {
+  acquireKernelCopies,
+  copyFileRange,
+  forgetCopyPairs,
+  releaseKernelCopies,
+} from "./kernel_copy.ts";
+import { preallocateOffThread } from "./preallocate.ts";
 
 const SECTOR_BYTES = 512;
 
@@ -106,6 +117,7 @@ export class FileStore implements BlockStore {
     this.#handle = init.handle;
     this.#fd = init.handle.fd;
     acquireCachedReads();
+    acquireKernelCopies();
     this.readOnly = init.readOnly;
     this.#guardTruncation = init.guardTruncation ?? false;
     this.identity = identity;
@@ -234,6 +246,30 @@ export class FileStore implements BlockStore {
     }
   }
 
+  /**
+   * Copies `length` bytes from `offset` to another FileStore in the kernel
+   * (kernel_copy.ts: copy_file_range, else splice, off the calling thread).
+   * "refused" for any other target and where the kernel refuses the pair;
+   * RangeError past either capacity; EIO when the
+   * target was truncated behind it (with `guardTruncation`); other failures
+   * as an Error with code "EIO" or "ENOSPC".
+   */
+  async copyTo(offset: number, length: number, to: StoreCopyTarget): Promise<StoreCopyResult> {
+    const target = to.target;
+    if (!(target instanceof FileStore)) return "refused";
+    this.#check("copy", offset, length, false);
+    target.#check("copy", to.targetOffset, length, true);
+    if (target.#guardTruncation) target.#refuseShrunk("write");
+    const range = { fromOffset: offset, to: target.#fd, toOffset: to.targetOffset, length };
+    target.#inFlight += 1;
+    try {
+      return await this.#tracked(() => copyFileRange(this.#fd, range));
+    } finally {
+      target.#inFlight -= 1;
+      if (target.#inFlight === 0) { for (const resolve of target.#idle.splice(0)) resolve(); }
+    }
+  }
+
   /** Makes completed writes durable (fdatasync). */
   async flush(): Promise<void> {
     this.#check("flush", 0, 0, false);
@@ -254,7 +290,10 @@ export class FileStore implements BlockStore {
     if (!Number.isSafeInteger(bytes) || bytes <= this.#capacity) return;
     this.#refuseShrunk("grow");
     const from = this.#capacity;
-    if (preallocate(this.#fd, from, bytes - from) === "unsupported") {
+    const allocated = await this.#tracked(() =>
+      preallocateOffThread(this.#fd, { offset: from, length: bytes - from })
+    );
+    if (allocated === "unsupported") {
       await this.#tracked(() => this.#handle.truncate(bytes));
     }
     this.#capacity = bytes;
@@ -283,6 +322,8 @@ export class FileStore implements BlockStore {
     this.#closed = true;
     if (this.#inFlight > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
     releaseCachedReads();
+    forgetCopyPairs(this.#fd);
+    releaseKernelCopies();
     await this.#handle.close();
   }
 }

@@ -3,7 +3,14 @@
  * FFI, so that a full file system shows up when a store grows (ENOSPC, as
  * the difference storage's limit does) and not later as a failed write.
  * libc is opened for the call and closed again: growing is rare (one step of
- * the difference storage's minimum at a time).
+ * the difference storage's minimum at a time). {@link preallocateOffThread}
+ * makes the call on one of Deno's blocking threads (allocating 1 GiB of
+ * tmpfs takes about a quarter of a second, which would stall the event
+ * loop), in slices of {@link PREALLOCATE_SLICE_BYTES}: the file system holds
+ * the file's lock for a whole call (tmpfs does), and writes to the file
+ * queue behind it, so slices keep them waiting a few milliseconds at most.
+ * errno cannot be read from that thread, so a failed call is made again on
+ * the calling thread (allocating allocated space changes nothing) to learn it.
  *
  * @module
  */
@@ -15,8 +22,17 @@ const EINTR = 4;
 
 const symbols = {
   fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
+  fallocate_async: {
+    name: "fallocate",
+    parameters: ["i32", "i32", "i64", "i64"],
+    result: "i32",
+    nonblocking: true,
+  },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
+
+/** Bytes allocated per call by {@link preallocateOffThread}. */
+export const PREALLOCATE_SLICE_BYTES = 8 << 20;
 
 /** Outcome of {@link preallocate}. */
 export type PreallocateResult = "allocated" | "unsupported";
@@ -48,6 +64,35 @@ export function preallocate(fd: number, offset: number, length: number): Preallo
         { code: errno === ENOSPC ? "ENOSPC" : undefined, errno },
       );
     }
+  } finally {
+    library.close();
+  }
+}
+
+/**
+ * As {@link preallocate} of `range.length` bytes at `range.offset`, but
+ * allocating on another thread: the event loop goes on meanwhile. Resolves
+ * and rejects as {@link preallocate}.
+ */
+export async function preallocateOffThread(
+  fd: number,
+  range: { offset: number; length: number },
+): Promise<PreallocateResult> {
+  const { offset, length } = range;
+  let library: Deno.DynamicLibrary<typeof symbols>;
+  try {
+    library = Deno.dlopen("libc.so.6", symbols);
+  } catch {
+    return "unsupported";
+  }
+  try {
+    for (let done = 0; done < length; done += PREALLOCATE_SLICE_BYTES) {
+      const slice = Math.min(PREALLOCATE_SLICE_BYTES, length - done);
+      const at = BigInt(offset + done);
+      const result = await library.symbols.fallocate_async(fd, 0, at, BigInt(slice));
+      if (result !== 0) return preallocate(fd, offset + done, length - done);
+    }
+    return "allocated";
   } finally {
     library.close();
   }

@@ -1,7 +1,8 @@
 /**
  * The userspace backend's NBD exports, computed from the engine at each
  * handshake: every attached device under its id, and every image of every
- * taken snapshot under `<device>@<snapshot-id>`.
+ * taken snapshot under `<device>@<snapshot-id>`. Device exports offer
+ * Workers a fast path (device_fast_path.ts).
  *
  * @module
  */
@@ -9,7 +10,9 @@
 import type { Engine } from "../engine/engine.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import type { ExportProvider, NbdExport } from "../nbd/export.ts";
+import { offerFastPath } from "../nbd/worker/fast_path.ts";
 import { deviceExport } from "./device_export.ts";
+import { deviceFastPath } from "./device_fast_path.ts";
 import { imageExport } from "./image_export.ts";
 
 /** Exports of `engine`'s devices and images. */
@@ -21,7 +24,10 @@ export function engineExports(engine: Engine): ExportProvider {
     const tracker = engine.trackers().find((t) => t.name === name);
     if (!tracker) return undefined;
     let cached = devices.get(tracker);
-    if (!cached) devices.set(tracker, cached = deviceExport(tracker));
+    if (!cached) {
+      devices.set(tracker, cached = deviceExport(tracker));
+      offerFastPath(cached, deviceFastPath(tracker, () => engine.trackers().includes(tracker)));
+    }
     return cached;
   };
   const imageExports = (): NbdExport[] =>

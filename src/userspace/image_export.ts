@@ -5,7 +5,8 @@
  * contexts are the device's CBT, so one connection gives both the data as
  * of take time and what changed since the previous snapshot. Its
  * `base:allocation` has the origin's holes where chunks were never copied
- * (allocation.ts), so sparse copies of an image stay sparse.
+ * (allocation.ts), so sparse copies of an image stay sparse. It ends when
+ * the snapshot is destroyed (NbdExport.ended).
  *
  * @module
  */
@@ -46,6 +47,7 @@ export function imageExport(snapshot: Snapshot, tracker: Tracker): NbdExport {
     readOnly: !image.writable,
     blockSize: ENGINE_BLOCK_SIZE,
     canMultiConn: true,
+    ended: snapshot.ended,
     get reportsHoles() {
       return holes?.() ?? false;
     },

@@ -61,7 +61,7 @@ import {
   checkDirtyRanges,
   invalid,
   isCount,
-} from "./argument_checks.ts";
+} from "../argument_checks.ts";
 import { DeviceListFile, type RememberedDevice } from "./device_list_file.ts";
 import { engineExports } from "./export_provider.ts";
 import { imageExportName } from "../export_names.ts";
@@ -95,7 +95,15 @@ const CAPABILITIES: Capability[] = [
 /** Options of {@link UserspaceDriver.start}. */
 export interface UserspaceDriverOptions {
   /** Where the NBD server listens: TCP (default 127.0.0.1:10809) and/or a Unix socket; its connection limit. */
-  nbd?: { tcp?: { hostname?: string; port: number }; unixPath?: string; maxConnections?: number };
+  nbd?: {
+    tcp?: { hostname?: string; port: number };
+    unixPath?: string;
+    maxConnections?: number;
+    /** Blocking NBD Workers (src/nbd/worker); 0 or absent: the main thread. */
+    workers?: number;
+    /** How long the connections of a destroyed image stay open, answering ESHUTDOWN (default 2 s). */
+    endedGraceMs?: number;
+  };
   /** Folder where attached devices are remembered across restarts; nothing is persisted without it. */
   stateDir?: string;
   /** Engine parameters over the kernel's defaults. */

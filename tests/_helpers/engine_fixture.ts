@@ -11,6 +11,7 @@ import type { EngineParams } from "../../src/engine/params.ts";
 import type { Snapshot } from "../../src/engine/snapshot.ts";
 import type { Tracker } from "../../src/engine/tracker.ts";
 import { MemoryStore } from "../../src/store/memory_store.ts";
+import { CopyingStore } from "./copying_store.ts";
 import { FaultyStore } from "./faulty_store.ts";
 
 /** Chunk and tracking block size under {@link SMALL_PARAMS}. */
@@ -55,6 +56,8 @@ export interface FixtureOptions {
   take?: boolean;
   /** Clock. */
   now?: () => number;
+  /** Devices that copy to the storage themselves (CopyingStore, BlockStore.copyTo): default false. */
+  kernelCopy?: boolean;
 }
 
 /** An engine with devices and a snapshot of all of them. */
@@ -74,7 +77,7 @@ export async function setupEngine(options: FixtureOptions): Promise<Fixture> {
   for (const [i, size] of options.sizes.entries()) {
     const memory = new MemoryStore({ capacityBytes: size, name: `d${i}` });
     await memory.write(0, filled(size, options.fill?.(i) ?? i + 1));
-    const store = new FaultyStore(memory);
+    const store = options.kernelCopy ? new CopyingStore(memory) : new FaultyStore(memory);
     devices.push({ tracker: await engine.attach(`d${i}`, store), store, memory });
   }
   const storage = new FaultyStore(

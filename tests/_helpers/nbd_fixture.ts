@@ -11,6 +11,7 @@ import { type ExportProvider, staticProvider } from "../../src/nbd/export.ts";
 import type { NbdExport } from "../../src/nbd/export.ts";
 import type { NbdLogLevel } from "../../src/nbd/log.ts";
 import { type NbdServer, startNbdServer } from "../../src/nbd/server.ts";
+import { nbdTestWorkers } from "./nbd_workers_mode.ts";
 
 /** A running server and where to reach it. */
 export interface NbdFixture {
@@ -43,6 +44,7 @@ export async function withNbdServer(
   const server = await startNbdServer(provider, {
     tcp: { port: 0 },
     unixPath: `${dir}/nbd.sock`,
+    workers: nbdTestWorkers(),
     logger: (level: NbdLogLevel, message: string) => {
       log.push(`${level}: ${message}`);
       if (level === "warn" || level === "error") warnings.push(message);

@@ -271,3 +271,18 @@ Deno.test("GET /metrics: a HEAD request counts as its GET route, not as unmatche
     assert.ok(!samples.some((s) => s.labels.route === "unmatched"));
   });
 });
+
+Deno.test("GET /metrics: the status page and its redirect count as their own routes", async () => {
+  await withService({}, async ({ fetch }) => {
+    for (const path of ["/ui/", "/ui"]) {
+      const response = await fetch(path, { redirect: "manual" });
+      await response.body?.cancel();
+    }
+    const { samples } = parseExposition(await (await fetch("/metrics")).text());
+    const count = (route: string, status: string) =>
+      valueOf(samples, "blksnap_http_requests_total", { route, method: "get", status });
+    assert.equal(count("statusPage", "200"), 1);
+    assert.equal(count("statusPageRedirect", "308"), 1);
+    assert.ok(!samples.some((s) => s.labels.route === "unmatched"));
+  });
+});

@@ -16,16 +16,10 @@
  *   (a directory on another file system, e.g. /dev/shm) or in memory.
  * - image: as snapshot, but the default export is the snapshot's image of
  *   the file (read-only), for the sparse copy row.
- * - tracker-pool: the shape-A prototype of DATA-PLANE.md: the owner attaches
- *   the file and `--workers N` Workers (default: the core count) serve it on
- *   reusePort listeners of the port, marking the shared CBT (pool_worker.ts).
- *   Needs --unstable-net. snapshot-pool: the same after a take, the workers
- *   asking the owner to copy NEW chunks before they write.
- * - tracker-blocking: the shape-B prototype: the owner attaches the file and
- *   opens the listening socket through libc; `--workers N` Workers (default
- *   8, at least the connections a client opens) each accept one connection
- *   at a time and serve it with blocking FFI syscalls (blocking_worker.ts).
- *   snapshot-blocking: the same after a take, copy requests through a slot.
+ * - tracker-workers, snapshot-workers: tracker and snapshot served by the
+ *   product's Worker plane (src/nbd/worker, `blksnapctl serve --nbd-workers`)
+ *   with `--workers N|auto` blocking Workers (default auto, as the flag), the
+ *   device export offering its fast path as the userspace backend's does.
  *
  * Prints "ready" once listening; stops cleanly on SIGTERM or SIGINT.
  *
@@ -41,10 +35,10 @@ import { MemoryStore } from "../../src/store/memory_store.ts";
 import { openStore } from "../../src/store/open_store.ts";
 import { FileExport, MemoryExport } from "../_helpers/nbd_exports.ts";
 import { ffiFileExport } from "./ffi_file_export.ts";
-import { COPY_SLOT_BYTES, listenTcp, openBlockingLibc } from "./blocking_libc.ts";
-import type { CopyRequest } from "./pool_worker.ts";
-import type { DiffArea } from "../../src/engine/diff_area.ts";
+import { offerFastPath } from "../../src/nbd/worker/fast_path.ts";
 import { deviceExport } from "../../src/userspace/device_export.ts";
+import { deviceFastPath } from "../../src/userspace/device_fast_path.ts";
+import { nbdWorkers } from "../../src/cli/commands/nbd_workers_flag.ts";
 import { imageExport } from "../../src/userspace/image_export.ts";
 
 const { values } = parseArgs({
@@ -81,6 +75,7 @@ if (values.mode === "memory") {
   closers.push(() => store.close(), () => engine!.close());
   const tracker = await engine.attach("disk", store);
   exp = deviceExport(tracker);
+  offerFastPath(exp, deviceFastPath(tracker, () => true));
   if (values.mode.startsWith("snapshot") || values.mode === "image") {
     const storagePath = values.storage;
     const storage = storagePath === undefined
@@ -99,86 +94,20 @@ if (values.mode === "memory") {
   }
 }
 
-const workers: Worker[] = [];
-let server: { close(): Promise<void> } | undefined;
-if (values.mode === "tracker-blocking" || values.mode === "snapshot-blocking") {
-  const tracker = engine!.tracker("disk");
-  const area = tracker.diffArea;
-  const listenFd = listenTcp(openBlockingLibc(), Number(values.port));
-  const count = Number(values.workers ?? 8);
-  for (let i = 0; i < count; i++) {
-    const worker = new Worker(new URL("./blocking_worker.ts", import.meta.url), {
-      type: "module",
-    });
-    workers.push(worker);
-    const ready = new Promise((resolve) => (worker.onmessage = resolve));
-    const slot = new SharedArrayBuffer(COPY_SLOT_BYTES);
-    worker.postMessage({
-      path: values.path,
-      sizeBytes: tracker.capacityBytes,
-      listenFd,
-      cbt: tracker.cbt.buffer,
-      blockShift: tracker.cbt.blockShift,
-      blockCount: tracker.cbt.blockCount,
-      chunks: area &&
-        { buffer: area.table.buffer, count: area.table.count, shift: area.table.shift, slot },
-    });
-    await ready;
-    if (area !== undefined) answerCopies(area, slot);
-  }
-} else if (values.mode === "tracker-pool" || values.mode === "snapshot-pool") {
-  const tracker = engine!.tracker("disk");
-  const area = tracker.diffArea;
-  const count = Number(values.workers ?? navigator.hardwareConcurrency);
-  for (let i = 0; i < count; i++) {
-    const worker = new Worker(new URL("./pool_worker.ts", import.meta.url), { type: "module" });
-    workers.push(worker);
-    const listening = new Promise((resolve) => (worker.onmessage = resolve));
-    worker.postMessage({
-      path: values.path,
-      port: Number(values.port),
-      cbt: tracker.cbt.buffer,
-      blockShift: tracker.cbt.blockShift,
-      blockCount: tracker.cbt.blockCount,
-      chunks: area &&
-        { buffer: area.table.buffer, count: area.table.count, shift: area.table.shift },
-    });
-    await listening;
-    worker.onmessage = async ({ data }: MessageEvent<CopyRequest>) => {
-      await area?.copyOnWrite(data.offset, data.length);
-      worker.postMessage({ done: data.id });
-    };
-  }
-} else {
-  server = await startNbdServer(staticProvider([exp]), { tcp: { port: Number(values.port) } });
-}
+const workers = values.mode.endsWith("-workers") ? nbdWorkers(values.workers ?? "auto") : 0;
+const server = await startNbdServer(staticProvider([exp]), {
+  tcp: { port: Number(values.port) },
+  workers,
+});
 console.log("ready");
 
 let stopping = false;
 async function stop(): Promise<void> {
   if (stopping) return;
   stopping = true;
-  await server?.close();
-  for (const worker of workers) worker.terminate();
+  await server.close();
   for (const close of closers.reverse()) await close().catch((error) => console.error(error));
   Deno.exit(0);
 }
 Deno.addSignalListener("SIGTERM", stop);
 Deno.addSignalListener("SIGINT", stop);
-
-/** The owner's side of a blocking worker's copy-request slot: copy, publish, answer; forever. */
-async function answerCopies(area: DiffArea, slot: SharedArrayBuffer): Promise<void> {
-  const state = new Int32Array(slot, 0, 1);
-  const range = new Float64Array(slot, 8, 2);
-  for (;;) {
-    const current = Atomics.load(state, 0);
-    if (current === 1) {
-      await area.copyOnWrite(range[0], range[1]);
-      Atomics.store(state, 0, 2);
-      Atomics.notify(state, 0);
-      continue;
-    }
-    const wait = Atomics.waitAsync(state, 0, current);
-    if (wait.async) await wait.value;
-  }
-}

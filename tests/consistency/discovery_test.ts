@@ -91,3 +91,94 @@ Deno.test("nbdDevicesFor() matches the backend identifier, or nbd-client's -N an
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("nbdDevicesFor() follows what each nbd-client mode leaves in sysfs", async () => {
+  const cmdline = (...args: string[]) => [...args, ""].join("\0");
+  const root = await makeTree({
+    ...SYSFS_FILES,
+    // netlink with -i: the identifier is the export's locator
+    "devices/nbd0/backend": "nbd://127.0.0.1:10809/vda\n",
+    // netlink without -i: an empty identifier, and the nbd-client that connected is gone
+    "devices/nbd1/size": "2048\n",
+    "devices/nbd1/backend": "\n",
+    "devices/nbd1/pid": "5151\n",
+    // ioctl mode (-L) with nbd-client's default port: only option values are numbers
+    "devices/nbd2/size": "2048\n",
+    "devices/nbd2/pid": "5252\n",
+    "proc/5252/cmdline": cmdline(
+      "/usr/sbin/nbd-client",
+      "localhost",
+      "/dev/nbd2",
+      "--name=vdb",
+      "-b",
+      "4096",
+      "-t",
+      "120",
+      "-L",
+    ),
+    // ioctl mode over the service's Unix socket
+    "devices/nbd3/size": "2048\n",
+    "devices/nbd3/pid": "5353\n",
+    "proc/5353/cmdline": cmdline(
+      "nbd-client",
+      "-unix",
+      "/run/blksnap/nbd.sock",
+      "/dev/nbd3",
+      "-N",
+      "vdc",
+      "-L",
+    ),
+    // qemu-nbd -c with the export's URI (its pid attribute is the thread in NBD_DO_IT)
+    "devices/nbd5/size": "2048\n",
+    "devices/nbd5/pid": "5556\n",
+    "proc/5556/cmdline": cmdline(
+      "qemu-nbd",
+      "-c",
+      "/dev/nbd5",
+      "-f",
+      "raw",
+      "nbd://127.0.0.1:10809/vdd",
+    ),
+    // a pid reused by another program whose arguments happen to look alike
+    "devices/nbd4/size": "2048\n",
+    "devices/nbd4/pid": "5454\n",
+    "proc/5454/cmdline": cmdline("sh", "-c", "x", "-N", "vdb", "10809"),
+  }, {
+    ...SYSFS_LINKS,
+    "block/nbd1": "devices/nbd1",
+    "block/nbd2": "devices/nbd2",
+    "block/nbd3": "devices/nbd3",
+    "block/nbd4": "devices/nbd4",
+    "block/nbd5": "devices/nbd5",
+  });
+  try {
+    const trees = { sys: treeAt(root), proc: treeAt(`${root}/proc`) };
+    const uris = (name: string) => [`nbd://127.0.0.1:10809/${name}`];
+    assert.deepEqual(nbdDevicesFor(trees, { name: "vda", port: 10809, uris: uris("vda") }), [
+      "nbd0",
+    ]);
+    assert.deepEqual(nbdDevicesFor(trees, { name: "vdb", port: 10809, uris: uris("vdb") }), [
+      "nbd2",
+    ]);
+    assert.deepEqual(
+      nbdDevicesFor(trees, { name: "vdb", port: 10810 }),
+      [],
+      "not the default port",
+    );
+    assert.deepEqual(nbdDevicesFor(trees, { name: "vdc", socketPath: "/run/blksnap/nbd.sock" }), [
+      "nbd3",
+    ]);
+    assert.deepEqual(nbdDevicesFor(trees, { name: "vdc", socketPath: "/run/other.sock" }), []);
+    assert.deepEqual(nbdDevicesFor(trees, { name: "vdc", port: 10809 }), [], "a socket, not TCP");
+    assert.deepEqual(nbdDevicesFor(trees, { name: "vdd", port: 10809, uris: uris("vdd") }), [
+      "nbd5",
+    ]);
+    assert.deepEqual(
+      nbdDevicesFor(trees, { name: "vdd", port: 10810, uris: ["nbd://127.0.0.1:10810/vdd"] }),
+      [],
+      "qemu-nbd on another server",
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

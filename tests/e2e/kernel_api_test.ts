@@ -77,11 +77,16 @@ labTest({
             diffStorage: { path, limitBytes: 64 * MiB },
           });
           const taken = await client.snapshots.take(created.id);
-          const image = taken.devices[0].locator ?? "";
+          const image = taken.devices[0].imageDevicePath ?? "";
           assert.equal(
             image,
             imageDeviceOf(presentProfile()!, origin),
             "the image SNAPSHOTINFO names",
+          );
+          assert.equal(
+            taken.devices[0].locator,
+            `nbd://127.0.0.1:10809/${device.id}@${created.id}`,
+            "the locator is the image's NBD export",
           );
           assert.equal((await client.images.locator(created.id, device.id)).sizeBytes, originBytes);
           const atTake = current.slice();

@@ -52,7 +52,7 @@ labTest({
       await writeAt(origin, originBytes - 4096, randomBytes(4096));
       const second = await client.snapshots.create({ devices: [device.id], diffStorage: storage });
       const taken = await client.snapshots.take(second.id);
-      const image = taken.devices[0].locator!;
+      const image = taken.devices[0].imageDevicePath!;
 
       const copy = `${tmpfs}/copy.raw`;
       await run("nbdcopy", [`${NBD}/origin@${second.id}`, copy]);
@@ -107,7 +107,7 @@ labTest({
         "-c",
         "flush",
       ]);
-      const written = await readAt(taken.devices[0].locator!, 65536, 131072);
+      const written = await readAt(taken.devices[0].imageDevicePath!, 65536, 131072);
       assert.ok(written.every((b) => b === 0xab), "the image device shows the NBD write");
       assertSameBytes(await readAt(origin, 0, MiB), before, "the origin");
     });
@@ -145,7 +145,7 @@ labTest({
       assert.equal(frozen.frozen, true);
       assert.ok(frozen.frozenMs! >= 0);
 
-      const image = taken.devices[0].locator!;
+      const image = taken.devices[0].imageDevicePath!;
       const header = (await run("dumpe2fs", ["-h", image])).stdout;
       assert.doesNotMatch(header, /needs_recovery/, "the journal needs no recovery");
       assert.match(header, /Filesystem state:\s+clean/);

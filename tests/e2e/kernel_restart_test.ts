@@ -62,7 +62,7 @@ labTest({
         diffStorage: { path: `${tmpfs}/origin.diff`, limitBytes: 64 * MiB },
       });
       const taken = await client.snapshots.take(created.id);
-      const image = taken.devices[0].locator!;
+      const image = taken.devices[0].imageDevicePath!;
       const generation = (await client.cbt.info(device.id)).generationId;
       const imageFs = stack.use(await mount(image, "/mnt/restart-image", { options: "ro,noload" }));
       const imageFile = `${imageFs.dir}/data.bin`;
@@ -85,7 +85,7 @@ labTest({
         const [listed] = await client.snapshots.list();
         assert.equal(listed?.id, created.id, `the snapshot is back ${how}`);
         assert.equal(listed.state, "taken", how);
-        assert.deepEqual(listed.devices.map((d) => [d.deviceId, d.locator]), [
+        assert.deepEqual(listed.devices.map((d) => [d.deviceId, d.imageDevicePath]), [
           [withStateFile ? device.id : origin.split("/").pop(), image],
         ]);
         const deviceId = listed.devices[0].deviceId;

@@ -125,7 +125,7 @@ labTest({
             );
             const info = await client.snapshots.get(id);
             assert.equal(info.state, "taken");
-            const image = info.devices[0].locator!;
+            const image = info.devices[0].imageDevicePath!;
             assertSameBytes(await readAt(image, 0, 4 * CHUNK), atTake, image);
             for (let chunk = 4; chunk < 4 + 8 + storing; chunk++) await touchChunk(origin, chunk);
             const events = await log.untilCorrupted(30_000);

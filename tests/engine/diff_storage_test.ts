@@ -179,3 +179,43 @@ Deno.test("DiffStorage.open() fails with STORAGE_EXHAUSTED when the first grow f
   await assert.rejects(setup(store, 1000).open, (e) => isServiceError(e, "STORAGE_EXHAUSTED"));
   await store.close();
 });
+
+Deno.test("DiffStorage.allocateAfterGrowth: concurrent allocations past the pending step wait and fit", async () => {
+  const store = new FaultyStore(memory(0));
+  const { open, events } = setup(store, 1000);
+  const storage = await open; // 64 sectors: 8 chunks
+  const held = gate();
+  store.delay = () => held.promise; // growth stays pending until opened
+  const offsets = Array.from({ length: 30 }, () => storage.allocateAfterGrowth(CHUNK));
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  store.delay = undefined;
+  held.open();
+  const got = await Promise.all(offsets);
+  assert.deepEqual(
+    [...got].sort((a, b) => a - b),
+    Array.from({ length: 30 }, (_, i) => i * CHUNK * 512),
+  );
+  assert.equal(storage.counters().overflowed, false);
+  assert.ok(storage.counters().capacitySectors >= 30 * CHUNK);
+  assert.deepEqual(events, []);
+  // Plain allocate() does not wait: past what is requested it overflows.
+  const { open: open2 } = setup(memory(0), 1000);
+  const plain = await open2;
+  assert.throws(() => {
+    for (let i = 0; i < 30; i++) plain.allocate(CHUNK);
+  }, (e) => isServiceError(e, "STORAGE_EXHAUSTED"));
+});
+
+Deno.test("DiffStorage.allocateAfterGrowth fails with STORAGE_EXHAUSTED at the limit", async () => {
+  const { open, events } = setup(memory(0), 80);
+  const storage = await open;
+  const results = await Promise.allSettled(
+    Array.from({ length: 12 }, () => storage.allocateAfterGrowth(CHUNK)),
+  );
+  assert.equal(results.filter((r) => r.status === "fulfilled").length, 10, "80 sectors: 10 chunks");
+  for (const r of results.filter((r) => r.status === "rejected")) {
+    assert.ok(isServiceError((r as PromiseRejectedResult).reason, "STORAGE_EXHAUSTED"));
+  }
+  assert.equal(storage.counters().overflowed, true);
+  assert.deepEqual(events.map((e) => e.code), ["no_space"]);
+});

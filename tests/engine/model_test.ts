@@ -23,6 +23,7 @@ import type { SnapshotImage } from "../../src/engine/image.ts";
 import type { Snapshot } from "../../src/engine/snapshot.ts";
 import type { Tracker } from "../../src/engine/tracker.ts";
 import { MemoryStore } from "../../src/store/memory_store.ts";
+import { CopyingStore } from "../_helpers/copying_store.ts";
 import { FaultyStore } from "../_helpers/faulty_store.ts";
 import { Prng, randomSeed } from "../_helpers/prng.ts";
 import { BatchRanges, firstDifference, ReferenceModel } from "../_helpers/reference_model.ts";
@@ -79,6 +80,7 @@ class ModelRun {
   readonly jitter: Prng;
   readonly engine: Engine;
   memories: MemoryStore[] = [];
+  copiers: CopyingStore[] = [];
   trackers: Tracker[] = [];
   model!: ReferenceModel;
   storageReads = 0;
@@ -112,7 +114,8 @@ class ModelRun {
       const memory = new MemoryStore({ capacityBytes: size, name: `m${d}` });
       await memory.write(0, contents[d]);
       this.memories.push(memory);
-      const store = new FaultyStore(memory, { delay: this.delay });
+      const store = new CopyingStore(memory, { delay: this.delay });
+      this.copiers.push(store);
       this.trackers.push(await this.engine.attach(`d${d}`, store));
     }
     this.model = new ReferenceModel(
@@ -172,6 +175,8 @@ class ModelRun {
     });
     for (const d of members) if (!first.includes(d)) snapshot.add(this.trackers[d]);
     await this.#batches(rng.range(0, 6), undefined, budget);
+    // Half the devices copy chunks straight into the storage (copyTo), half refuse to.
+    for (const d of members) this.copiers[d].refuseCopy = rng.chance(0.5);
     await snapshot.take();
     this.counters.takes += members.length;
     this.#checkCbt(members, this.model.take(members));
@@ -400,5 +405,8 @@ Deno.test("model: images, CBT and originals match a reference model under random
     assert.ok(stats.chunksStored > 0 && run.storageReads > 0, "store queue and stored reads");
     assert.ok(stats.storageGrows > c.cycles, "storage growth beyond the first step");
     assert.ok(c.generationChanges > 0, "a CBT generation change");
+    const copies = run.copiers.map((store) => store.copyCounts);
+    assert.ok(copies.some((n) => n.copies > n.refused), "chunks copied with copyTo");
+    assert.ok(copies.some((n) => n.refused > 0), "copyTo refused, chunks loaded instead");
   }
 });

@@ -1,9 +1,12 @@
 /**
  * The kernel backend's images over NBD, on the fake kernel (a regular file
- * stands in for each image device) with the real clients: nbdcopy reads the
- * image device's bytes, nbdinfo --map reads the CBT contexts as the API's
- * changes do, a writable snapshot's export takes writes (nbdsh), and the
- * export is gone after destroy.
+ * stands in for each image device) with the real clients: the image's
+ * locator is its export's URI (the /dev path in `imageDevicePath`),
+ * nbdcopy of it reads the image device's bytes, nbdinfo --map reads the CBT
+ * contexts as the API's changes do, the export names its change tokens and
+ * the README's token recipes work on it, a writable snapshot's export takes
+ * writes (nbdsh), and at destroy the export ends: ESHUTDOWN on the open
+ * connections until the server closes them, gone for new ones.
  */
 
 import assert from "node:assert/strict";
@@ -13,6 +16,9 @@ import type { KernelDriver } from "../../src/kernel/kernel_driver.ts";
 import { startNbdServer } from "../../src/nbd/server.ts";
 import { type KernelFixture, kernelFixture } from "../_helpers/kernel_fixture.ts";
 import { nbdsh, pattern, runTool, runToolOk, toolsMissing } from "../_helpers/nbd_fixture.ts";
+import { nbdTestWorkers } from "../_helpers/nbd_workers_mode.ts";
+import { checkEndAcrossDestroy } from "../_helpers/export_end.ts";
+import { dirtyRanges, runRecipe } from "../_helpers/token_recipes.ts";
 
 const ignore = toolsMissing("nbdinfo", "nbdcopy", "nbdsh");
 const BLOCK = 64 * 1024;
@@ -28,7 +34,12 @@ async function withKernelExports(body: (scenario: Scenario) => Promise<void>): P
   const fx = await kernelFixture("upstream");
   const driver = await fx.driver();
   const exports = new KernelImageExports(driver);
-  const server = await startNbdServer(exports, { tcp: { port: 0 } });
+  const server = await startNbdServer(exports, {
+    tcp: { port: 0 },
+    endedGraceMs: 1000,
+    workers: nbdTestWorkers(),
+  });
+  driver.serveImagesAt((name) => `nbd://127.0.0.1:${server.tcpPort}/${name}`);
   try {
     await body({
       fx,
@@ -88,9 +99,11 @@ Deno.test({
         [`vdb@${id}`, true],
       ]);
       const out = `${fx.dir}/copy.raw`;
-      await runToolOk("nbdcopy", ["--connections=4", uri(`vdb@${id}`), out]);
-      const image = (await driver.snapshotInfo(id)).devices[0].locator!;
-      assert.deepEqual(await Deno.readFile(out), await Deno.readFile(image));
+      const [image] = (await driver.snapshotInfo(id)).devices;
+      assert.equal(image.locator, `nbd://127.0.0.1:${port}/vdb@${id}`, "the export's URI");
+      assert.equal(image.imageDevicePath, `${fx.dir}/blksnap-7-1`, "the image device");
+      await runToolOk("nbdcopy", ["--connections=4", image.locator!, out]);
+      assert.deepEqual(await Deno.readFile(out), await Deno.readFile(image.imageDevicePath!));
       assert.deepEqual(await Deno.readFile(out), vdb.content, "the device as it was at take");
       const info = await runToolOk("nbdinfo", ["--json", uri(`vdb@${id}`)]);
       const parsed = JSON.parse(info) as {
@@ -98,10 +111,13 @@ Deno.test({
         exports: Array<{ can_multi_conn: boolean; contexts: string[] }>;
       };
       assert.equal(parsed.exports[0].can_multi_conn, true);
-      assert.deepEqual(parsed.exports[0].contexts.sort(), [
+      assert.ok(image.changeToken);
+      assert.equal(image.previousChangeToken, undefined, "the first take of the generation");
+      assert.deepEqual(parsed.exports[0].contexts, [
         "base:allocation",
-        "blksnap:change-number",
         "qemu:dirty-bitmap:cbt",
+        "blksnap:change-number",
+        `blksnap:change-token:${image.changeToken}`,
       ]);
     });
   },
@@ -198,3 +214,99 @@ async function takeOther({ fx, driver }: Scenario): Promise<string> {
   await driver.takeSnapshot(snapshot.id);
   return snapshot.id;
 }
+
+Deno.test({
+  name: "kernel images: without NBD the locator is the image device, also in imageDevicePath",
+  async fn() {
+    const fx = await kernelFixture("outoftree");
+    try {
+      const driver = await fx.driver();
+      await driver.attach(fx.devices[0].path);
+      const snapshot = await driver.createSnapshot({
+        deviceIds: ["vdb"],
+        diffStorage: { path: `${fx.dir}/diff`, limitBytes: 1 << 30 },
+      });
+      assert.equal(snapshot.devices[0].imageDevicePath, undefined, "no image before take");
+      const [image] = (await driver.takeSnapshot(snapshot.id)).devices;
+      assert.equal(image.locator, `${fx.dir}/veeamblksnapimg_7:1`);
+      assert.equal(image.imageDevicePath, image.locator);
+      driver.serveImagesAt((name) => `nbd+unix:///${name}?socket=/run/x.sock`);
+      const [served] = (await driver.snapshotInfo(snapshot.id)).devices;
+      assert.equal(served.locator, `nbd+unix:///vdb@${snapshot.id}?socket=/run/x.sock`);
+      assert.equal(served.imageDevicePath, image.locator);
+      driver.serveImagesAt(undefined);
+      assert.equal((await driver.snapshotInfo(snapshot.id)).devices[0].locator, image.locator);
+    } finally {
+      await fx.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "kernel images over NBD: the export names its change tokens; the README recipes trust only the kept one",
+  ignore,
+  async fn() {
+    await withKernelExports(async (scenario) => {
+      const { fx, driver } = scenario;
+      const [vdb] = fx.devices;
+      await driver.attach(vdb.path);
+      const first = await takeVdb(scenario);
+      const kept = (await driver.snapshotInfo(first)).devices[0].changeToken!;
+      await driver.destroySnapshot(first);
+      for (const block of [1, 2, 6]) {
+        fx.fake.writeDevice(vdb.path, block * BLOCK + 100, pattern(512, block));
+      }
+      const second = await takeVdb(scenario);
+      const [image] = (await driver.snapshotInfo(second)).devices;
+      assert.equal(image.previousChangeToken, kept);
+      const listed = JSON.parse(await runToolOk("nbdinfo", ["--json", image.locator!])) as {
+        exports: Array<{ contexts: string[]; description: string }>;
+      };
+      assert.deepEqual(listed.exports[0].contexts, [
+        "base:allocation",
+        "qemu:dirty-bitmap:cbt",
+        "blksnap:change-number",
+        `blksnap:change-token:${image.changeToken}`,
+        `blksnap:previous-change-token:${kept}`,
+      ]);
+      assert.match(
+        listed.exports[0].description,
+        new RegExp(`dirty bitmap since change token ${kept}$`),
+      );
+      const changes = await readChanges(driver, image, { since: kept });
+      const expected = changes.extents.map((e) => `${e.offset} ${e.length}`).join("\n");
+      assert.equal(expected, `${BLOCK} ${2 * BLOCK}\n${6 * BLOCK} ${BLOCK}`, "blocks 1-2 and 6");
+      for (const tool of ["nbdinfo", "nbdsh"] as const) {
+        const trusted = await runRecipe(tool, { IMAGE: image.locator!, KEPT: kept });
+        assert.equal(dirtyRanges(tool, trusted), expected, tool);
+        const stranger = await runRecipe(tool, { IMAGE: image.locator!, KEPT: image.changeToken! });
+        assert.equal(
+          stranger.trim(),
+          "full backup required",
+          `${tool}: a token it is not relative to`,
+        );
+      }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "kernel images over NBD: at destroy in-flight reads finish or get ESHUTDOWN, later ones ESHUTDOWN, then the server closes the connection",
+  ignore,
+  async fn() {
+    await withKernelExports(async (scenario) => {
+      const { fx, driver } = scenario;
+      await driver.attach(fx.devices[0].path);
+      const id = await takeVdb(scenario);
+      const { locator } = (await driver.snapshotInfo(id)).devices[0];
+      const seen = await checkEndAcrossDestroy(locator!, () => driver.destroySnapshot(id));
+      assert.equal(seen.completed + seen.failed, 8);
+      assert.ok(seen.refusedAfter >= 1, JSON.stringify(seen));
+      assert.match(seen.closedWith, /server closed the connection/);
+      const gone = await runTool("nbdinfo", ["--size", locator!]);
+      assert.notEqual(gone.code, 0, "new clients find no export");
+    });
+  },
+});

@@ -6,6 +6,7 @@ import { startNbdServer } from "../../src/nbd/server.ts";
 import { MemoryExport } from "../_helpers/nbd_exports.ts";
 import { waitFor, withNbdServer } from "../_helpers/nbd_fixture.ts";
 import { RawNbdClient } from "../_helpers/nbd_raw_client.ts";
+import { nbdTestWorkers } from "../_helpers/nbd_workers_mode.ts";
 
 const MiB = 1024 * 1024;
 
@@ -34,6 +35,7 @@ Deno.test("server: close() answers requests in flight, then closes connections a
   const server = await startNbdServer(staticProvider([disk]), {
     tcp: { port: 0 },
     unixPath: `${dir}/s.sock`,
+    workers: nbdTestWorkers(),
   });
   const client = await RawNbdClient.connect({ port: server.tcpPort! });
   const idle = await RawNbdClient.connect({ path: server.unixPath! });
@@ -61,18 +63,25 @@ Deno.test("server: close() answers requests in flight, then closes connections a
 
 Deno.test("server: refuses to start without a listener, on an existing path or a taken port", async () => {
   const provider = staticProvider([new MemoryExport({ name: "disk", sizeBytes: MiB })]);
-  await assert.rejects(startNbdServer(provider, {}), (e) => isServiceError(e, "INVALID_ARGUMENT"));
+  await assert.rejects(
+    startNbdServer(provider, { workers: nbdTestWorkers() }),
+    (e) => isServiceError(e, "INVALID_ARGUMENT"),
+  );
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${dir}/taken`, "");
     await assert.rejects(
-      startNbdServer(provider, { unixPath: `${dir}/taken` }),
+      startNbdServer(provider, { unixPath: `${dir}/taken`, workers: nbdTestWorkers() }),
       (e) => isServiceError(e, "CONFLICT"),
     );
-    const first = await startNbdServer(provider, { tcp: { port: 0 } });
+    const first = await startNbdServer(provider, { tcp: { port: 0 }, workers: nbdTestWorkers() });
     try {
       await assert.rejects(
-        startNbdServer(provider, { tcp: { port: first.tcpPort! }, unixPath: `${dir}/other` }),
+        startNbdServer(provider, {
+          tcp: { port: first.tcpPort! },
+          unixPath: `${dir}/other`,
+          workers: nbdTestWorkers(),
+        }),
         (e) => isServiceError(e, "CONFLICT"),
       );
       await assert.rejects(Deno.lstat(`${dir}/other`), Deno.errors.NotFound);
@@ -91,6 +100,7 @@ Deno.test("server: a client that never chooses an export is disconnected after t
     {
       tcp: { port: 0 },
       handshakeTimeoutMs: 200,
+      workers: nbdTestWorkers(),
       logger: (level, message) => level === "warn" && warnings.push(message),
     },
   );

@@ -6,8 +6,9 @@
  * map, and `.../changes?since=<the last snapshot's change token>`) cover
  * every write the service acknowledged before it died. Snapshots are lost
  * by a crash, and the storage files the service created are removed.
- * Runs on a regular file and, when a loop device can be set up (root and
- * losetup), on a block device.
+ * Runs on a regular file (with NBD served on the main thread, and a shorter
+ * loop with `--nbd-workers 2`) and, when a loop device can be set up (root
+ * and losetup), on a block device.
  */
 
 import assert from "node:assert/strict";
@@ -65,7 +66,9 @@ async function writeUntilKilled(
   return acked;
 }
 
-async function killLoop(options: { devicePath: string; allow: string[]; kills: number }) {
+async function killLoop(
+  options: { devicePath: string; allow: string[]; kills: number; nbdWorkers?: string },
+) {
   const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "blksnap-kill-" }));
   try {
     const disks = join(root, "disks");
@@ -76,6 +79,7 @@ async function killLoop(options: { devicePath: string; allow: string[]; kills: n
       BLKSNAP_STATE_DIR: join(root, "state"),
       BLKSNAP_ALLOW_PATH: [disks, ...options.allow].join(":"),
       BLKSNAP_NBD_LISTEN: "127.0.0.1:0",
+      BLKSNAP_NBD_WORKERS: options.nbdWorkers ?? "0",
     };
     const prng = new Prng(20261201);
     let generationId = "";
@@ -143,6 +147,17 @@ Deno.test("kill -9 during QD16 writes never loses an acknowledged write from the
     const path = join(dir, "disk.img");
     await Deno.writeFile(path, new Uint8Array(16 * MiB));
     await killLoop({ devicePath: path, allow: [dir], kills: 20 });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("kill -9 during QD16 writes through NBD Workers never loses an acknowledged write from the CBT", async () => {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "blksnap-kill-disk-" }));
+  try {
+    const path = join(dir, "disk.img");
+    await Deno.writeFile(path, new Uint8Array(16 * MiB));
+    await killLoop({ devicePath: path, allow: [dir], kills: 6, nbdWorkers: "2" });
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -2,10 +2,13 @@
  * An image export goes away with its snapshot: a client connected across the
  * destroy gets error replies (ESHUTDOWN) to its requests, not a dropped
  * connection or stale data; new clients are told the export does not exist;
- * the list no longer shows it; the device export goes on serving.
+ * the list no longer shows it; the device export goes on serving; after its
+ * grace the server closes the image's connections.
  */
 
+import { nbdTestWorkers } from "../_helpers/nbd_workers_mode.ts";
 import assert from "node:assert/strict";
+import { checkEndAcrossDestroy } from "../_helpers/export_end.ts";
 import { NbdRequestError } from "../_helpers/nbd_client.ts";
 import { exportSize, listExports, missingTools } from "./_helpers/nbd_tools.ts";
 import { type UserspaceFixture, userspaceFixture } from "./_helpers/userspace_fixture.ts";
@@ -100,6 +103,22 @@ Deno.test("a client connected across destroy gets ESHUTDOWN replies on the same 
       assert.ok(error instanceof NbdRequestError, `${error}`);
       assert.equal(error.errno, ESHUTDOWN);
     }
+  } finally {
+    await fx.cleanup();
+  }
+});
+
+Deno.test("a destroyed image's connection: in-flight reads finish or get ESHUTDOWN, later ones ESHUTDOWN, then the server closes it", async () => {
+  const fx = await userspaceFixture({
+    driver: { nbd: { tcp: { port: 0 }, endedGraceMs: 1000, workers: nbdTestWorkers() } },
+  });
+  try {
+    const { device, snapshotId, imageUri } = await takenImage(fx);
+    const seen = await checkEndAcrossDestroy(imageUri, () => fx.driver.destroySnapshot(snapshotId));
+    assert.equal(seen.completed + seen.failed, 8);
+    assert.ok(seen.refusedAfter >= 1, JSON.stringify(seen));
+    assert.match(seen.closedWith, /server closed the connection/);
+    assert.equal((await exportSize(device.locator)).size, SIZE, "the device export goes on");
   } finally {
     await fx.cleanup();
   }

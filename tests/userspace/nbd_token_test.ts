@@ -12,40 +12,13 @@
 import assert from "node:assert/strict";
 import { readChanges } from "../../src/api/changes.ts";
 import type { DeviceInfo, SnapshotImageInfo } from "../../src/driver.ts";
+import { dirtyRanges, runRecipe } from "../_helpers/token_recipes.ts";
 import { missingTools, runTool } from "./_helpers/nbd_tools.ts";
 import { type UserspaceFixture, userspaceFixture } from "./_helpers/userspace_fixture.ts";
 
 const KiB = 1024;
 const BLOCK = 64 * KiB;
 const ignore = missingTools("nbdinfo", "nbdsh");
-
-/** The README's two recipes (sh with nbdinfo, Python for nbdsh), as written there. */
-function readmeRecipes(readme: string): { nbdinfo: string; nbdsh: string } {
-  const found =
-    /Check the CBT before trusting[\s\S]*?```sh\n([\s\S]*?)```[\s\S]*?```python\n([\s\S]*?)```/
-      .exec(readme);
-  assert.ok(found, "README.md has the two NBD token recipes");
-  return { nbdinfo: found[1], nbdsh: found[2] };
-}
-
-const RECIPES = readmeRecipes(
-  await Deno.readTextFile(new URL("../../README.md", import.meta.url)),
-);
-
-async function recipe(script: string, env: Record<string, string>, nbdsh: boolean) {
-  const result = nbdsh
-    ? await runTool("/usr/bin/nbdsh", ["-c", script], { env })
-    : await runTool("sh", ["-c", script], { env });
-  assert.equal(result.code, 0, result.stderr);
-  return result.stdout;
-}
-
-/** The dirty byte ranges an nbdinfo map prints ("offset length 1 dirty" lines). */
-function dirtyOfMap(text: string): string {
-  return text.trim().split("\n").map((line) => line.trim().split(/\s+/))
-    .filter((fields) => fields[2] === "1").map(([offset, length]) => `${offset} ${length}`)
-    .join("\n");
-}
 
 async function twoSnapshots(fx: UserspaceFixture) {
   const { driver } = fx;
@@ -98,13 +71,12 @@ for (const tool of ["nbdinfo", "nbdsh"] as const) {
       const fx = await userspaceFixture();
       try {
         const { kept, image, imageUri } = await twoSnapshots(fx);
-        const script = RECIPES[tool];
-        const run = (env: Record<string, string>) => recipe(script, env, tool === "nbdsh");
+        const run = (env: Record<string, string>) => runRecipe(tool, env);
         const changes = await readChanges(fx.driver, image, { since: kept });
         const expected = changes.extents.map((e) => `${e.offset} ${e.length}`).join("\n");
         assert.equal(expected, `${BLOCK} ${2 * BLOCK}\n${6 * BLOCK} ${BLOCK}`, "blocks 1-2 and 6");
         const trusted = await run({ IMAGE: imageUri, KEPT: kept });
-        assert.equal(tool === "nbdsh" ? trusted.trim() : dirtyOfMap(trusted), expected);
+        assert.equal(dirtyRanges(tool, trusted), expected);
         const stranger = await run({ IMAGE: imageUri, KEPT: image.changeToken! });
         assert.equal(stranger.trim(), "full backup required", "a token it is not relative to");
         // The device's CBT is no longer the one the image was taken with (a restart that lost it).

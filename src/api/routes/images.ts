@@ -44,7 +44,8 @@ export const imageRoutes: RouteSpec[] = [
     method: "get",
     path: "/v1/snapshots/{id}/images/{device}",
     operationId: "getImage",
-    summary: "Where a device's image is (an nbd:// URI or a /dev path), its size and change token",
+    summary:
+      "Where a device's image is (its nbd:// URI, or a /dev path without NBD; the kernel image's /dev path), its size and change token",
     tag: "images",
     params: imageParams,
     responses: {
@@ -60,6 +61,7 @@ export const imageRoutes: RouteSpec[] = [
         snapshotId: params.id,
         deviceId: params.device,
         locator: image.locator,
+        ...(image.imageDevicePath ? { imageDevicePath: image.imageDevicePath } : {}),
         sizeBytes,
         ...(image.changeToken ? { changeToken: image.changeToken } : {}),
         ...(image.previousChangeToken ? { previousChangeToken: image.previousChangeToken } : {}),

@@ -57,8 +57,9 @@ Verbs:
   --in-place          read --into: write into FILE directly (no copy of it first;
                       a failure leaves it partly updated)
   --nbd               read: pull the bytes from the image's NBD export instead of HTTP
-  --nbd-server URI    read: the NBD server to pull from (nbd://HOST:PORT), for the kernel
-                      backend whose locators are /dev paths; implies --nbd
+  --nbd-server URI    read: the NBD server to pull from (nbd://HOST:PORT), for a kernel
+                      backend whose locators are /dev paths (served without NBD) or
+                      another address of the server; implies --nbd
 ${CLIENT_FLAGS_HELP}`;
 
 type Client = Awaited<ReturnType<typeof clientFor>>;
@@ -276,6 +277,7 @@ export const command: Command = {
           locator,
           () =>
             `${locator.locator}\t${locator.sizeBytes} bytes\n` +
+            (locator.imageDevicePath ? `image device ${locator.imageDevicePath}\n` : "") +
             (locator.changeToken ? `change token ${locator.changeToken}\n` : ""),
         );
         return 0;

@@ -32,14 +32,15 @@ import { UsageError } from "../exit_codes.ts";
 import { PROGRAM } from "../program.ts";
 import { raiseOpenFileLimit } from "../open_file_limit.ts";
 import { limitFlags, LIMITS_HELP, type ServeLimits, serveLimits } from "./serve_limits.ts";
+import { NBD_WORKERS_DEFAULT, NBD_WORKERS_HELP, nbdWorkers } from "./nbd_workers_flag.ts";
 
 /** The kernel backend's host-wide lock (one kernel-backend service per host). */
 const KERNEL_HOST_LOCK_PATH = "/run/blksnap-service/kernel-backend.lock";
 
 const HELP = `Usage: ${PROGRAM} serve [options]
 
-Runs the service: the HTTP API, and NBD exports of devices and images for the
-userspace backend.
+Runs the service: the HTTP API, and NBD exports of images (and, for the
+userspace backend, of the tracked devices).
 
   --listen HOST:PORT      HTTP API address (env BLKSNAP_LISTEN, default 127.0.0.1:8037);
                           anything but loopback requires a bearer token
@@ -51,11 +52,13 @@ userspace backend.
                           default: the state directory)
   --token-file FILE       bearer token required from clients (env BLKSNAP_TOKEN_FILE,
                           or the token itself in BLKSNAP_TOKEN)
-  --nbd-listen HOST:PORT  NBD server address, userspace backend (env BLKSNAP_NBD_LISTEN,
-                          default 127.0.0.1:10809; "off" for no TCP listener: the userspace
-                          backend then serves NBD on --nbd-socket, default STATE_DIR/nbd.sock)
-  --nbd-socket PATH       NBD server Unix socket, userspace backend (env BLKSNAP_NBD_SOCKET)
-  --cbt-persistence on|off  keep each device's CBT across restarts and crashes, userspace
+  --nbd-listen HOST:PORT  NBD server address (env BLKSNAP_NBD_LISTEN, default 127.0.0.1:10809;
+                          "off" for no TCP listener: the userspace backend then serves NBD
+                          on --nbd-socket, default STATE_DIR/nbd.sock; the kernel backend
+                          serves its images over NBD only on the listeners given, and
+                          without any their locators are /dev paths)
+  --nbd-socket PATH       NBD server Unix socket (env BLKSNAP_NBD_SOCKET)
+${NBD_WORKERS_HELP}  --cbt-persistence on|off  keep each device's CBT across restarts and crashes, userspace
                           backend (env BLKSNAP_CBT_PERSISTENCE, default on)
   --destroy-snapshots-on-exit  destroy snapshots when the service stops instead of keeping
                           them for the next start (env BLKSNAP_DESTROY_SNAPSHOTS_ON_EXIT=1)
@@ -81,8 +84,10 @@ export interface ServeSettings extends OperatorSettings {
   token?: string;
   /** NBD TCP address, or undefined for none. */
   nbdListen?: { hostname: string; port: number };
-  /** NBD Unix socket path. */
+  /** NBD Unix socket path given (the userspace backend defaults it without a TCP listener). */
   nbdSocket?: string;
+  /** Blocking NBD Workers (0: the main thread serves NBD). */
+  nbdWorkers: number;
   /** Keep CBT records across restarts (userspace backend). */
   cbtPersistence: boolean;
   /** Destroy snapshots at stop. */
@@ -152,6 +157,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
         "token-file": { type: "string" },
         "nbd-listen": { type: "string" },
         "nbd-socket": { type: "string" },
+        "nbd-workers": { type: "string" },
         ...operatorFlags,
         "cbt-persistence": { type: "string" },
         "destroy-snapshots-on-exit": { type: "boolean" },
@@ -189,8 +195,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
   }
   const nbdText = values["nbd-listen"] ?? io.env("BLKSNAP_NBD_LISTEN") ?? "127.0.0.1:10809";
   const nbdListen = nbdText === "off" ? undefined : parseHostPort(nbdText, "--nbd-listen");
-  const nbdSocket = values["nbd-socket"] ?? io.env("BLKSNAP_NBD_SOCKET") ??
-    (nbdListen ? undefined : resolve(stateDir, "nbd.sock"));
+  const nbdSocket = values["nbd-socket"] ?? io.env("BLKSNAP_NBD_SOCKET");
   const persistence = values["cbt-persistence"] ?? io.env("BLKSNAP_CBT_PERSISTENCE") ?? "on";
   if (persistence !== "on" && persistence !== "off") {
     throw new UsageError(`--cbt-persistence must be on or off, got "${persistence}"`);
@@ -218,6 +223,9 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
     token,
     nbdListen,
     nbdSocket,
+    nbdWorkers: nbdWorkers(
+      values["nbd-workers"] ?? io.env("BLKSNAP_NBD_WORKERS") ?? NBD_WORKERS_DEFAULT,
+    ),
     cbtPersistence: persistence === "on",
     destroySnapshotsOnExit,
     hooksDir,
@@ -238,6 +246,7 @@ async function serveKernelImages(
   logger: Logger,
 ): Promise<() => Promise<void>> {
   if (!settings.nbdListen && !settings.nbdSocket) return () => Promise.resolve();
+  if (settings.nbdSocket) await clearStaleSocket(settings.nbdSocket);
   const { KernelImageExports } = await import("../../kernel/image_exports.ts");
   const { startNbdServer } = await import("../../nbd/server.ts");
   const exports = new KernelImageExports(driver);
@@ -247,11 +256,18 @@ async function serveKernelImages(
       ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
       ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
       maxConnections: settings.limits.nbdMaxConnections,
+      workers: settings.nbdWorkers,
     });
   } catch (error) {
     await driver.close();
     throw error;
   }
+  const host = settings.nbdListen?.hostname;
+  driver.serveImagesAt(
+    server.tcpPort !== undefined
+      ? (name) => `nbd://${host}:${server.tcpPort}/${name}`
+      : (name) => `nbd+unix:///${name}?socket=${server.unixPath}`,
+  );
   if (server.tcpPort !== undefined) {
     logger.info(
       `NBD image exports on nbd://${
@@ -263,6 +279,7 @@ async function serveKernelImages(
     logger.info(`NBD image exports on nbd+unix:///<device>@<snapshot>?socket=${server.unixPath}`);
   }
   return async () => {
+    driver.serveImagesAt(undefined);
     await server.close();
     await exports.close();
   };
@@ -307,13 +324,16 @@ async function openDriver(
     return { driver, stop: await serveKernelImages(driver, settings, logger) };
   }
   const { UserspaceDriver } = await import("../../userspace/userspace_driver.ts");
-  if (settings.nbdSocket) await clearStaleSocket(settings.nbdSocket);
+  const nbdSocket = settings.nbdSocket ??
+    (settings.nbdListen ? undefined : resolve(settings.stateDir, "nbd.sock"));
+  if (nbdSocket) await clearStaleSocket(nbdSocket);
   const driver = await UserspaceDriver.start({
     stateDir: settings.stateDir,
     nbd: {
       ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
-      ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
+      ...(nbdSocket ? { unixPath: nbdSocket } : {}),
       maxConnections: settings.limits.nbdMaxConnections,
+      workers: settings.nbdWorkers,
     },
     logger: log,
     cbtPersistence: settings.cbtPersistence,

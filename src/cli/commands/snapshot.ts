@@ -66,6 +66,7 @@ function describeSnapshot(snapshot: SnapshotInfo): string {
       : []),
     ...snapshot.devices.map((d) =>
       `  device    ${d.deviceId}  image ${d.locator ?? "(not taken)"}` +
+      (d.imageDevicePath && d.imageDevicePath !== d.locator ? ` (${d.imageDevicePath})` : "") +
       (d.errorCode ? `  error ${d.errorName ?? d.errorCode}` : "") +
       (d.changeToken ? `\n            change token ${d.changeToken}` : "")
     ),

@@ -17,6 +17,7 @@ import {
 } from "../../../src/userspace/userspace_driver.ts";
 import type { ConformanceFixture, CreateDeviceOptions } from "../../conformance/fixture.ts";
 import { NbdClient } from "../../_helpers/nbd_client.ts";
+import { nbdTestWorkers } from "../../_helpers/nbd_workers_mode.ts";
 
 /** Options of {@link userspaceFixture}. */
 export interface UserspaceFixtureOptions {
@@ -62,7 +63,7 @@ export async function userspaceFixture(
 ): Promise<UserspaceFixture> {
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "userspace-driver-" });
   const driver = await UserspaceDriver.start({
-    nbd: { tcp: { port: 0 } },
+    nbd: { tcp: { port: 0 }, workers: nbdTestWorkers() },
     engineParams: options.engineParams,
     stateDir: options.persist ? `${dir}/state` : undefined,
     ...options.driver,

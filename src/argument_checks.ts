@@ -1,6 +1,7 @@
 /**
- * Argument checks of the userspace driver, made before the engine sees a
- * request so that both backends raise the same codes for the same mistakes
+ * Argument checks shared by both drivers, made before the engine or the
+ * module sees a request so that both backends raise the same codes for the
+ * same mistakes
  * (the conformance suite, tests/conformance, holds them to it):
  * INVALID_ARGUMENT for malformed input (a relative path, a negative offset,
  * a device listed twice), OUT_OF_RANGE only for well-formed values past the
@@ -10,8 +11,8 @@
  */
 
 import { isAbsolute } from "node:path";
-import type { SectorRange } from "../driver.ts";
-import { ServiceError } from "../errors.ts";
+import type { SectorRange } from "./driver.ts";
+import { ServiceError } from "./errors.ts";
 
 /** An INVALID_ARGUMENT error about `field`. */
 export function invalid(detail: string, field?: string): ServiceError {

@@ -1,0 +1,36 @@
+/**
+ * `--nbd-workers N|auto|0` of `blksnapctl serve`: how many blocking Workers
+ * serve NBD (src/nbd/worker). 0 serves every connection on the main thread;
+ * `auto` starts max(4, cores) Workers (nbdcopy opens four
+ * connections; 0 in a single-file bundle, which has no Worker module), and
+ * the pool grows while connections wait, up to 16. The default stays 0:
+ * in two `deno task bench --repeat 3` runs (README "Performance") the
+ * Workers were at least as good on six of eight rows in one and on three
+ * in the other.
+ *
+ * @module
+ */
+
+import { workerModuleAvailable } from "../../nbd/worker/worker_module.ts";
+import { UsageError } from "../exit_codes.ts";
+
+/** The flag's default when neither the flag nor BLKSNAP_NBD_WORKERS is given. */
+export const NBD_WORKERS_DEFAULT = "0";
+
+/** Help lines of the flag. */
+export const NBD_WORKERS_HELP =
+  `  --nbd-workers N|auto|0  NBD connections served by N blocking Workers on every core; auto:
+                          max(4, cores), growing with the connections up to 16; 0: on the
+                          main thread (env BLKSNAP_NBD_WORKERS, default ${NBD_WORKERS_DEFAULT})
+`;
+
+/** The Worker count `text` asks for; UsageError when it is not a count from 0 to 256 or auto. */
+export function nbdWorkers(text: string): number {
+  if (text === "auto") {
+    return workerModuleAvailable() ? Math.max(4, navigator.hardwareConcurrency) : 0;
+  }
+  if (!/^\d{1,3}$/.test(text) || Number(text) > 256) {
+    throw new UsageError(`--nbd-workers must be a number from 0 to 256 or auto, got "${text}"`);
+  }
+  return Number(text);
+}

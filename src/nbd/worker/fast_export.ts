@@ -1,0 +1,256 @@
+/**
+ * A Worker's export with a fast path (fast_path.ts): READ, WRITE and FLUSH
+ * on the Worker's own descriptor of the export's file, everything else and
+ * every request made while the view is missing or stale delegated to the
+ * owner (delegated_export.ts).
+ *
+ * A WRITE (DATA-PLANE.md "A worker's WRITE"): enter the gate (while frozen,
+ * Atomics.wait; add one to in flight, re-check frozen); check that the view
+ * is current (FREEZES equals its epoch: tables change only while frozen, and
+ * cannot while this write holds the gate); raise the mark table's entries to
+ * the active number, unless the map is corrupted or raising needs the owner
+ * (persistence: the write-intent record must be durable first); if a block
+ * needed the owner, lies past the table, or a chunk in range is NEW, ask the
+ * owner to prepare the range (mark, make durable, copy-on-write) and wait;
+ * pwrite; leave the gate (notify at 0). A stale view makes the request
+ * delegated and asks the owner for a new view, which arrives by message at
+ * the Worker's next event-loop turn (blocking_stream.ts turns it when asked).
+ *
+ * @module
+ */
+
+import { ServiceError } from "../../errors.ts";
+import type { NbdExport } from "../export.ts";
+import type { FastPathView } from "./fast_path.ts";
+import { cString, errno, fileIdentity, type Libc, libc, Sys } from "./libc.ts";
+import { Op, type SlotClient } from "./owner_slot.ts";
+
+const FROZEN = 0;
+const IN_FLIGHT = 1;
+const FREEZES = 2;
+const GATE_WAIT_MS = 100;
+
+/** Counts fast exports waiting for a view, so the stream knows to turn the event loop. */
+let viewsAwaited = 0;
+
+/** True while some export of this Worker waits for a view message. */
+export function awaitingViews(): boolean {
+  return viewsAwaited > 0;
+}
+
+/** The fast path of one export on one connection. */
+export class FastExport {
+  readonly #slot: SlotClient;
+  readonly #handle: number;
+  readonly #delegated: NbdExport;
+  readonly #libc: Libc = libc();
+  #view: FastPathView | undefined;
+  #fd = -1;
+  #gate: Int32Array<ArrayBufferLike> = new Int32Array(3);
+  #header: Int32Array<ArrayBufferLike> | undefined;
+  #marks: Uint8Array<ArrayBufferLike> | undefined;
+  #states: Uint8Array<ArrayBufferLike> | undefined;
+  #awaiting = false;
+  #off = false;
+
+  /** The fast path of handle `handle`, falling back on `delegated`. */
+  constructor(slot: SlotClient, handle: number, delegated: NbdExport) {
+    this.#slot = slot;
+    this.#handle = handle;
+    this.#delegated = delegated;
+    this.#await();
+  }
+
+  /** The export the transmission phase serves. */
+  export(): NbdExport {
+    return {
+      ...this.#delegated,
+      read: (offset, into) => this.#read(offset, into),
+      write: (offset, data, options) => this.#write(offset, data, options.fua),
+      flush: () => this.#flush(),
+    };
+  }
+
+  /** Installs a view from the owner; undefined turns the fast path off for good. */
+  setView(view: FastPathView | undefined): void {
+    if (this.#awaiting) {
+      this.#awaiting = false;
+      viewsAwaited--;
+    }
+    if (view === undefined) {
+      this.#off = true;
+      this.close();
+      return;
+    }
+    if (this.#view?.path !== view.path && !this.#open(view)) return;
+    this.#view = view;
+    this.#gate = new Int32Array(view.gate);
+    const marks = view.marks;
+    this.#header = marks && new Int32Array(marks.buffer, 0, 4);
+    this.#marks = marks && new Uint8Array(marks.buffer, marks.tableOffset, marks.blockCount);
+    const prepare = view.prepare;
+    this.#states = prepare && new Uint8Array(prepare.buffer, prepare.statesOffset, prepare.count);
+  }
+
+  /** Closes the descriptor. */
+  close(): void {
+    if (this.#fd >= 0) this.#libc.close(this.#fd);
+    this.#fd = -1;
+    this.#view = undefined;
+    if (this.#awaiting) {
+      this.#awaiting = false;
+      viewsAwaited--;
+    }
+  }
+
+  #open(view: FastPathView): boolean {
+    this.close();
+    const fd = this.#libc.open(cString(view.path), Sys.O_RDWR | Sys.O_CLOEXEC, 0);
+    if (fd < 0) {
+      this.#off = true;
+      return false;
+    }
+    const id = fileIdentity(fd);
+    const same = id !== undefined &&
+      (view.identity.block
+        ? id.block && id.rdev === view.identity.device
+        : !id.block && id.device === view.identity.device && id.inode === view.identity.inode);
+    if (!same) {
+      this.#libc.close(fd);
+      this.#off = true;
+      return false;
+    }
+    this.#fd = fd;
+    return true;
+  }
+
+  /** True when the view may be used now; else asks for a new one (once). */
+  #current(): boolean {
+    if (this.#view !== undefined && Atomics.load(this.#gate, FREEZES) === this.#view.epoch) {
+      return true;
+    }
+    if (!this.#off && !this.#awaiting) {
+      this.#await();
+      this.#slot.call(Op.VIEW, { handle: this.#handle });
+    }
+    return false;
+  }
+
+  #await(): void {
+    this.#awaiting = true;
+    viewsAwaited++;
+  }
+
+  #read(offset: number, into: Uint8Array): Promise<void> {
+    if (!this.#current()) return this.#delegated.read(offset, into);
+    for (let done = 0; done < into.length;) {
+      const n = Number(
+        this.#libc.pread(
+          this.#fd,
+          into.subarray(done),
+          BigInt(into.length - done),
+          BigInt(offset + done),
+        ),
+      );
+      if (n <= 0) return Promise.reject(ioError("read", n === 0 ? "end of file" : errno()));
+      done += n;
+    }
+    return Promise.resolve();
+  }
+
+  #write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
+    const gate = this.#gate;
+    if (this.#view === undefined) {
+      this.#current();
+      return this.#delegated.write(offset, data, { fua });
+    }
+    this.#enter(gate);
+    let current = false;
+    try {
+      // A stale view is left with the gate: the owner's write waits at the gate itself.
+      current = this.#current();
+      if (current) this.#writeHere(offset, data, fua);
+    } catch (error) {
+      return Promise.reject(error);
+    } finally {
+      if (Atomics.sub(gate, IN_FLIGHT, 1) === 1) Atomics.notify(gate, IN_FLIGHT);
+    }
+    return current ? Promise.resolve() : this.#delegated.write(offset, data, { fua });
+  }
+
+  /** The write itself, inside the gate with a current view. */
+  #writeHere(offset: number, data: Uint8Array, fua: boolean): void {
+    if (this.#needsOwner(offset, data.length)) {
+      this.#slot.call(Op.PREPARE_WRITE, { handle: this.#handle, offset, length: data.length });
+    }
+    for (let done = 0; done < data.length;) {
+      const n = Number(
+        this.#libc.pwrite(
+          this.#fd,
+          data.subarray(done),
+          BigInt(data.length - done),
+          BigInt(offset + done),
+        ),
+      );
+      if (n <= 0) throw ioError("write", errno());
+      done += n;
+    }
+    if (fua && this.#libc.fdatasync(this.#fd) !== 0) throw ioError("flush", errno());
+  }
+
+  /** Enters the gate (counts this write in flight), waiting while it is frozen. */
+  #enter(gate: Int32Array<ArrayBufferLike>): void {
+    for (;;) {
+      const frozen = Atomics.load(gate, FROZEN);
+      if (frozen > 0) {
+        Atomics.wait(gate, FROZEN, frozen, GATE_WAIT_MS);
+        continue;
+      }
+      Atomics.add(gate, IN_FLIGHT, 1);
+      if (Atomics.load(gate, FROZEN) === 0) return;
+      if (Atomics.sub(gate, IN_FLIGHT, 1) === 1) Atomics.notify(gate, IN_FLIGHT);
+    }
+  }
+
+  /** Marks what this Worker may mark; true when the owner must prepare the range. */
+  #needsOwner(offset: number, length: number): boolean {
+    const view = this.#view!;
+    let owner = false;
+    const marks = view.marks;
+    if (marks !== undefined && this.#header![marks.corruptedSlot] === 0) {
+      const table = this.#marks!;
+      const number = this.#header![marks.activeSlot];
+      const first = Math.floor(offset / 2 ** marks.blockShift);
+      const last = Math.floor((offset + length - 1) / 2 ** marks.blockShift);
+      if (last >= marks.blockCount) return true;
+      for (let i = first; i <= last; i++) {
+        if (table[i] >= number) continue;
+        if (!marks.local) return true;
+        table[i] = number;
+      }
+    }
+    const states = this.#states;
+    if (states !== undefined) {
+      const shift = view.prepare!.shift;
+      const last = Math.min(Math.floor((offset + length - 1) / 2 ** shift), states.length - 1);
+      for (let i = Math.floor(offset / 2 ** shift); i <= last; i++) {
+        if (states[i] === 0) {
+          owner = true;
+          break;
+        }
+      }
+    }
+    return owner;
+  }
+
+  #flush(): Promise<void> {
+    if (!this.#current()) return this.#delegated.flush();
+    if (this.#libc.fdatasync(this.#fd) !== 0) return Promise.reject(ioError("flush", errno()));
+    return Promise.resolve();
+  }
+}
+
+function ioError(action: string, cause: number | string): ServiceError {
+  const detail = typeof cause === "number" ? `errno ${cause}` : cause;
+  return new ServiceError("IO", `Cannot ${action} the device: ${detail}`);
+}
