@@ -2,7 +2,7 @@
  * The SnapshotDriver conformance suite (tests/conformance) on the real blksnap module: the
  * KernelDriver through FFI ioctls on the kernel's blksnap, devices on loop devices, every
  * feature enabled (data, overflow into a real storage, sparse devices past 128 GiB, destroy while
- * reading). The same cases run on the host against the userspace backend and the fake kernel.
+ * reading, a CBT map corrupted by a write past its end after the loop device grew). The same cases run on the host against the userspace backend and the fake kernel.
  * After the suite the modules must unload (with blksnap built in: no device keeps a filter, no
  * image node remains): nothing the cases did may keep them busy. The profile is whichever the
  * kernel has (the out-of-tree modules, or a kernel with the upstream series).
@@ -24,10 +24,6 @@ registerDriverConformance({
   name: "kernel (module)",
   backend: "kernel",
   ignore: unmetRequirement(["module"]),
-  unsupported: {
-    "cbt-faults": "the module corrupts a CBT map only when a write lands beyond it after a " +
-      "resize, which this suite does not provoke",
-  },
   onSkip: recordSkip,
   // The driver keeps a worker pool and cached image handles between calls of one case; the
   // fixture's cleanup closes them.
