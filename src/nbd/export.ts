@@ -63,6 +63,13 @@ export interface NbdExport {
   readonly canMultiConn: boolean;
   /** Reads `into.length` bytes at `offset` into `into`. */
   read(offset: number, into: Uint8Array): Promise<void>;
+  /**
+   * Reads `length` bytes at `offset` into a pipe (zero-copy: the pipe takes
+   * references to the page cache), for a connection whose stream splices
+   * ({@link ByteStream.spliceFrom}); resolves undefined when this read cannot
+   * go that way now (then {@link NbdExport.read} is used), rejects as `read`.
+   */
+  readPiped?(offset: number, length: number): Promise<PipedData | undefined>;
   /** Writes `data` at `offset`; with `fua`, the data is durable when the promise resolves. */
   write(offset: number, data: Uint8Array, options: { fua: boolean }): Promise<void>;
   /** Makes every completed write durable. */
@@ -104,6 +111,16 @@ export interface NbdExport {
    * earlier at the client's NBD_CMD_DISC.
    */
   readonly ended?: AbortSignal;
+}
+
+/** READ data waiting in a pipe until it is spliced to the socket. */
+export interface PipedData {
+  /** The pipe's read end. */
+  readonly fd: number;
+  /** Bytes the pipe holds. */
+  readonly length: number;
+  /** Hands the pipe back: reused when `drained` (every byte left it), else closed. */
+  release(drained: boolean): void;
 }
 
 /** The set of exports a server offers; looked up at every handshake, so it may change. */

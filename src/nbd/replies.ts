@@ -14,7 +14,7 @@ import {
   NBD_STRUCTURED_REPLY_MAGIC,
   ReplyType,
 } from "./constants.ts";
-import type { NbdExtent } from "./export.ts";
+import type { NbdExtent, PipedData } from "./export.ts";
 import type { ReadRun } from "./read_plan.ts";
 import type { ReplyWriter } from "./reply_writer.ts";
 import {
@@ -122,6 +122,21 @@ export class ReplySender {
     view.setUint32(at + CHUNK.length, buffer.length - READ_HEADROOM + 8);
     setU64(view, at + CHUNK.size, request.offset);
     this.#writer.send(buffer.subarray(at), buffer);
+  }
+
+  /**
+   * The successful reply to a READ whose data waits in a pipe: the header
+   * (simple reply, or the final OFFSET_DATA chunk's) goes out first, then
+   * the pipe is spliced after it.
+   */
+  readPiped(request: RequestHeader, data: PipedData, structured: boolean): void {
+    if (structured) {
+      const at = this.#header(request, DATA, 8 + data.length, 8, true);
+      setU64(this.#writer.view, at, request.offset);
+    } else {
+      this.simple(request, 0);
+    }
+    this.#writer.sendPiped(data);
   }
 
   /**

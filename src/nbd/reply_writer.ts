@@ -4,12 +4,15 @@
  * after another. Small replies are written in place into a staging buffer
  * ({@link ReplyWriter.reserve}) or copied there, so that the replies produced
  * while one socket write is under way leave together in the next one; large
- * payloads are queued as they are (no copy) in their turn.
+ * payloads are queued as they are (no copy) in their turn, and READ data held
+in a pipe ({@link PipedData}) is spliced to the socket in its turn when the
+stream can splice.
  *
  * @module
  */
 
 import type { BufferPool } from "./buffer_pool.ts";
+import type { PipedData } from "./export.ts";
 import type { ByteStream } from "./socket_reader.ts";
 
 /** Payloads up to this size are copied into the staging buffer rather than queued. */
@@ -19,7 +22,7 @@ const STAGING_BYTES = 256 * 1024;
 /** The serialising writer of one connection. */
 export class ReplyWriter {
   #stream: ByteStream;
-  #queue: Uint8Array[] = [];
+  #queue: (Uint8Array | PipedData)[] = [];
   #owners: (Uint8Array | undefined)[] = [];
   #queueHead = 0;
   #staging = new Uint8Array(STAGING_BYTES);
@@ -62,6 +65,11 @@ export class ReplyWriter {
     return this.#queuedBytes;
   }
 
+  /** True when the stream splices, so {@link ReplyWriter.sendPiped} may be used. */
+  get splices(): boolean {
+    return this.#stream.spliceFrom !== undefined;
+  }
+
   /** The error that broke the socket, if any. */
   get failure(): unknown {
     return this.#failure;
@@ -98,6 +106,23 @@ export class ReplyWriter {
     this.#seal();
     this.#queue.push(data);
     this.#owners.push(recycle);
+    this.#queuedBytes += data.length;
+    this.#schedule();
+  }
+
+  /**
+   * Splices the bytes waiting in `data`'s pipe to the socket after
+   * everything reserved or sent before, then releases the pipe (also when
+   * the socket fails first). Only when {@link ReplyWriter.splices}.
+   */
+  sendPiped(data: PipedData): void {
+    if (this.#failure !== undefined) {
+      data.release(false);
+      return;
+    }
+    this.#seal();
+    this.#queue.push(data);
+    this.#owners.push(undefined);
     this.#queuedBytes += data.length;
     this.#schedule();
   }
@@ -143,14 +168,24 @@ export class ReplyWriter {
           this.#owners.splice(0, this.#queueHead);
           this.#queueHead = 0;
         }
-        let done = 0;
-        while (done < chunk.length) done += await this.#stream.write(chunk.subarray(done));
+        if (chunk instanceof Uint8Array) {
+          let done = 0;
+          const more = !(this.#queue[this.#queueHead] instanceof Uint8Array) &&
+            this.#queueHead < this.#queue.length;
+          while (done < chunk.length) done += await this.#stream.write(chunk.subarray(done), more);
+          if (owner !== undefined) this.#pool?.give(owner);
+        } else {
+          await this.#splice(chunk);
+        }
         this.#queuedBytes -= chunk.length;
-        if (owner !== undefined) this.#pool?.give(owner);
       }
     } catch (error) {
       this.#failure = error;
       this.#onFailure(error);
+      for (let i = this.#queueHead; i < this.#queue.length; i++) {
+        const left = this.#queue[i];
+        if (!(left instanceof Uint8Array)) left.release(false);
+      }
     }
     this.#queue.length = this.#owners.length = this.#queueHead = 0;
     if (this.#failure !== undefined) this.#queuedBytes = 0;
@@ -159,6 +194,18 @@ export class ReplyWriter {
     const waiters = this.#drainWaiters;
     this.#drainWaiters = [];
     for (const wake of waiters) wake();
+  }
+
+  /** Splices all of `data`'s pipe to the socket, then releases it. */
+  async #splice(data: PipedData): Promise<void> {
+    let done = 0;
+    try {
+      while (done < data.length) {
+        done += await this.#stream.spliceFrom!(data.fd, data.length - done);
+      }
+    } finally {
+      data.release(done === data.length);
+    }
   }
 }
 

@@ -13,8 +13,18 @@ import { ServiceError } from "../errors.ts";
 export interface ByteStream {
   /** Reads up to `into.length` bytes; null at end of stream. */
   read(into: Uint8Array): Promise<number | null>;
-  /** Writes some of `data`; resolves to the number of bytes written. */
-  write(data: Uint8Array): Promise<number>;
+  /**
+   * Writes some of `data`; resolves to the number of bytes written. `more`:
+   * a spliced payload follows at once (a socket may hold these bytes back
+   * to send them with it, MSG_MORE).
+   */
+  write(data: Uint8Array, more?: boolean): Promise<number>;
+  /**
+   * Moves some of the `length` bytes waiting in the pipe `fd` to the stream
+   * (splice); resolves to the number of bytes moved. Only streams over a
+   * socket descriptor have it.
+   */
+  spliceFrom?(fd: number, length: number): Promise<number>;
   /** Closes the stream; pending reads and writes reject. */
   close(): void;
 }

@@ -52,6 +52,8 @@ const MAX_IN_FLIGHT_BYTES = 128 * 1024 * 1024;
 const MAX_QUEUED_REPLY_BYTES = 64 * 1024 * 1024;
 /** Structured READs this long or longer ask the export where the holes are. */
 const SPARSE_READ_MIN = 64 * 1024;
+/** READs this large or larger are spliced where the export and stream can (smaller ones are copied). */
+const PIPED_READ_MIN = 32 * 1024;
 const ZERO_WRITE_BYTES = 1024 * 1024;
 const SHUTTING_DOWN: Refusal = { error: E.NBD_ESHUTDOWN, reason: "the server is shutting down" };
 const EXPORT_ENDED: Refusal = { error: E.NBD_ESHUTDOWN, reason: "the export is gone" };
@@ -264,6 +266,13 @@ export class Transmission {
           ),
         );
         this.#replies.readRuns(request, runs, data);
+        return;
+      }
+    }
+    if (exp.readPiped !== undefined && length >= PIPED_READ_MIN && this.#writer.splices) {
+      const piped = await exp.readPiped(offset, length);
+      if (piped !== undefined) {
+        this.#replies.readPiped(request, piped, structured);
         return;
       }
     }

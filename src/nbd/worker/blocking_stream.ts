@@ -27,6 +27,8 @@ import type { ByteStream } from "../socket_reader.ts";
 import { Errno, errno, type Libc, libc, Sys, sysError } from "./libc.ts";
 
 const SLICE_MS = 1000;
+/** SPLICE_F_MOVE | SPLICE_F_NONBLOCK (the pipe side never waits). */
+const SPLICE_FLAGS = 1 | 2;
 
 /** How a {@link BlockingStream} waits. */
 export interface BlockingStreamOptions {
@@ -57,6 +59,7 @@ export class BlockingStream implements ByteStream {
   readonly #pollBytes = new Uint8Array(this.#pollFds.buffer);
   #lastActiveMs = Date.now();
   #closed = false;
+  #spliceRefused = false;
   /** Reads fail with TIMEOUT after this time (ms since the epoch); undefined: no deadline. */
   deadlineMs: number | undefined;
   /** Once the socket has nothing to read after this time, the stream ends (an export that ended). */
@@ -96,21 +99,54 @@ export class BlockingStream implements ByteStream {
     }
   }
 
-  write(data: Uint8Array): Promise<number> {
+  write(data: Uint8Array, more = false): Promise<number> {
+    const flags = Sys.MSG_DONTWAIT | Sys.MSG_NOSIGNAL | (more ? Sys.MSG_MORE : 0);
+    return this.#sendWith(
+      "send",
+      () => Number(this.#libc.send(this.#fd, data, BigInt(data.length), flags)),
+    );
+  }
+
+  /**
+   * Splices up to `length` bytes from the pipe `fd` to the socket (which the
+   * Worker made non-blocking, so the splice never waits on the socket; a
+   * full socket waits in poll as a send does). A socket that cannot take
+   * spliced pages (EINVAL) gets them read from the pipe and sent instead.
+   */
+  spliceFrom(fd: number, length: number): Promise<number> {
+    if (this.#spliceRefused) return this.#sendFromPipe(fd, length);
+    return this.#sendWith(
+      "splice",
+      () => Number(this.#libc.splice(fd, null, this.#fd, null, BigInt(length), SPLICE_FLAGS)),
+    ).catch((error) => {
+      if ((error as { errno?: number }).errno !== Errno.EINVAL) throw error;
+      this.#spliceRefused = true;
+      return this.#sendFromPipe(fd, length);
+    });
+  }
+
+  /** Reads up to `length` bytes out of the pipe `fd` and sends them. */
+  async #sendFromPipe(fd: number, length: number): Promise<number> {
+    const bytes = new Uint8Array(Math.min(length, 256 * 1024));
+    const n = Number(this.#libc.read(fd, bytes, BigInt(bytes.length)));
+    if (n <= 0) throw sysError("read", n === 0 ? Errno.EIO : errno());
+    for (let done = 0; done < n;) done += await this.write(bytes.subarray(done, n));
+    return n;
+  }
+
+  /**
+   * Calls `once` (a non-blocking send or splice: count, or -1 with errno)
+   * until it moves something, waiting in poll while the socket is full; a
+   * client that takes nothing for `idleTimeoutMs` fails the send with TIMEOUT.
+   */
+  #sendWith(call: string, once: () => number): Promise<number> {
     for (;;) {
       if (this.#closed) return Promise.reject(new Deno.errors.BadResource("stream closed"));
-      const n = Number(
-        this.#libc.send(
-          this.#fd,
-          data,
-          BigInt(data.length),
-          Sys.MSG_DONTWAIT | Sys.MSG_NOSIGNAL,
-        ),
-      );
+      const n = once();
       if (n >= 0) return Promise.resolve(n);
       const code = errno();
       if (code === Errno.EINTR) continue;
-      if (code !== Errno.EAGAIN) return Promise.reject(sysError("send", code));
+      if (code !== Errno.EAGAIN) return Promise.reject(sysError(call, code));
       const since = Date.now();
       while (this.#poll(Sys.POLLOUT, SLICE_MS, false) === "timeout") {
         if (Date.now() - since >= this.#options.idleTimeoutMs) {
@@ -124,6 +160,18 @@ export class BlockingStream implements ByteStream {
 
   close(): void {
     this.#closed = true;
+  }
+
+  /**
+   * Blocks up to `ms` for a message from the owner (its eventfd), then turns
+   * the event loop so that what arrived is delivered.
+   */
+  async awaitMessage(ms: number): Promise<void> {
+    const fds = new Int32Array([this.#options.messageFd, Sys.POLLIN]);
+    if (this.#libc.poll(new Uint8Array(fds.buffer), 1n, ms) > 0) {
+      this.#libc.read(this.#options.messageFd, this.#counter, 8n);
+    }
+    await turnEventLoop();
   }
 
   /**

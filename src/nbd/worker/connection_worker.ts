@@ -54,14 +54,15 @@ async function run(init: WorkerInit): Promise<void> {
     }
   };
   const stats = new NbdStats(init.stats);
-  provider = new RemoteProvider(slot);
+  let stream: BlockingStream | undefined;
+  provider = new RemoteProvider(slot, (ms) => stream?.awaitMessage(ms) ?? Promise.resolve());
   const saturated = () =>
     Atomics.load(control, Control.IDLE) === 0 &&
     Atomics.load(control, Control.WORKERS) >= Atomics.load(control, Control.MAX_WORKERS);
   for (;;) {
     const accepted = acceptNext(init, { control, logger });
     if (accepted === undefined) break;
-    const stream = new BlockingStream(accepted.fd, {
+    stream = new BlockingStream(accepted.fd, {
       wakeFd: init.wakeFd,
       messageFd: init.messageFd,
       idleTimeoutMs: init.idleTimeoutMs,
@@ -119,7 +120,7 @@ function acceptNext(
         init.listenFds[i],
         address,
         new Uint8Array(addressLength.buffer),
-        Sys.SOCK_CLOEXEC,
+        Sys.SOCK_CLOEXEC | Sys.SOCK_NONBLOCK,
       );
       if (fd < 0) {
         const code = errno();

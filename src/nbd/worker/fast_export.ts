@@ -20,15 +20,17 @@
  */
 
 import { ServiceError } from "../../errors.ts";
-import type { NbdExport } from "../export.ts";
+import type { NbdExport, PipedData } from "../export.ts";
 import type { FastPathView } from "./fast_path.ts";
-import { cString, errno, fileIdentity, type Libc, libc, Sys } from "./libc.ts";
+import { cString, Errno, errno, fileIdentity, type Libc, libc, Sys } from "./libc.ts";
 import { Op, type SlotClient } from "./owner_slot.ts";
+import type { ReadPipes } from "./read_pipes.ts";
 
 const FROZEN = 0;
 const IN_FLIGHT = 1;
 const FREEZES = 2;
 const GATE_WAIT_MS = 100;
+const VIEW_WAIT_MS = 20;
 
 /** Counts fast exports waiting for a view, so the stream knows to turn the event loop. */
 let viewsAwaited = 0;
@@ -44,6 +46,8 @@ export class FastExport {
   readonly #handle: number;
   readonly #delegated: NbdExport;
   readonly #libc: Libc = libc();
+  readonly #pipes: ReadPipes;
+  readonly #awaitMessage: (ms: number) => Promise<void>;
   #view: FastPathView | undefined;
   #fd = -1;
   #gate: Int32Array<ArrayBufferLike> = new Int32Array(3);
@@ -51,13 +55,25 @@ export class FastExport {
   #marks: Uint8Array<ArrayBufferLike> | undefined;
   #states: Uint8Array<ArrayBufferLike> | undefined;
   #awaiting = false;
+  #waited = false;
   #off = false;
 
-  /** The fast path of handle `handle`, falling back on `delegated`. */
-  constructor(slot: SlotClient, handle: number, delegated: NbdExport) {
+  /**
+   * The fast path of handle `handle`, falling back on `delegated`; zero-copy
+   * READs through `pipes`; `awaitMessage` blocks up to the given time for a
+   * message from the owner and delivers it.
+   */
+  constructor(
+    slot: SlotClient,
+    handle: number,
+    delegated: NbdExport,
+    worker: { pipes: ReadPipes; awaitMessage: (ms: number) => Promise<void> },
+  ) {
     this.#slot = slot;
     this.#handle = handle;
     this.#delegated = delegated;
+    this.#pipes = worker.pipes;
+    this.#awaitMessage = worker.awaitMessage;
     this.#await();
   }
 
@@ -66,6 +82,7 @@ export class FastExport {
     return {
       ...this.#delegated,
       read: (offset, into) => this.#read(offset, into),
+      readPiped: (offset, length) => this.#readPiped(offset, length),
       write: (offset, data, options) => this.#write(offset, data, options.fua),
       flush: () => this.#flush(),
     };
@@ -138,11 +155,29 @@ export class FastExport {
 
   #await(): void {
     this.#awaiting = true;
+    this.#waited = false;
     viewsAwaited++;
   }
 
+  /**
+   * The first request that finds the view awaited waits for it a little
+   * (VIEW_WAIT_MS: the owner makes it at once, but it comes by message)
+   * rather than sending every request after it to the owner meanwhile;
+   * true when the view is current then.
+   */
+  async #arrived(): Promise<boolean> {
+    if (!this.#awaiting || this.#waited) return false;
+    this.#waited = true;
+    await this.#awaitMessage(VIEW_WAIT_MS);
+    return this.#current();
+  }
+
   #read(offset: number, into: Uint8Array): Promise<void> {
-    if (!this.#current()) return this.#delegated.read(offset, into);
+    if (!this.#current()) {
+      return this.#arrived().then((arrived) =>
+        arrived ? this.#read(offset, into) : this.#delegated.read(offset, into)
+      );
+    }
     for (let done = 0; done < into.length;) {
       const n = Number(
         this.#libc.pread(
@@ -158,11 +193,28 @@ export class FastExport {
     return Promise.resolve();
   }
 
+  /** A READ spliced into a pipe; undefined (pread instead) while delegating or when no pipe is free. */
+  #readPiped(offset: number, length: number): Promise<PipedData | undefined> {
+    if (!this.#current()) {
+      return this.#arrived().then((arrived) =>
+        arrived ? this.#readPiped(offset, length) : undefined
+      );
+    }
+    try {
+      return Promise.resolve(this.#pipes.fill(this.#fd, offset, length));
+    } catch (error) {
+      const code = (error as { errno?: number }).errno ?? Errno.EIO;
+      return Promise.reject(ioError("read", code === Errno.EIO ? "end of file or EIO" : code));
+    }
+  }
+
   #write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
     const gate = this.#gate;
     if (this.#view === undefined) {
       this.#current();
-      return this.#delegated.write(offset, data, { fua });
+      return this.#arrived().then((arrived) =>
+        arrived ? this.#write(offset, data, fua) : this.#delegated.write(offset, data, { fua })
+      );
     }
     this.#enter(gate);
     let current = false;

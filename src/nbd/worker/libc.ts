@@ -1,6 +1,6 @@
 /**
  * The libc calls of the blocking Worker plane (DATA-PLANE.md shape B):
- * sockets, poll, positioned file I/O and eventfd through FFI. Each call
+ * sockets, poll, positioned file I/O, splice and eventfd through FFI. Each call
  * blocks only the thread (Worker) that makes it. Opened lazily (importing
  * this module opens nothing); needs --allow-ffi. Linux x86_64 and aarch64
  * layouts (struct sockaddr_in/_un, struct pollfd, struct stat on x86_64 only,
@@ -25,6 +25,9 @@ const symbols = {
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   fdatasync: { parameters: ["i32"], result: "i32" },
+  splice: { parameters: ["i32", "pointer", "i32", "pointer", "usize", "u32"], result: "isize" },
+  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   fstat: { parameters: ["i32", "buffer"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
@@ -36,7 +39,7 @@ const symbols = {
 export type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];
 
 /** errno values the plane acts on. */
-export const Errno = { EINTR: 4, EAGAIN: 11 } as const;
+export const Errno = { EINTR: 4, EIO: 5, EAGAIN: 11, EINVAL: 22 } as const;
 
 /** Flags and constants of the calls above (Linux). */
 export const Sys = {
@@ -51,10 +54,14 @@ export const Sys = {
   TCP_NODELAY: 1,
   MSG_DONTWAIT: 0x40,
   MSG_NOSIGNAL: 0x4000,
+  MSG_MORE: 0x8000,
   POLLIN: 1,
   POLLOUT: 4,
   O_RDWR: 2,
   O_CLOEXEC: 0o2000000,
+  O_NONBLOCK: 0o4000,
+  F_SETPIPE_SZ: 1031,
+  F_GETPIPE_SZ: 1032,
   EFD_NONBLOCK: 0o4000,
   EFD_CLOEXEC: 0o2000000,
   SHUT_WR: 1,

@@ -11,6 +11,7 @@ import { delegatedExport } from "./delegated_export.ts";
 import type { ExportInfo } from "./export_info.ts";
 import { FastExport } from "./fast_export.ts";
 import type { FastPathView } from "./fast_path.ts";
+import { ReadPipes } from "./read_pipes.ts";
 import { Op, type SlotClient } from "./owner_slot.ts";
 
 /** The owner's exports as one Worker sees them. */
@@ -18,10 +19,16 @@ export class RemoteProvider implements ExportProvider {
   readonly #slot: SlotClient;
   readonly #fast = new Map<number, FastExport>();
   readonly #endings = new Map<number, AbortController>();
+  readonly #pipes = new ReadPipes();
+  readonly #awaitMessage: (ms: number) => Promise<void>;
 
-  /** Asks through `slot`. */
-  constructor(slot: SlotClient) {
+  /**
+   * Asks through `slot`; `awaitMessage` blocks up to the given time for a
+   * message from the owner (a view) and delivers it.
+   */
+  constructor(slot: SlotClient, awaitMessage: (ms: number) => Promise<void>) {
     this.#slot = slot;
+    this.#awaitMessage = awaitMessage;
   }
 
   list(): NbdExport[] {
@@ -42,7 +49,10 @@ export class RemoteProvider implements ExportProvider {
     }
     const delegated = delegatedExport(this.#slot, info, ended);
     if (!info.fast) return delegated;
-    const fast = new FastExport(this.#slot, info.handle, delegated);
+    const fast = new FastExport(this.#slot, info.handle, delegated, {
+      pipes: this.#pipes,
+      awaitMessage: this.#awaitMessage,
+    });
     this.#fast.set(info.handle, fast);
     return fast.export();
   }
@@ -61,9 +71,10 @@ export class RemoteProvider implements ExportProvider {
     this.#endings.get(handle)?.abort();
   }
 
-  /** Forgets the connection's exports (closing their descriptors) and tells the owner. */
+  /** Forgets the connection's exports (closing their descriptors and idle pipes) and tells the owner. */
   release(): void {
     for (const fast of this.#fast.values()) fast.close();
+    this.#pipes.close();
     this.#fast.clear();
     this.#endings.clear();
     this.#slot.call(Op.RELEASE, {});
