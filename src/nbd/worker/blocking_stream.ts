@@ -25,6 +25,7 @@ import { setImmediate } from "node:timers";
 import { ServiceError } from "../../errors.ts";
 import type { ByteStream } from "../socket_reader.ts";
 import { Errno, errno, type Libc, libc, Sys, sysError } from "./libc.ts";
+import { SpinBudget } from "./spin_budget.ts";
 
 const SLICE_MS = 1000;
 /** SPLICE_F_MOVE | SPLICE_F_NONBLOCK (the pipe side never waits). */
@@ -60,6 +61,7 @@ export class BlockingStream implements ByteStream {
   #lastActiveMs = Date.now();
   #closed = false;
   #spliceRefused = false;
+  readonly #spinBudget = new SpinBudget();
   /** Reads fail with TIMEOUT after this time (ms since the epoch); undefined: no deadline. */
   deadlineMs: number | undefined;
   /** Once the socket has nothing to read after this time, the stream ends (an export that ended). */
@@ -88,8 +90,13 @@ export class BlockingStream implements ByteStream {
       const code = errno();
       if (code === Errno.EINTR) continue;
       if (code !== Errno.EAGAIN) throw sysError("recv", code);
+      // Every microtask runs first (the replies of the requests served leave), then spin.
       await turnEventLoop();
+      const spun = this.#spin(into);
+      if (spun !== undefined) return spun;
+      const sleptFrom = performance.now();
       const outcome = this.#waitReadable();
+      this.#spinBudget.slept((performance.now() - sleptFrom) * 1000);
       if (outcome === "message") {
         this.#libc.read(this.#options.messageFd, this.#counter, 8n);
         await turnEventLoop();
@@ -97,6 +104,27 @@ export class BlockingStream implements ByteStream {
       }
       if (outcome === "end") return null;
     }
+  }
+
+  /**
+   * Tries recv for up to the spin budget (spin_budget.ts): the count (null
+   * at the end of the stream) if data came, undefined if the Worker should
+   * sleep in poll.
+   */
+  #spin(into: Uint8Array): number | null | undefined {
+    const budget = this.#spinBudget.us;
+    if (budget === 0) return undefined;
+    const until = performance.now() + budget / 1000;
+    while (performance.now() < until) {
+      const n = Number(this.#libc.recv(this.#fd, into, BigInt(into.length), Sys.MSG_DONTWAIT));
+      if (n < 0) continue;
+      this.#spinBudget.spun(true);
+      if (n === 0) return null;
+      this.#lastActiveMs = Date.now();
+      return n;
+    }
+    this.#spinBudget.spun(false);
+    return undefined;
   }
 
   write(data: Uint8Array, more = false): Promise<number> {
