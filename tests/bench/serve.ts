@@ -2,7 +2,7 @@
  * Our NBD server as a separate process for the benchmarks (so that it can
  * be profiled alone, like nbdkit and qemu-nbd run alone):
  *
- *   deno run -A tests/bench/serve.ts --mode memory|file|file-sync|file-ffi|tracker|snapshot|image --path disk.img --port N
+ *   deno run -A tests/bench/serve.ts --mode memory|file|file-sync|file-ffi|tracker|snapshot|image[-workers] --path disk.img --port N
  *     [--storage dir]
  *
  * - memory: the file's contents loaded into a MemoryExport (the protocol
@@ -15,7 +15,8 @@
  *   copy the original chunks into a difference storage in `--storage`
  *   (a directory on another file system, e.g. /dev/shm) or in memory.
  * - image: as snapshot, but the default export is the snapshot's image of
- *   the file (read-only), for the sparse copy row.
+ *   the file (read-only), for the sparse copy row; image-workers: the same
+ *   through the Worker plane (image READs are asked of the main thread).
  * - tracker-workers, snapshot-workers: tracker and snapshot served by the
  *   product's Worker plane (src/nbd/worker, `blksnapctl serve --nbd-workers`)
  *   with `--workers N|auto` blocking Workers (default auto, as the flag), the
@@ -76,7 +77,7 @@ if (values.mode === "memory") {
   const tracker = await engine.attach("disk", store);
   exp = deviceExport(tracker);
   offerFastPath(exp, deviceFastPath(tracker, () => true));
-  if (values.mode.startsWith("snapshot") || values.mode === "image") {
+  if (values.mode.startsWith("snapshot") || values.mode.startsWith("image")) {
     const storagePath = values.storage;
     const storage = storagePath === undefined
       ? new MemoryStore({ capacityBytes: 0, maxBytes: 2 * store.capacityBytes })
@@ -88,7 +89,7 @@ if (values.mode === "memory") {
       trackers: ["disk"],
     });
     await snapshot.take();
-    if (values.mode === "image") {
+    if (values.mode.startsWith("image")) {
       exp = imageExport(snapshot, tracker);
     }
   }
