@@ -117,6 +117,15 @@ export interface DiffAreaCounters {
   chunks: number;
 }
 
+/**
+ * Int32 slots of {@link DiffArea.control}, shared with Workers that read the
+ * image themselves (src/userspace/image_fast_path.ts): CORRUPTED (1 once the
+ * area is corrupted), STOPPING (1 once destroy began) and IMAGE_IO (their
+ * image reads in flight: a Worker adds one, then checks STOPPING; destroy sets
+ * STOPPING, then waits for IMAGE_IO to reach 0, so no read outlives it).
+ */
+export const AreaControl = { CORRUPTED: 0, STOPPING: 1, IMAGE_IO: 2 } as const;
+
 /** Copy-on-write state of one device in a taken snapshot. */
 export class DiffArea {
   /** The device's name. */
@@ -137,6 +146,8 @@ export class DiffArea {
   readonly storage: DiffStorage;
   /** Engine counters (engine use). */
   readonly stats: EngineStats;
+  /** Shared flags and counter ({@link AreaControl}). */
+  readonly control: Int32Array<SharedArrayBuffer> = new Int32Array(new SharedArrayBuffer(12));
   #emit: EmitEvent;
   #pool: DiffBufferPool;
   #transit = new Map<number, Chunk>();
@@ -227,6 +238,7 @@ export class DiffArea {
   setCorrupted(errno: number): void {
     if (this.#corrupted) return;
     this.#corrupted = true;
+    Atomics.store(this.control, AreaControl.CORRUPTED, 1);
     this.#errorCode = errno;
     this.#emit({
       code: "corrupted",
@@ -355,7 +367,8 @@ export class DiffArea {
       return "refused";
     }
     this.table.diffOffsets[chunk.index] = offset;
-    this.table.states[chunk.index] = CHUNK_ST_STORED;
+    // Atomics: a Worker that sees STORED must see the offset written before it.
+    Atomics.store(this.table.states, chunk.index, CHUNK_ST_STORED);
     this.stats.cowCopies += 1;
     this.stats.chunksStored += 1;
     return "stored";
@@ -404,13 +417,13 @@ export class DiffArea {
    * the caller must call {@link DiffArea.startWorker} after unlocking (engine use).
    */
   scheduleStoring(chunk: Chunk): boolean {
-    this.table.states[chunk.index] = CHUNK_ST_IN_MEMORY;
+    Atomics.store(this.table.states, chunk.index, CHUNK_ST_IN_MEMORY);
     return this.#queue.push(chunk);
   }
 
   /** Marks a locked `chunk` FAILED, drops its buffer and corrupts the area with `errno` unless 0 (engine use). */
   failChunk(chunk: Chunk, errno: number): void {
-    this.table.states[chunk.index] = CHUNK_ST_FAILED;
+    Atomics.store(this.table.states, chunk.index, CHUNK_ST_FAILED);
     if (chunk.buffer) {
       this.#pool.release(chunk.buffer);
       chunk.buffer = undefined;
@@ -445,7 +458,7 @@ export class DiffArea {
       return;
     }
     this.table.diffOffsets[chunk.index] = offset;
-    this.table.states[chunk.index] = CHUNK_ST_STORED;
+    Atomics.store(this.table.states, chunk.index, CHUNK_ST_STORED);
     chunk.buffer = undefined;
     this.#pool.release(buffer);
     this.stats.chunksStored += 1;
@@ -487,8 +500,13 @@ export class DiffArea {
    */
   async stopImageIo(): Promise<void> {
     this.#stopping = true;
+    Atomics.store(this.control, AreaControl.STOPPING, 1);
     if (this.#imageIo > 0) {
       await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    }
+    // Workers' reads are a pread or two each: poll for them (a timer keeps the event loop alive).
+    while (Atomics.load(this.control, AreaControl.IMAGE_IO) > 0) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
     }
   }
 

@@ -1,19 +1,21 @@
 /**
  * The userspace backend's NBD exports, computed from the engine at each
  * handshake: every attached device under its id, and every image of every
- * taken snapshot under `<device>@<snapshot-id>`. Device exports offer
- * Workers a fast path (device_fast_path.ts).
+ * taken snapshot under `<device>@<snapshot-id>`. Device and image exports
+ * offer Workers a fast path (device_fast_path.ts, image_fast_path.ts).
  *
  * @module
  */
 
 import type { Engine } from "../engine/engine.ts";
+import type { Snapshot } from "../engine/snapshot.ts";
 import type { Tracker } from "../engine/tracker.ts";
 import type { ExportProvider, NbdExport } from "../nbd/export.ts";
 import { offerFastPath } from "../nbd/worker/fast_path.ts";
 import { deviceExport } from "./device_export.ts";
 import { deviceFastPath } from "./device_fast_path.ts";
 import { imageExport } from "./image_export.ts";
+import { imageFastPath } from "./image_fast_path.ts";
 
 /** Exports of `engine`'s devices and images. */
 export function engineExports(engine: Engine): ExportProvider {
@@ -33,7 +35,7 @@ export function engineExports(engine: Engine): ExportProvider {
   const imageExports = (): NbdExport[] =>
     engine.snapshots().filter((s) => s.state === "taken" || s.state === "corrupted").flatMap((
       snapshot,
-    ) => snapshot.trackers().map((tracker) => imageExport(snapshot, tracker)));
+    ) => snapshot.trackers().map((tracker) => imageExportWithFastPath(snapshot, tracker)));
   return {
     list: () => [
       ...engine.trackers().map((t) => deviceExportOf(t.name)!),
@@ -48,7 +50,14 @@ export function engineExports(engine: Engine): ExportProvider {
         return undefined;
       }
       const tracker = snapshot.trackers().find((t) => t.name === deviceId);
-      return tracker ? imageExport(snapshot, tracker) : undefined;
+      return tracker ? imageExportWithFastPath(snapshot, tracker) : undefined;
     },
   };
+}
+
+/** The export of `tracker`'s image in `snapshot`, with its Worker fast path offered. */
+function imageExportWithFastPath(snapshot: Snapshot, tracker: Tracker): NbdExport {
+  const exp = imageExport(snapshot, tracker);
+  offerFastPath(exp, imageFastPath(snapshot, tracker));
+  return exp;
 }

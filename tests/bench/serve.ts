@@ -16,7 +16,7 @@
  *   (a directory on another file system, e.g. /dev/shm) or in memory.
  * - image: as snapshot, but the default export is the snapshot's image of
  *   the file (read-only), for the sparse copy row; image-workers: the same
- *   through the Worker plane (image READs are asked of the main thread).
+ *   through the Worker plane (image READs on the Workers' fast path).
  * - tracker-workers, snapshot-workers: tracker and snapshot served by the
  *   product's Worker plane (src/nbd/worker, `blksnapctl serve --nbd-workers`)
  *   with `--workers N|auto` blocking Workers (default auto, as the flag), the
@@ -41,6 +41,7 @@ import { deviceExport } from "../../src/userspace/device_export.ts";
 import { deviceFastPath } from "../../src/userspace/device_fast_path.ts";
 import { nbdWorkers } from "../../src/cli/commands/nbd_workers_flag.ts";
 import { imageExport } from "../../src/userspace/image_export.ts";
+import { imageFastPath } from "../../src/userspace/image_fast_path.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -91,6 +92,7 @@ if (values.mode === "memory") {
     await snapshot.take();
     if (values.mode.startsWith("image")) {
       exp = imageExport(snapshot, tracker);
+      offerFastPath(exp, imageFastPath(snapshot, tracker));
     }
   }
 }

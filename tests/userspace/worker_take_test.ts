@@ -2,7 +2,9 @@
  * Take and destroy while fio and nbdcopy write through the Worker plane:
  * the device is served by two blocking Workers on their fast path (marking
  * the shared CBT, asking the owner to copy NEW chunks), and snapshots are
- * taken and destroyed under that load, three times. At each take, once the
+ * taken and destroyed under that load, four times (the images alternately
+ * on a file storage, read by the Workers themselves, and in memory, read
+ * by the owner). At each take, once the
  * gate is frozen and the tables are switched (the tracker's unfreeze), the
  * test reads the device file: that is the device at take. Every byte of the
  * image, copied out with nbdcopy through the Workers, must equal it. At the
@@ -19,7 +21,7 @@ import { engineExports } from "../../src/userspace/export_provider.ts";
 import { runToolOk, toolsMissing } from "../_helpers/nbd_fixture.ts";
 
 const SIZE = 32 << 20;
-const CYCLES = 3;
+const CYCLES = 4;
 
 function firstDifference(a: Uint8Array, b: Uint8Array): number {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
@@ -80,8 +82,11 @@ Deno.test({
       load = Promise.allSettled([fio, copies]);
       for (let cycle = 0; cycle < CYCLES; cycle++) {
         await new Promise((resolve) => setTimeout(resolve, 500));
+        // On a file storage the Workers read the image themselves (image fast path); in memory, the owner does.
         const snapshot = await engine.createSnapshot({
-          storage: new MemoryStore({ capacityBytes: 0, maxBytes: 4 * SIZE }),
+          storage: cycle % 2 === 0
+            ? await openStore(`${dir}/diff-${cycle}.img`, { create: true })
+            : new MemoryStore({ capacityBytes: 0, maxBytes: 4 * SIZE }),
           limitSectors: (4 * SIZE) / 512,
           trackers: ["disk"],
         });

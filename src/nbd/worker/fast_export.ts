@@ -1,8 +1,9 @@
 /**
  * A Worker's export with a fast path (fast_path.ts): READ, WRITE and FLUSH
- * on the Worker's own descriptor of the export's file, everything else and
- * every request made while the view is missing or stale delegated to the
- * owner (delegated_export.ts).
+ * on the Worker's own descriptor of the export's file (a snapshot image:
+ * READ alone, through image_reader.ts), everything else and every request
+ * made while the view is missing or stale delegated to the owner
+ * (delegated_export.ts).
  *
  * A WRITE (DATA-PLANE.md "A worker's WRITE"): enter the gate (while frozen,
  * Atomics.wait; add one to in flight, re-check frozen); check that the view
@@ -21,7 +22,8 @@
 
 import { ServiceError } from "../../errors.ts";
 import type { NbdExport, PipedData } from "../export.ts";
-import type { FastPathView } from "./fast_path.ts";
+import type { FastPathView, FileIdentityView } from "./fast_path.ts";
+import { ImageReader } from "./image_reader.ts";
 import { cString, Errno, errno, fileIdentity, type Libc, libc, Sys } from "./libc.ts";
 import { Op, type SlotClient } from "./owner_slot.ts";
 import type { ReadPipes } from "./read_pipes.ts";
@@ -50,6 +52,8 @@ export class FastExport {
   readonly #awaitMessage: (ms: number) => Promise<void>;
   #view: FastPathView | undefined;
   #fd = -1;
+  #storageFd = -1;
+  #image: ImageReader | undefined;
   #gate: Int32Array<ArrayBufferLike> = new Int32Array(3);
   #header: Int32Array<ArrayBufferLike> | undefined;
   #marks: Uint8Array<ArrayBufferLike> | undefined;
@@ -99,8 +103,11 @@ export class FastExport {
       this.close();
       return;
     }
-    if (this.#view?.path !== view.path && !this.#open(view)) return;
+    const reopen = this.#view?.path !== view.path ||
+      this.#view?.image?.storagePath !== view.image?.storagePath;
+    if (reopen && !this.#open(view)) return;
     this.#view = view;
+    this.#image = view.image && new ImageReader(view.image, this.#fd, this.#storageFd);
     this.#gate = new Int32Array(view.gate);
     const marks = view.marks;
     this.#header = marks && new Int32Array(marks.buffer, 0, 4);
@@ -109,36 +116,48 @@ export class FastExport {
     this.#states = prepare && new Uint8Array(prepare.buffer, prepare.statesOffset, prepare.count);
   }
 
-  /** Closes the descriptor. */
+  /** Closes the descriptors. */
   close(): void {
     if (this.#fd >= 0) this.#libc.close(this.#fd);
-    this.#fd = -1;
+    if (this.#storageFd >= 0) this.#libc.close(this.#storageFd);
+    this.#fd = this.#storageFd = -1;
     this.#view = undefined;
+    this.#image = undefined;
     if (this.#awaiting) {
       this.#awaiting = false;
       viewsAwaited--;
     }
   }
 
+  /** Opens the view's file (and an image's storage); false, and the fast path off, if one is not what the view says. */
   #open(view: FastPathView): boolean {
     this.close();
-    const fd = this.#libc.open(cString(view.path), Sys.O_RDWR | Sys.O_CLOEXEC, 0);
-    if (fd < 0) {
+    const image = view.image;
+    const mode = image === undefined ? Sys.O_RDWR : Sys.O_RDONLY;
+    this.#fd = this.#openChecked(view.path, view.identity, mode);
+    if (image !== undefined && this.#fd >= 0) {
+      this.#storageFd = this.#openChecked(image.storagePath, image.storageIdentity, mode);
+    }
+    if (this.#fd < 0 || (image !== undefined && this.#storageFd < 0)) {
+      this.close();
       this.#off = true;
       return false;
     }
+    return true;
+  }
+
+  /** A descriptor of `path` if it is `identity`, else -1. */
+  #openChecked(path: string, identity: FileIdentityView, mode: number): number {
+    const fd = this.#libc.open(cString(path), mode | Sys.O_CLOEXEC, 0);
+    if (fd < 0) return -1;
     const id = fileIdentity(fd);
     const same = id !== undefined &&
-      (view.identity.block
-        ? id.block && id.rdev === view.identity.device
-        : !id.block && id.device === view.identity.device && id.inode === view.identity.inode);
-    if (!same) {
-      this.#libc.close(fd);
-      this.#off = true;
-      return false;
-    }
-    this.#fd = fd;
-    return true;
+      (identity.block
+        ? id.block && id.rdev === identity.device
+        : !id.block && id.device === identity.device && id.inode === identity.inode);
+    if (same) return fd;
+    this.#libc.close(fd);
+    return -1;
   }
 
   /** True when the view may be used now; else asks for a new one (once). */
@@ -178,6 +197,11 @@ export class FastExport {
         arrived ? this.#read(offset, into) : this.#delegated.read(offset, into)
       );
     }
+    if (this.#image !== undefined) {
+      return this.#image.read(offset, into)
+        ? Promise.resolve()
+        : this.#delegated.read(offset, into);
+    }
     for (let done = 0; done < into.length;) {
       const n = Number(
         this.#libc.pread(
@@ -200,6 +224,7 @@ export class FastExport {
         arrived ? this.#readPiped(offset, length) : undefined
       );
     }
+    if (this.#image !== undefined) return Promise.resolve(undefined);
     try {
       return Promise.resolve(this.#pipes.fill(this.#fd, offset, length));
     } catch (error) {
@@ -210,6 +235,7 @@ export class FastExport {
 
   #write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
     const gate = this.#gate;
+    if (this.#image !== undefined) return this.#delegated.write(offset, data, { fua });
     if (this.#view === undefined) {
       this.#current();
       return this.#arrived().then((arrived) =>
@@ -296,7 +322,7 @@ export class FastExport {
   }
 
   #flush(): Promise<void> {
-    if (!this.#current()) return this.#delegated.flush();
+    if (!this.#current() || this.#image !== undefined) return this.#delegated.flush();
     if (this.#libc.fdatasync(this.#fd) !== 0) return Promise.reject(ioError("flush", errno()));
     return Promise.resolve();
   }

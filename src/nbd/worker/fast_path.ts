@@ -1,7 +1,8 @@
 /**
  * What lets a Worker serve an export's READ, WRITE and FLUSH itself, on its
- * own descriptor of the export's file, instead of asking the owner for each
- * request. An export offers it with {@link offerFastPath}; without one,
+ * own descriptor of the export's file (a tracked device), or READ alone (a
+ * read-only snapshot image, {@link ImageView}), instead of asking the owner
+ * for each request. An export offers it with {@link offerFastPath}; without one,
  * every request of the export is delegated to the owner (correct, slower).
  *
  * The view is shared memory the owner keeps current: a write gate (Int32
@@ -19,14 +20,50 @@
 
 import type { NbdExport } from "../export.ts";
 
+/** What an opened file must be: st_rdev of a block device, or st_dev and st_ino of a file. */
+export interface FileIdentityView {
+  /** True for a block device. */
+  block: boolean;
+  /** st_rdev of a block device, st_dev of a file. */
+  device: number;
+  /** st_ino of a file. */
+  inode: number;
+}
+
+/**
+ * A read-only snapshot image a Worker reads itself: chunks still NEW from
+ * the original (the view's file), STORED ones from the difference storage.
+ * See src/userspace/image_fast_path.ts for the rules.
+ */
+export interface ImageView {
+  /** The difference storage's file. */
+  storagePath: string;
+  /** What it must be. */
+  storageIdentity: FileIdentityView;
+  /** The chunk table (Float64 storage offsets first, then one state byte per chunk). */
+  table: SharedArrayBuffer;
+  /** Byte offset of the state bytes. */
+  statesOffset: number;
+  /** Number of chunks. */
+  count: number;
+  /** Power of 2 of a chunk. */
+  shift: number;
+  /** The image's size in bytes. */
+  sizeBytes: number;
+  /** The difference area's control (Int32 CORRUPTED, STOPPING, IMAGE_IO: engine AreaControl). */
+  control: SharedArrayBuffer;
+}
+
 /** An export's shared state as a Worker uses it (sent by postMessage). */
 export interface FastPathView {
   /** The gate's FREEZES when the view was made. */
   epoch: number;
   /** The file to open. */
   path: string;
-  /** What the opened file must be: st_rdev of a block device, or st_dev and st_ino of a file. */
-  identity: { block: boolean; device: number; inode: number };
+  /** What the opened file must be. */
+  identity: FileIdentityView;
+  /** Set for a snapshot image: the view's file is its original, and writes are never fast. */
+  image?: ImageView;
   /** The write gate (Int32 FROZEN, IN_FLIGHT, FREEZES). */
   gate: SharedArrayBuffer;
   /** The mark table, if writes mark one. */

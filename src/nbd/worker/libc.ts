@@ -57,6 +57,7 @@ export const Sys = {
   MSG_MORE: 0x8000,
   POLLIN: 1,
   POLLOUT: 4,
+  O_RDONLY: 0,
   O_RDWR: 2,
   O_CLOEXEC: 0o2000000,
   O_NONBLOCK: 0o4000,
