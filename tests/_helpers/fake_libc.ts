@@ -204,7 +204,10 @@ export class FakeKernel implements Libc {
   #devices = new Map<string, BlockDevice>();
   #snapshots = new Map<string, Snapshot>();
   #fds = new Map<number, OpenFile>();
-  #nextFd = 100;
+  // Far above any real descriptor: the process's own (the storage the driver hands over as
+  // /proc/self/fd/N) must never share a number with a fake one, however many the test
+  // modules running on this process's threads have open.
+  #nextFd = 1 << 30;
   #memory = new Map<number, Uint8Array>();
   #nextAddress = 0x10000;
   #injections: Injection[] = [];

@@ -14,6 +14,7 @@ import {
   BlkfilterCtlBlksnap as Cmd,
 } from "../../src/kernel/abi.ts";
 import { kernelFixture } from "../_helpers/kernel_fixture.ts";
+import { cString, libc, Sys } from "../../src/nbd/worker/libc.ts";
 
 const PROFILES = ["upstream", "outoftree"] as const;
 
@@ -348,3 +349,38 @@ for (const profile of PROFILES) {
     }
   });
 }
+
+Deno.test("a storage descriptor numbered like one of the fake's own is still the real storage", async () => {
+  // The fake's descriptors once started at 100: in a process with about that many open (test
+  // modules run on threads of one process), the storage's /proc/self/fd/N named one of the
+  // fake's files instead, and SNAPSHOT_CREATE answered ENOENT.
+  const fx = await kernelFixture("outoftree");
+  const held: number[] = [];
+  const c = libc();
+  try {
+    const driver = await fx.driver();
+    const device = await driver.attach(fx.devices[0].path);
+    for (let i = 0; i < 12; i++) {
+      // The storage gets the lowest free number: make it 95 + i.
+      for (const fd of held.splice(0)) c.close(fd);
+      for (;;) {
+        const fd = c.open(cString("/dev/null"), Sys.O_RDONLY | Sys.O_CLOEXEC, 0);
+        assert.ok(fd >= 0);
+        if (fd >= 95 + i) {
+          c.close(fd);
+          break;
+        }
+        held.push(fd);
+      }
+      const { id } = await driver.createSnapshot({
+        deviceIds: [device.id],
+        diffStorage: { path: `${fx.dir}/busy-${i}.diff`, limitBytes: 1 << 30 },
+      });
+      await driver.destroySnapshot(id);
+    }
+    await driver.close();
+  } finally {
+    for (const fd of held) c.close(fd);
+    await fx.cleanup();
+  }
+});
