@@ -47,7 +47,7 @@ function ours(mode: string) {
     paths.disk,
     "--port",
     String(port),
-    ...(mode.startsWith("snapshot") && paths.storageDir
+    ...((mode.startsWith("snapshot") || mode.startsWith("image")) && paths.storageDir
       ? ["--storage", `${paths.storageDir}/blksnap-bench-diff-${port}`]
       : []),
   ];
@@ -89,7 +89,7 @@ export const CONTENDERS: Contender[] = [
   },
   {
     key: "ours-tracker",
-    label: "blksnap (tracker)",
+    label: "blksnap (tracker, main thread: --nbd-workers 0)",
     suite: true,
     firstWrite: false,
     ours: true,
@@ -97,7 +97,7 @@ export const CONTENDERS: Contender[] = [
   },
   {
     key: "ours-tracker-workers",
-    label: "blksnap (tracker, blocking Workers: --nbd-workers)",
+    label: "blksnap (tracker, NBD Workers: the userspace default)",
     suite: true,
     firstWrite: false,
     ours: true,
@@ -105,7 +105,7 @@ export const CONTENDERS: Contender[] = [
   },
   {
     key: "ours-snapshot",
-    label: "blksnap (taken snapshot)",
+    label: "blksnap (taken snapshot, main thread)",
     suite: false,
     firstWrite: true,
     ours: true,
@@ -113,7 +113,7 @@ export const CONTENDERS: Contender[] = [
   },
   {
     key: "ours-snapshot-workers",
-    label: "blksnap (taken snapshot, blocking Workers: --nbd-workers)",
+    label: "blksnap (taken snapshot, NBD Workers)",
     suite: false,
     firstWrite: true,
     ours: true,
@@ -176,11 +176,19 @@ export const CONTENDERS: Contender[] = [
 export const SPARSE_CONTENDERS: Contender[] = [
   {
     key: "ours-image",
-    label: "blksnap (snapshot image)",
+    label: "blksnap (snapshot image, main thread)",
     suite: false,
     firstWrite: false,
     ours: true,
     command: ours("image"),
+  },
+  {
+    key: "ours-image-workers",
+    label: "blksnap (snapshot image, NBD Workers)",
+    suite: false,
+    firstWrite: false,
+    ours: true,
+    command: ours("image-workers"),
   },
   {
     key: "nbdkit-file-sparse",

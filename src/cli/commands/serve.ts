@@ -32,7 +32,7 @@ import { UsageError } from "../exit_codes.ts";
 import { PROGRAM } from "../program.ts";
 import { raiseOpenFileLimit } from "../open_file_limit.ts";
 import { limitFlags, LIMITS_HELP, type ServeLimits, serveLimits } from "./serve_limits.ts";
-import { NBD_WORKERS_DEFAULT, NBD_WORKERS_HELP, nbdWorkers } from "./nbd_workers_flag.ts";
+import { NBD_WORKERS_HELP, nbdWorkers, nbdWorkersDefault } from "./nbd_workers_flag.ts";
 
 /** The kernel backend's host-wide lock (one kernel-backend service per host). */
 const KERNEL_HOST_LOCK_PATH = "/run/blksnap-service/kernel-backend.lock";
@@ -86,8 +86,8 @@ export interface ServeSettings extends OperatorSettings {
   nbdListen?: { hostname: string; port: number };
   /** NBD Unix socket path given (the userspace backend defaults it without a TCP listener). */
   nbdSocket?: string;
-  /** Blocking NBD Workers (0: the main thread serves NBD). */
-  nbdWorkers: number;
+  /** Blocking NBD Workers (0: the main thread serves NBD); undefined: the backend's default. */
+  nbdWorkers?: number;
   /** Keep CBT records across restarts (userspace backend). */
   cbtPersistence: boolean;
   /** Destroy snapshots at stop. */
@@ -214,6 +214,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
     "--max-freeze",
   );
   const limits = serveLimits(values, io);
+  const workersText = values["nbd-workers"] ?? io.env("BLKSNAP_NBD_WORKERS");
   return {
     ...operator,
     listen,
@@ -223,9 +224,7 @@ export async function serveSettings(args: string[], io: CliIo): Promise<ServeSet
     token,
     nbdListen,
     nbdSocket,
-    nbdWorkers: nbdWorkers(
-      values["nbd-workers"] ?? io.env("BLKSNAP_NBD_WORKERS") ?? NBD_WORKERS_DEFAULT,
-    ),
+    nbdWorkers: workersText === undefined ? undefined : nbdWorkers(workersText),
     cbtPersistence: persistence === "on",
     destroySnapshotsOnExit,
     hooksDir,
@@ -256,7 +255,7 @@ async function serveKernelImages(
       ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
       ...(settings.nbdSocket ? { unixPath: settings.nbdSocket } : {}),
       maxConnections: settings.limits.nbdMaxConnections,
-      workers: settings.nbdWorkers,
+      workers: settings.nbdWorkers ?? nbdWorkersDefault("kernel"),
     });
   } catch (error) {
     await driver.close();
@@ -333,7 +332,7 @@ async function openDriver(
       ...(settings.nbdListen ? { tcp: settings.nbdListen } : {}),
       ...(nbdSocket ? { unixPath: nbdSocket } : {}),
       maxConnections: settings.limits.nbdMaxConnections,
-      workers: settings.nbdWorkers,
+      workers: settings.nbdWorkers ?? nbdWorkersDefault("userspace"),
     },
     logger: log,
     cbtPersistence: settings.cbtPersistence,
