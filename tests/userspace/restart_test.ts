@@ -28,6 +28,29 @@ function assertSameBytes(actual: Uint8Array, expected: Uint8Array, message: stri
   assert.equal(at, -1, `${message}: first difference at byte ${at}`);
 }
 
+type Fixture = Awaited<ReturnType<typeof userspaceFixture>>;
+
+/** Runs `before` on a driver made with `options`, stops it, then `after` on a second one with its result. */
+async function acrossRestart<T>(
+  options: Parameters<typeof userspaceFixture>[0],
+  before: (first: Fixture) => Promise<T>,
+  after: (second: Fixture, value: T) => Promise<void>,
+): Promise<void> {
+  const first = await userspaceFixture(options);
+  let value: T;
+  try {
+    value = await before(first);
+  } finally {
+    await first.cleanup();
+  }
+  const second = await userspaceFixture(options);
+  try {
+    await after(second, value);
+  } finally {
+    await second.cleanup();
+  }
+}
+
 async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "userspace-restart-" });
   try {
@@ -121,51 +144,41 @@ Deno.test("a clean restart keeps devices, the CBT generation and changes, and ta
 
 Deno.test("destroySnapshotsOnClose destroys snapshots at close and removes their storage", async () => {
   await withDir(async (dir) => {
-    const options = { dir, persist: true, driver: { destroySnapshotsOnClose: true } };
-    const first = await userspaceFixture(options);
-    let generationId: string;
-    try {
-      await first.driver.attach(await first.createDevice(MiB), { name: "a" });
-      const { id } = await first.driver.createSnapshot({
-        deviceIds: ["a"],
-        diffStorage: { path: `${dir}/diff`, limitBytes: 1 << 26 },
-      });
-      await first.driver.takeSnapshot(id);
-      generationId = (await first.driver.cbtInfo("a")).generationId;
-    } finally {
-      await first.cleanup();
-    }
-    await assert.rejects(Deno.stat(`${dir}/diff`), Deno.errors.NotFound);
-    const second = await userspaceFixture(options);
-    try {
-      assert.deepEqual(await second.driver.listSnapshots(), []);
-      assert.equal((await second.driver.cbtInfo("a")).generationId, generationId, "CBT kept");
-    } finally {
-      await second.cleanup();
-    }
+    await acrossRestart(
+      { dir, persist: true, driver: { destroySnapshotsOnClose: true } },
+      async (first) => {
+        await first.driver.attach(await first.createDevice(MiB), { name: "a" });
+        const { id } = await first.driver.createSnapshot({
+          deviceIds: ["a"],
+          diffStorage: { path: `${dir}/diff`, limitBytes: 1 << 26 },
+        });
+        await first.driver.takeSnapshot(id);
+        return (await first.driver.cbtInfo("a")).generationId;
+      },
+      async (second, generationId) => {
+        await assert.rejects(Deno.stat(`${dir}/diff`), Deno.errors.NotFound);
+        assert.deepEqual(await second.driver.listSnapshots(), []);
+        assert.equal((await second.driver.cbtInfo("a")).generationId, generationId, "CBT kept");
+      },
+    );
   });
 });
 
 Deno.test("with cbtPersistence false a restart starts a new CBT generation", async () => {
   await withDir(async (dir) => {
-    const options = { dir, persist: true, driver: { cbtPersistence: false } };
-    const first = await userspaceFixture(options);
-    let generationId: string;
-    try {
-      await first.driver.attach(await first.createDevice(MiB), { name: "a" });
-      generationId = (await first.driver.cbtInfo("a")).generationId;
-    } finally {
-      await first.cleanup();
-    }
-    await assert.rejects(Deno.stat(`${dir}/state/cbt/a.cbt`), Deno.errors.NotFound);
-    const second = await userspaceFixture(options);
-    try {
-      const info = await second.driver.cbtInfo("a");
-      assert.notEqual(info.generationId, generationId);
-      assert.equal(info.changesNumber, 0);
-    } finally {
-      await second.cleanup();
-    }
+    await acrossRestart(
+      { dir, persist: true, driver: { cbtPersistence: false } },
+      async (first) => {
+        await first.driver.attach(await first.createDevice(MiB), { name: "a" });
+        return (await first.driver.cbtInfo("a")).generationId;
+      },
+      async (second, generationId) => {
+        await assert.rejects(Deno.stat(`${dir}/state/cbt/a.cbt`), Deno.errors.NotFound);
+        const info = await second.driver.cbtInfo("a");
+        assert.notEqual(info.generationId, generationId);
+        assert.equal(info.changesNumber, 0);
+      },
+    );
   });
 });
 

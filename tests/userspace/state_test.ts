@@ -8,7 +8,10 @@
 
 import assert from "node:assert/strict";
 import { isServiceError, ServiceError } from "../../src/errors.ts";
-import { UserspaceDriver } from "../../src/userspace/userspace_driver.ts";
+import {
+  UserspaceDriver,
+  type UserspaceDriverOptions,
+} from "../../src/userspace/userspace_driver.ts";
 import { userspaceFixture } from "./_helpers/userspace_fixture.ts";
 
 const MiB = 1024 * 1024;
@@ -136,28 +139,32 @@ Deno.test("a device missing at start stays listed and comes back with its CBT", 
   });
 });
 
+/** Attaches a new 1 MiB device as "a" in a first driver on `dir`, which then stops; its path. */
+async function rememberedDevice(dir: string): Promise<string> {
+  const first = await userspaceFixture({ dir, persist: true });
+  try {
+    const path = await first.createDevice(MiB);
+    await first.driver.attach(path, { name: "a" });
+    return path;
+  } finally {
+    await first.cleanup();
+  }
+}
+
+/** A second driver on `dir` whose path check is `checkPath`. */
+function restartedWith(dir: string, checkPath: UserspaceDriverOptions["checkPath"]) {
+  return userspaceFixture({ dir, persist: true, driver: { checkPath } });
+}
+
 Deno.test("a device whose path is no longer allowed stays listed as refused and unopened", async () => {
   await withDir(async (dir) => {
-    const first = await userspaceFixture({ dir, persist: true });
-    let path: string;
-    try {
-      path = await first.createDevice(MiB);
-      await first.driver.attach(path, { name: "a" });
-    } finally {
-      await first.cleanup();
-    }
+    const path = await rememberedDevice(dir);
     const checked: string[] = [];
-    const second = await userspaceFixture({
-      dir,
-      persist: true,
-      driver: {
-        checkPath: (candidate) => {
-          checked.push(candidate);
-          return Promise.reject(
-            new ServiceError("FORBIDDEN", `${candidate} is outside the allowed prefixes`),
-          );
-        },
-      },
+    const second = await restartedWith(dir, (candidate) => {
+      checked.push(candidate);
+      return Promise.reject(
+        new ServiceError("FORBIDDEN", `${candidate} is outside the allowed prefixes`),
+      );
     });
     try {
       const [a] = await second.driver.listDevices();
@@ -185,27 +192,14 @@ Deno.test("a device whose path is no longer allowed stays listed as refused and 
 
 Deno.test("a remembered device is verified by what is opened at start, not by its name", async () => {
   await withDir(async (dir) => {
-    const first = await userspaceFixture({ dir, persist: true });
-    let path: string;
-    try {
-      path = await first.createDevice(MiB);
-      await first.driver.attach(path, { name: "a" });
-    } finally {
-      await first.cleanup();
-    }
+    const path = await rememberedDevice(dir);
     const opened: string[] = [];
-    const second = await userspaceFixture({
-      dir,
-      persist: true,
-      driver: {
-        // The name passes; the object opened for it is then refused (as after a symlink swap).
-        checkPath: () =>
-          Promise.resolve((realPath: string) => {
-            opened.push(realPath);
-            throw new ServiceError("FORBIDDEN", `${realPath} is outside the allowed prefixes`);
-          }),
-      },
-    });
+    // The name passes; the object opened for it is then refused (as after a symlink swap).
+    const second = await restartedWith(dir, () =>
+      Promise.resolve((realPath: string) => {
+        opened.push(realPath);
+        throw new ServiceError("FORBIDDEN", `${realPath} is outside the allowed prefixes`);
+      }));
     try {
       const [a] = await second.driver.listDevices();
       assert.deepEqual([a.id, a.state], ["a", "refused"]);
