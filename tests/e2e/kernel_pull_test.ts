@@ -26,6 +26,18 @@ import { AppendWriter } from "./_helpers/writers.ts";
 const MiB = 1024 * 1024;
 const NBD = "nbd://127.0.0.1:10809";
 
+/**
+ * A tmpfs for the difference storage (mounted first: it unmounts after the
+ * service has destroyed the snapshots), the kernel service, and the origin
+ * partition of the scratch disk.
+ */
+async function pullSetup(stack: AsyncDisposableStack) {
+  const tmpfs = (await mountTmpfs(stack, { sizeBytes: 128 * MiB })).dir;
+  const { client } = await kernelService(stack);
+  const { origin } = await scratchPartitions();
+  return { tmpfs, client, origin };
+}
+
 interface MapExtent {
   offset: number;
   length: number;
@@ -38,10 +50,7 @@ labTest({
   requires: ["service", "module"],
   async fn() {
     await withCleanup(async (stack) => {
-      // The storage's tmpfs first: it unmounts after the service has destroyed the snapshots.
-      const tmpfs = (await mountTmpfs(stack, { sizeBytes: 128 * MiB })).dir;
-      const { client } = await kernelService(stack);
-      const { origin } = await scratchPartitions();
+      const { tmpfs, client, origin } = await pullSetup(stack);
       await writeAt(origin, 0, randomBytes(4 * MiB));
       const device = await client.devices.attach({ path: origin, name: "origin" });
       const storage = { path: `${tmpfs}/pull.diff`, limitBytes: 64 * MiB };
@@ -85,10 +94,7 @@ labTest({
   requires: ["service", "module"],
   async fn() {
     await withCleanup(async (stack) => {
-      // The storage's tmpfs first: it unmounts after the service has destroyed the snapshots.
-      const tmpfs = (await mountTmpfs(stack, { sizeBytes: 128 * MiB })).dir;
-      const { client } = await kernelService(stack);
-      const { origin } = await scratchPartitions();
+      const { tmpfs, client, origin } = await pullSetup(stack);
       const before = randomBytes(MiB);
       await writeAt(origin, 0, before);
       const device = await client.devices.attach({ path: origin, name: "origin" });
@@ -120,10 +126,7 @@ labTest({
   requires: ["service", "module"],
   async fn() {
     await withCleanup(async (stack) => {
-      // The storage's tmpfs first: it unmounts after the service has destroyed the snapshots.
-      const tmpfs = (await mountTmpfs(stack, { sizeBytes: 128 * MiB })).dir;
-      const { client } = await kernelService(stack);
-      const { origin } = await scratchPartitions();
+      const { tmpfs, client, origin } = await pullSetup(stack);
       await mkfsExt4(origin);
       const fs = await mount(origin, "/mnt/lab-origin");
       stack.defer(() => fs.unmount());
