@@ -17,8 +17,8 @@
 
 import { CBT_HEADER_BYTES, CbtHeader } from "../engine/cbt_map.ts";
 import { type Tracker, WriteGate } from "../engine/tracker.ts";
-import type { BlockStore } from "../engine/block_store.ts";
-import type { FastPath, FastPathView, FileIdentityView } from "../nbd/worker/fast_path.ts";
+import type { FastPath, FastPathView } from "../nbd/worker/fast_path.ts";
+import { gateOpen, identityView, reopenable } from "./fast_path_views.ts";
 
 /** The fast path of `tracker`'s device while `attached()` says it is still attached. */
 export function deviceFastPath(tracker: Tracker, attached: () => boolean): FastPath {
@@ -60,33 +60,5 @@ export function deviceFastPath(tracker: Tracker, attached: () => boolean): FastP
         await area.copyOnWrite(offset, length);
       }
     },
-  };
-}
-
-/** Resolves once `gate` is not frozen. */
-export async function gateOpen(gate: Int32Array): Promise<void> {
-  for (;;) {
-    const frozen = Atomics.load(gate, WriteGate.FROZEN);
-    if (frozen === 0) return;
-    // The timer keeps the event loop alive: a pending Atomics.waitAsync does not.
-    const wait = Atomics.waitAsync(gate, WriteGate.FROZEN, frozen);
-    if (!wait.async) continue;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([wait.value, new Promise((resolve) => timer = setTimeout(resolve, 50))]);
-    clearTimeout(timer);
-  }
-}
-
-/** True when a Worker can open `store` again by name (not memory, not an unnamed file). */
-export function reopenable(store: BlockStore): boolean {
-  return store.identity.kind !== "memory" && !store.name.endsWith("(unnamed file)");
-}
-
-/** What a Worker's descriptor of `store` must be. */
-export function identityView(store: BlockStore): FileIdentityView {
-  return {
-    block: store.identity.kind === "block",
-    device: store.identity.device,
-    inode: store.identity.inode,
   };
 }

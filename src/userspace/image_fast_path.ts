@@ -29,7 +29,7 @@ import type { Snapshot } from "../engine/snapshot.ts";
 import { type Tracker, WriteGate } from "../engine/tracker.ts";
 import { ServiceError } from "../errors.ts";
 import type { FastPath, FastPathView } from "../nbd/worker/fast_path.ts";
-import { gateOpen, identityView, reopenable } from "./device_fast_path.ts";
+import { gateOpen, identityView, reopenable } from "./fast_path_views.ts";
 
 /** The fast path of the image of `tracker`'s device in the taken `snapshot`. */
 export function imageFastPath(snapshot: Snapshot, tracker: Tracker): FastPath {
