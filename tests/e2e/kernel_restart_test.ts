@@ -13,7 +13,7 @@ import { assertSameBytes, randomBytes, readAt } from "./_helpers/block_io.ts";
 import { withCleanup } from "./_helpers/cleanup.ts";
 import { mkfsExt4, mount } from "./_helpers/ext4.ts";
 import { labTest } from "./_helpers/guest.ts";
-import { isLoaded, loadModules, moduleDir, moduleNames, unloadModules } from "./_helpers/module.ts";
+import { modulesForCase } from "./_helpers/module.ts";
 import { scratchPartitions } from "./_helpers/scratch.ts";
 import { type RunningService, startService } from "./_helpers/service.ts";
 import { run } from "./_helpers/sh.ts";
@@ -32,11 +32,7 @@ labTest({
   requires: ["service", "module"],
   async fn() {
     await withCleanup(async (stack) => {
-      await loadModules(await moduleDir());
-      stack.defer(async () => {
-        await unloadModules();
-        for (const name of moduleNames) assert.ok(!isLoaded(name), `${name} is still loaded`);
-      });
+      await modulesForCase(stack);
       const tmpfs = (await mountTmpfs(stack, { sizeBytes: 128 * MiB })).dir;
       const stateDir = await Deno.makeTempDir({ prefix: "blksnap-restart-state-" });
       stack.defer(() => Deno.remove(stateDir, { recursive: true }));

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { systemdUnit } from "../../packaging/systemd_unit.ts";
 import { withCleanup } from "./_helpers/cleanup.ts";
 import { labEnv, labTest } from "./_helpers/guest.ts";
-import { isLoaded, loadModules, moduleDir, moduleNames, unloadModules } from "./_helpers/module.ts";
+import { modulesForCase } from "./_helpers/module.ts";
 import { scratchPartitions, spareBytes } from "./_helpers/scratch.ts";
 import { run, waitFor } from "./_helpers/sh.ts";
 import { createClient } from "../../src/client/mod.ts";
@@ -116,11 +116,7 @@ labTest({
   requires: ["service", "module"],
   async fn() {
     await withCleanup(async (stack) => {
-      await loadModules(await moduleDir());
-      stack.defer(async () => {
-        await unloadModules();
-        for (const name of moduleNames) assert.ok(!isLoaded(name), `${name} is still loaded`);
-      });
+      await modulesForCase(stack);
       const { origin, spare } = await scratchPartitions();
       await installUnit(stack, `--backend kernel --allow-path /dev --allow-path ${STATE}`);
       const client = createClient({ baseUrl: API, timeoutMs: 120_000 });

@@ -15,6 +15,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { type DeviceNumber, splitDeviceNumber } from "../../../src/kernel/libc.ts";
 import { labEnv } from "./guest.ts";
 import { exists, run, waitFor } from "./sh.ts";
@@ -199,6 +200,18 @@ export async function loadModules(dir?: string): Promise<void> {
   for (const device of profileControlDevices(expectedProfile() ?? "outoftree")) {
     await waitFor(`${device} to appear`, () => exists(device));
   }
+}
+
+/**
+ * Loads the modules for one case ({@link loadModules}) and has `stack` unload them when the
+ * case ends, checking that none of the out-of-tree modules stays loaded.
+ */
+export async function modulesForCase(stack: AsyncDisposableStack): Promise<void> {
+  await loadModules(await moduleDir());
+  stack.defer(async () => {
+    await unloadModules();
+    for (const name of moduleNames) assert.ok(!isLoaded(name), `${name} is still loaded`);
+  });
 }
 
 /**
