@@ -23,6 +23,7 @@
  * @module
  */
 
+import { refuseExistingUnixPath } from "./unix_path.ts";
 import { ServiceError } from "../errors.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import type { ExportProvider } from "./export.ts";
@@ -122,13 +123,7 @@ export async function startNbdServer(
       logger("info", `nbd: listening on ${hostname}:${tcpPort}`);
     }
     if (options.unixPath !== undefined) {
-      if (await exists(options.unixPath)) {
-        throw new ServiceError(
-          "CONFLICT",
-          `Cannot listen on ${options.unixPath}: the path exists`,
-          { field: "unixPath" },
-        );
-      }
+      await refuseExistingUnixPath(options.unixPath);
       listeners.push(listen({ transport: "unix", path: options.unixPath }));
       logger("info", `nbd: listening on ${options.unixPath}`);
     }
@@ -392,16 +387,6 @@ function listen(
     throw new ServiceError(code, `Cannot listen on ${where}: ${describe(error)}`, {
       cause: error,
     });
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
   }
 }
 

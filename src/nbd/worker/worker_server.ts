@@ -21,6 +21,7 @@
  * @module
  */
 
+import { refuseExistingUnixPath } from "../unix_path.ts";
 import { ServiceError } from "../../errors.ts";
 import type { ExportProvider, NbdExport } from "../export.ts";
 import { type NbdLogger, type NbdLogLevel, silentLogger } from "../log.ts";
@@ -80,15 +81,7 @@ export async function startWorkerServer(
       );
     }
     if (options.unixPath !== undefined) {
-      if (await exists(options.unixPath)) {
-        throw new ServiceError(
-          "CONFLICT",
-          `Cannot listen on ${options.unixPath}: the path exists`,
-          {
-            field: "unixPath",
-          },
-        );
-      }
+      await refuseExistingUnixPath(options.unixPath);
       sockets.push(listenUnix(options.unixPath));
       logger("info", `nbd: listening on ${options.unixPath}`);
     }
@@ -459,13 +452,3 @@ class PlaneWorker {
 }
 
 const decoder = new TextDecoder();
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
