@@ -15,6 +15,8 @@
  * @module
  */
 
+import { SharedLibc } from "./shared_libc.ts";
+
 const RWF_NOWAIT = 0x8;
 const EAGAIN = 11;
 const EINTR = 4;
@@ -24,36 +26,19 @@ const symbols = {
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
-let library: Deno.DynamicLibrary<typeof symbols> | undefined;
-let unavailable = false;
-let users = 0;
+const shared = new SharedLibc(symbols);
 /** One `struct iovec` (base, length), reused: every call here is synchronous. */
 const iovec = new BigUint64Array(2);
 const iovecBytes = new Uint8Array(iovec.buffer);
 
-function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] | undefined {
-  if (library === undefined && !unavailable && users > 0) {
-    try {
-      library = Deno.dlopen("libc.so.6", symbols);
-    } catch {
-      unavailable = true;
-    }
-  }
-  return library?.symbols;
-}
-
 /** Takes a reference on the fast path (a store opening). */
 export function acquireCachedReads(): void {
-  users += 1;
+  shared.acquire();
 }
 
 /** Drops a reference; the last one closes libc again. */
 export function releaseCachedReads(): void {
-  users = Math.max(0, users - 1);
-  if (users === 0 && library !== undefined) {
-    library.close();
-    library = undefined;
-  }
+  shared.release();
 }
 
 /** Outcome of {@link readCached}: bytes copied (maybe fewer than asked), or why none were. */
@@ -67,7 +52,7 @@ export type CachedReadResult = number | "not-cached" | "unsupported";
  * calling it for that file). Throws on any other error.
  */
 export function readCached(fd: number, offset: number, into: Uint8Array): CachedReadResult {
-  const lib = libc();
+  const lib = shared.symbols;
   if (lib === undefined) return "unsupported";
   const pointer = Deno.UnsafePointer.of(into);
   if (pointer === null) return 0;

@@ -33,6 +33,8 @@
  * @module
  */
 
+import { SharedLibc } from "./shared_libc.ts";
+
 const EIO = 5;
 const EBADF = 9;
 const EINTR = 4;
@@ -70,20 +72,7 @@ const symbols = {
 type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];
 type CopyCall = "copy_file_range" | "splice";
 
-let library: Deno.DynamicLibrary<typeof symbols> | undefined;
-let unavailable = false;
-let users = 0;
-
-function libc(): Symbols | undefined {
-  if (library === undefined && !unavailable && users > 0) {
-    try {
-      library = Deno.dlopen("libc.so.6", symbols);
-    } catch {
-      unavailable = true;
-    }
-  }
-  return library?.symbols;
-}
+const shared = new SharedLibc(symbols);
 
 /** Outcome of {@link copyFileRange}: done, or refused for this pair of files (read and write instead). */
 export type KernelCopyResult = "copied" | "refused";
@@ -360,7 +349,7 @@ export async function copyFileRange(
   from: number,
   range: KernelCopyRange,
 ): Promise<KernelCopyResult> {
-  const lib = libc();
+  const lib = shared.symbols;
   const key = `${from}:${range.to}`;
   const way = pairs.get(key);
   if (lib === undefined || way === "refused") return "refused";
@@ -382,16 +371,14 @@ export async function copyFileRange(
 
 /** Takes a reference on kernel copies (a store opening). */
 export function acquireKernelCopies(): void {
-  users += 1;
+  shared.acquire();
 }
 
 /** Drops a reference; the last one closes the idle pipes and libc (no copy may be in flight). */
 export function releaseKernelCopies(): void {
-  users = Math.max(0, users - 1);
-  if (users > 0 || library === undefined) return;
-  for (const pipe of idlePipes.splice(0)) closePipe(library.symbols, pipe);
-  library.close();
-  library = undefined;
+  shared.release((lib) => {
+    for (const pipe of idlePipes.splice(0)) closePipe(lib, pipe);
+  });
 }
 
 /**
