@@ -65,7 +65,7 @@ async function readExactly(conn: Deno.Conn, length: number): Promise<Uint8Array>
 async function splice(stream: BlockingStream, piped: PipedData): Promise<void> {
   let done = 0;
   try {
-    while (done < piped.length) done += await stream.spliceFrom(piped.fd, piped.length - done);
+    while (done < piped.length) done += await stream.spliceFrom!(piped.fd, piped.length - done);
   } finally {
     piped.release(done === piped.length);
   }
@@ -167,5 +167,16 @@ Deno.test("read pipes: a client that stops reading fails the splice with TIMEOUT
     pair.close();
     libc().close(file.fd);
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("read pipes: a stream told not to splice (a peer on this host) offers no spliceFrom, so READs go the pread way", () => {
+  const wakeFd = libc().eventfd(0, Sys.EFD_NONBLOCK | Sys.EFD_CLOEXEC);
+  const common = { wakeFd, messageFd: wakeFd, idleTimeoutMs: 1000, saturated: () => true };
+  try {
+    assert.equal(new BlockingStream(-1, { ...common, splice: false }).spliceFrom, undefined);
+    assert.equal(typeof new BlockingStream(-1, common).spliceFrom, "function");
+  } finally {
+    libc().close(wakeFd);
   }
 });

@@ -16,7 +16,9 @@
  * dropped), and the idle rule (a connection with no request for
  * `idleTimeoutMs` is dropped while every Worker is busy and the pool cannot
  * grow). A send that cannot go on for `idleTimeoutMs` (a client that stopped
- * reading its replies) fails the connection too.
+ * reading its replies) fails the connection too. While an export waits for
+ * a view (`wantsTurn`), the slices are 1 ms: requests waiting for it wait on
+ * a timer and the owner's message, which only an event-loop turn delivers.
  *
  * @module
  */
@@ -28,6 +30,8 @@ import { Errno, errno, type Libc, libc, Sys, sysError } from "./libc.ts";
 import { SpinBudget } from "./spin_budget.ts";
 
 const SLICE_MS = 1000;
+/** While a view is awaited, poll() blocks at most this long between event-loop turns. */
+const TURN_SLICE_MS = 1;
 /** SPLICE_F_MOVE | SPLICE_F_NONBLOCK (the pipe side never waits). */
 const SPLICE_FLAGS = 1 | 2;
 
@@ -43,6 +47,13 @@ export interface BlockingStreamOptions {
   saturated: () => boolean;
   /** True while the Worker waits for a message from the owner: turn the event loop before reading. */
   wantsTurn?: () => boolean;
+  /**
+   * Whether READ data may be spliced from the page cache to the socket
+   * ({@link BlockingStream.spliceFrom}; default true). A peer on this host
+   * should not: its receive then copies out of cold page-cache pages, which
+   * costs it more than the sender's copy saves (see connection_worker.ts).
+   */
+  splice?: boolean;
 }
 
 /** One event-loop turn. */
@@ -71,6 +82,7 @@ export class BlockingStream implements ByteStream {
   constructor(fd: number, options: BlockingStreamOptions) {
     this.#fd = fd;
     this.#options = options;
+    if (options.splice !== false) this.spliceFrom = (fd, length) => this.#spliceFrom(fd, length);
   }
 
   async read(into: Uint8Array): Promise<number | null> {
@@ -103,6 +115,7 @@ export class BlockingStream implements ByteStream {
         continue;
       }
       if (outcome === "end") return null;
+      // "turn": loop, and turn the event loop at the top.
     }
   }
 
@@ -140,8 +153,11 @@ export class BlockingStream implements ByteStream {
    * Worker made non-blocking, so the splice never waits on the socket; a
    * full socket waits in poll as a send does). A socket that cannot take
    * spliced pages (EINVAL) gets them read from the pipe and sent instead.
+   * Undefined when the options say not to splice.
    */
-  spliceFrom(fd: number, length: number): Promise<number> {
+  readonly spliceFrom?: (fd: number, length: number) => Promise<number>;
+
+  #spliceFrom(fd: number, length: number): Promise<number> {
     if (this.#spliceRefused) return this.#sendFromPipe(fd, length);
     return this.#sendWith(
       "splice",
@@ -191,23 +207,12 @@ export class BlockingStream implements ByteStream {
   }
 
   /**
-   * Blocks up to `ms` for a message from the owner (its eventfd), then turns
-   * the event loop so that what arrived is delivered.
-   */
-  async awaitMessage(ms: number): Promise<void> {
-    const fds = new Int32Array([this.#options.messageFd, Sys.POLLIN]);
-    if (this.#libc.poll(new Uint8Array(fds.buffer), 1n, ms) > 0) {
-      this.#libc.read(this.#options.messageFd, this.#counter, 8n);
-    }
-    await turnEventLoop();
-  }
-
-  /**
    * Blocks until the socket is readable ("ready"), the owner posted a
-   * message, or the stream should end (closing, an ended export's grace
-   * over); TIMEOUT past the handshake deadline or the idle rule.
+   * message, the event loop must turn (after TURN_SLICE_MS while
+   * `wantsTurn`), or the stream should end (closing, an ended export's
+   * grace over); TIMEOUT past the handshake deadline or the idle rule.
    */
-  #waitReadable(): "ready" | "message" | "end" {
+  #waitReadable(): "ready" | "message" | "turn" | "end" {
     for (;;) {
       const now = Date.now();
       let slice = SLICE_MS;
@@ -228,8 +233,11 @@ export class BlockingStream implements ByteStream {
           `idle for ${Math.round(idleMs / 1000)} s while every Worker is busy`,
         );
       }
+      const turning = this.#options.wantsTurn?.() === true;
+      if (turning) slice = Math.min(slice, TURN_SLICE_MS);
       const outcome = this.#poll(Sys.POLLIN, slice);
       if (outcome === "wake") return "end";
+      if (outcome === "timeout" && turning) return "turn";
       if (outcome !== "timeout") return outcome;
     }
   }

@@ -25,6 +25,7 @@ import { BlockingStream } from "./blocking_stream.ts";
 import { awaitingViews } from "./fast_export.ts";
 import { Errno, errno, libc, Sys } from "./libc.ts";
 import { Op, SlotClient } from "./owner_slot.ts";
+import { describePeer } from "./peer.ts";
 import { RemoteProvider } from "./remote_provider.ts";
 import { Control, type WorkerInit, type WorkerMessage } from "./worker_protocol.ts";
 
@@ -54,20 +55,20 @@ async function run(init: WorkerInit): Promise<void> {
     }
   };
   const stats = new NbdStats(init.stats);
-  let stream: BlockingStream | undefined;
-  provider = new RemoteProvider(slot, (ms) => stream?.awaitMessage(ms) ?? Promise.resolve());
+  provider = new RemoteProvider(slot);
   const saturated = () =>
     Atomics.load(control, Control.IDLE) === 0 &&
     Atomics.load(control, Control.WORKERS) >= Atomics.load(control, Control.MAX_WORKERS);
   for (;;) {
     const accepted = acceptNext(init, { control, logger });
     if (accepted === undefined) break;
-    stream = new BlockingStream(accepted.fd, {
+    const stream = new BlockingStream(accepted.fd, {
       wakeFd: init.wakeFd,
       messageFd: init.messageFd,
       idleTimeoutMs: init.idleTimeoutMs,
       saturated,
       wantsTurn: awaitingViews,
+      splice: !accepted.hostLocal,
     });
     slot.call(Op.COUNT, { flags: 1 });
     try {
@@ -86,7 +87,7 @@ async function run(init: WorkerInit): Promise<void> {
 function acceptNext(
   init: WorkerInit,
   context: { control: Int32Array; logger: NbdLogger },
-): { fd: number; peer: string } | undefined {
+): { fd: number; peer: string; hostLocal: boolean } | undefined {
   const { control, logger } = context;
   const c = libc();
   const count = init.listenFds.length;
@@ -136,7 +137,7 @@ function acceptNext(
       if (Atomics.sub(control, Control.IDLE, 1) === 1) {
         self.postMessage({ type: "busy" } satisfies WorkerMessage);
       }
-      return { fd, peer: describePeer(c, fd, address) };
+      return { fd, ...describePeer(c, fd, address) };
     }
   }
 }
@@ -175,14 +176,6 @@ function acceptError(code: number): string {
     105: "No buffer space available",
   };
   return `errno ${code}${names[code] ? ` (${names[code]})` : ""}`;
-}
-
-function describePeer(c: ReturnType<typeof libc>, fd: number, address: Uint8Array): string {
-  const view = new DataView(address.buffer);
-  if (view.getUint16(0, true) !== Sys.AF_INET) return "unix socket";
-  const one = new Uint8Array(new Int32Array([1]).buffer);
-  c.setsockopt(fd, Sys.IPPROTO_TCP, Sys.TCP_NODELAY, one, 4);
-  return `${[...address.subarray(4, 8)].join(".")}:${view.getUint16(2, false)}`;
 }
 
 async function serve(

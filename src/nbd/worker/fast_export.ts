@@ -32,7 +32,7 @@ const FROZEN = 0;
 const IN_FLIGHT = 1;
 const FREEZES = 2;
 const GATE_WAIT_MS = 100;
-const VIEW_WAIT_MS = 20;
+const VIEW_WAIT_MS = 50;
 
 /** Counts fast exports waiting for a view, so the stream knows to turn the event loop. */
 let viewsAwaited = 0;
@@ -49,7 +49,6 @@ export class FastExport {
   readonly #delegated: NbdExport;
   readonly #libc: Libc = libc();
   readonly #pipes: ReadPipes;
-  readonly #awaitMessage: (ms: number) => Promise<void>;
   #view: FastPathView | undefined;
   #fd = -1;
   #storageFd = -1;
@@ -59,25 +58,25 @@ export class FastExport {
   #marks: Uint8Array<ArrayBufferLike> | undefined;
   #states: Uint8Array<ArrayBufferLike> | undefined;
   #awaiting = false;
-  #waited = false;
+  /** The wait for an awaited view that requests share (#arrived). */
+  #arrival: Promise<boolean> | undefined;
+  #viewArrived: (() => void) | undefined;
   #off = false;
 
   /**
    * The fast path of handle `handle`, falling back on `delegated`; zero-copy
-   * READs through `pipes`; `awaitMessage` blocks up to the given time for a
-   * message from the owner and delivers it.
+   * READs through `pipes`.
    */
   constructor(
     slot: SlotClient,
     handle: number,
     delegated: NbdExport,
-    worker: { pipes: ReadPipes; awaitMessage: (ms: number) => Promise<void> },
+    pipes: ReadPipes,
   ) {
     this.#slot = slot;
     this.#handle = handle;
     this.#delegated = delegated;
-    this.#pipes = worker.pipes;
-    this.#awaitMessage = worker.awaitMessage;
+    this.#pipes = pipes;
     this.#await();
   }
 
@@ -94,10 +93,7 @@ export class FastExport {
 
   /** Installs a view from the owner; undefined turns the fast path off for good. */
   setView(view: FastPathView | undefined): void {
-    if (this.#awaiting) {
-      this.#awaiting = false;
-      viewsAwaited--;
-    }
+    this.#stopAwaiting();
     if (view === undefined) {
       this.#off = true;
       this.close();
@@ -123,10 +119,14 @@ export class FastExport {
     this.#fd = this.#storageFd = -1;
     this.#view = undefined;
     this.#image = undefined;
-    if (this.#awaiting) {
-      this.#awaiting = false;
-      viewsAwaited--;
-    }
+    this.#stopAwaiting();
+  }
+
+  #stopAwaiting(): void {
+    if (!this.#awaiting) return;
+    this.#awaiting = false;
+    viewsAwaited--;
+    this.#viewArrived?.();
   }
 
   /** Opens the view's file (and an image's storage); false, and the fast path off, if one is not what the view says. */
@@ -174,21 +174,30 @@ export class FastExport {
 
   #await(): void {
     this.#awaiting = true;
-    this.#waited = false;
+    this.#arrival = undefined;
     viewsAwaited++;
   }
 
   /**
-   * The first request that finds the view awaited waits for it a little
-   * (VIEW_WAIT_MS: the owner makes it at once, but it comes by message)
-   * rather than sending every request after it to the owner meanwhile;
-   * true when the view is current then.
+   * Requests that find the view awaited wait for it together, up to
+   * VIEW_WAIT_MS, rather than going to the owner meanwhile: the owner makes
+   * a view at once, but it comes by message, which only an event loop left
+   * free receives (requests sent to the owner block the Worker while they
+   * wait). True when the view is current then; once that wait is over,
+   * requests go to the owner until the view comes.
    */
-  async #arrived(): Promise<boolean> {
-    if (!this.#awaiting || this.#waited) return false;
-    this.#waited = true;
-    await this.#awaitMessage(VIEW_WAIT_MS);
-    return this.#current();
+  #arrived(): Promise<boolean> {
+    if (!this.#awaiting) return Promise.resolve(false);
+    this.#arrival ??= new Promise<void>((resolve) => {
+      const timer = setTimeout(() => arrive(), VIEW_WAIT_MS);
+      const arrive = () => {
+        clearTimeout(timer);
+        this.#viewArrived = undefined;
+        resolve();
+      };
+      this.#viewArrived = arrive;
+    }).then(() => this.#current());
+    return this.#arrival;
   }
 
   #read(offset: number, into: Uint8Array): Promise<void> {

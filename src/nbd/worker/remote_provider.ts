@@ -20,15 +20,10 @@ export class RemoteProvider implements ExportProvider {
   readonly #fast = new Map<number, FastExport>();
   readonly #endings = new Map<number, AbortController>();
   readonly #pipes = new ReadPipes();
-  readonly #awaitMessage: (ms: number) => Promise<void>;
 
-  /**
-   * Asks through `slot`; `awaitMessage` blocks up to the given time for a
-   * message from the owner (a view) and delivers it.
-   */
-  constructor(slot: SlotClient, awaitMessage: (ms: number) => Promise<void>) {
+  /** Asks through `slot`. */
+  constructor(slot: SlotClient) {
     this.#slot = slot;
-    this.#awaitMessage = awaitMessage;
   }
 
   list(): NbdExport[] {
@@ -49,10 +44,7 @@ export class RemoteProvider implements ExportProvider {
     }
     const delegated = delegatedExport(this.#slot, info, ended);
     if (!info.fast) return delegated;
-    const fast = new FastExport(this.#slot, info.handle, delegated, {
-      pipes: this.#pipes,
-      awaitMessage: this.#awaitMessage,
-    });
+    const fast = new FastExport(this.#slot, info.handle, delegated, this.#pipes);
     this.#fast.set(info.handle, fast);
     return fast.export();
   }
