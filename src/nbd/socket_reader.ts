@@ -11,8 +11,13 @@ import { ServiceError } from "../errors.ts";
 
 /** The byte stream the server speaks over: a Deno.Conn or anything shaped like it. */
 export interface ByteStream {
-  /** Reads up to `into.length` bytes; null at end of stream. */
-  read(into: Uint8Array): Promise<number | null>;
+  /**
+   * Reads up to `into.length` bytes; null at end of stream. `midMessage`:
+   * the bytes are the rest of a message already begun, which the peer is
+   * still sending (a stream that would busy-poll for a new request should
+   * sleep instead, leaving the CPU to the sender).
+   */
+  read(into: Uint8Array, midMessage?: boolean): Promise<number | null>;
   /**
    * Writes some of `data`; resolves to the number of bytes written. `more`:
    * a spliced payload follows at once (a socket may hold these bytes back
@@ -31,6 +36,14 @@ export interface ByteStream {
 
 /** Reads this large or larger are done straight into the target, skipping the buffer. */
 const DIRECT_READ_BYTES = 64 * 1024;
+
+/**
+ * A fill reads at most this much beyond what it needs: more read ahead is
+ * what a large WRITE then copies out of the buffer into its own (its
+ * payload past this goes straight from the socket), while 16 KiB still
+ * holds hundreds of request headers.
+ */
+const READ_AHEAD_BYTES = 16 * 1024;
 
 /** A buffered reader over a {@link ByteStream}. */
 export class SocketReader {
@@ -68,7 +81,11 @@ export class SocketReader {
    * ServiceError INVALID_ARGUMENT when it ends in the middle, and RangeError
    * when `count` exceeds the buffer.
    */
-  async fill(count: number): Promise<boolean> {
+  fill(count: number): Promise<boolean> {
+    return this.#fill(count, false);
+  }
+
+  async #fill(count: number, midMessage: boolean): Promise<boolean> {
     if (this.#end - this.#start >= count) return true;
     if (count > this.#buffer.length) {
       throw new RangeError(`${count} bytes do not fit a ${this.#buffer.length}-byte read buffer`);
@@ -79,7 +96,11 @@ export class SocketReader {
       this.#start = 0;
     }
     while (this.#end - this.#start < count) {
-      const n = await this.#stream.read(this.#buffer.subarray(this.#end));
+      const wanted = Math.max(count - (this.#end - this.#start), READ_AHEAD_BYTES);
+      const n = await this.#stream.read(
+        this.#buffer.subarray(this.#end, Math.min(this.#buffer.length, this.#end + wanted)),
+        midMessage || this.#end > this.#start,
+      );
       if (n === null) {
         if (this.#end === this.#start) return false;
         throw truncated(this.#end - this.#start, count);
@@ -108,12 +129,12 @@ export class SocketReader {
     while (done < target.length) {
       const missing = target.length - done;
       if (missing < Math.min(DIRECT_READ_BYTES, this.#buffer.length)) {
-        if (!(await this.fill(missing))) throw truncated(done, target.length);
+        if (!(await this.#fill(missing, true))) throw truncated(done, target.length);
         target.set(this.#buffer.subarray(this.#start, this.#start + missing), done);
         this.take(missing);
         return;
       }
-      const n = await this.#stream.read(target.subarray(done));
+      const n = await this.#stream.read(target.subarray(done), true);
       if (n === null) throw truncated(done, target.length);
       done += n;
     }

@@ -61,6 +61,56 @@ Deno.test("SocketReader assembles messages from irregular pieces", async () => {
   assert.equal(await reader.fill(1), false, "a clean end between messages");
 });
 
+/** Gives everything asked of `input` at once, recording each read's size and midMessage flag. */
+class RecordingStream implements ByteStream {
+  reads: { size: number; midMessage: boolean }[] = [];
+  #at = 0;
+  constructor(readonly input: Uint8Array) {}
+  read(into: Uint8Array, midMessage = false): Promise<number | null> {
+    this.reads.push({ size: into.length, midMessage });
+    if (this.#at >= this.input.length) return Promise.resolve(null);
+    const n = Math.min(into.length, this.input.length - this.#at);
+    into.set(this.input.subarray(this.#at, this.#at + n));
+    this.#at += n;
+    return Promise.resolve(n);
+  }
+  write(data: Uint8Array): Promise<number> {
+    return Promise.resolve(data.length);
+  }
+  close(): void {}
+}
+
+Deno.test("SocketReader reads 16 KiB ahead of a header, so a large WRITE payload mostly skips the buffer", async () => {
+  // A 28-byte header, a 256 KiB payload, and the next header, all waiting in the socket.
+  const input = pattern(28 + 262_144 + 28, 5);
+  const stream = new RecordingStream(input);
+  const reader = new SocketReader(stream);
+  assert.ok(await reader.fill(28));
+  assert.deepEqual(stream.reads, [{ size: 16_384, midMessage: false }]);
+  reader.take(28);
+  const payload = new Uint8Array(262_144);
+  await reader.readInto(payload);
+  assert.deepEqual(payload, input.subarray(28, 262_172));
+  // The rest of the payload came straight into it, and was marked as the rest of a message.
+  assert.deepEqual(stream.reads.slice(1), [{ size: 262_144 - (16_384 - 28), midMessage: true }]);
+  assert.ok(await reader.fill(28));
+  assert.deepEqual(stream.reads.at(-1), { size: 16_384, midMessage: false });
+});
+
+Deno.test("SocketReader marks the reads that complete a header begun in the buffer as the rest of a message", async () => {
+  const stream = new ChoppyStream(pattern(28, 6), 10);
+  const flags: boolean[] = [];
+  const read = stream.read.bind(stream);
+  stream.read = (into: Uint8Array, midMessage?: boolean) => {
+    flags.push(midMessage ?? false);
+    return read(into);
+  };
+  const reader = new SocketReader(stream);
+  assert.ok(await reader.fill(28));
+  assert.ok(flags.length > 1, "the header came in pieces");
+  assert.deepEqual(flags, [false, ...flags.slice(1).map(() => true)]);
+});
+
 Deno.test("SocketReader reports a stream that ends inside a message", async () => {
   const reader = new SocketReader(new ChoppyStream(pattern(40, 2), 7));
   await assert.rejects(reader.fill(64), (e) => isServiceError(e, "INVALID_ARGUMENT"));

@@ -16,7 +16,10 @@
  * dropped), and the idle rule (a connection with no request for
  * `idleTimeoutMs` is dropped while every Worker is busy and the pool cannot
  * grow). A send that cannot go on for `idleTimeoutMs` (a client that stopped
- * reading its replies) fails the connection too. While an export waits for
+ * reading its replies) fails the connection too. It busy-polls (spin_budget.ts)
+ * only for a new request, never for the rest of one the client is still
+ * sending (measured, nbdcopy writes: 2.28 GiB/s against 2.18-2.26 spinning
+ * for both, 2.39 never spinning). While an export waits for
  * a view (`wantsTurn`), the slices are 1 ms: requests waiting for it wait on
  * a timer and the owner's message, which only an event-loop turn delivers.
  *
@@ -85,7 +88,7 @@ export class BlockingStream implements ByteStream {
     if (options.splice !== false) this.spliceFrom = (fd, length) => this.#spliceFrom(fd, length);
   }
 
-  async read(into: Uint8Array): Promise<number | null> {
+  async read(into: Uint8Array, midMessage = false): Promise<number | null> {
     for (;;) {
       if (this.#closed) return null;
       if (this.#options.wantsTurn?.()) await turnEventLoop();
@@ -104,7 +107,8 @@ export class BlockingStream implements ByteStream {
       if (code !== Errno.EAGAIN) throw sysError("recv", code);
       // Every microtask runs first (the replies of the requests served leave), then spin.
       await turnEventLoop();
-      const spun = this.#spin(into);
+      // The rest of a message is on its way: the sender needs the CPU more than a spin would.
+      const spun = midMessage ? undefined : this.#spin(into);
       if (spun !== undefined) return spun;
       const sleptFrom = performance.now();
       const outcome = this.#waitReadable();
