@@ -50,6 +50,8 @@ export interface BlockingStreamOptions {
   saturated: () => boolean;
   /** True while the Worker waits for a message from the owner: turn the event loop before reading. */
   wantsTurn?: () => boolean;
+  /** Settles what the owner finished for this Worker (prepare_queue.ts); called before each read and on each wake. */
+  collect?: () => void;
   /**
    * Whether READ data may be spliced from the page cache to the socket
    * ({@link BlockingStream.spliceFrom}; default true). A peer on this host
@@ -91,6 +93,7 @@ export class BlockingStream implements ByteStream {
   async read(into: Uint8Array, midMessage = false): Promise<number | null> {
     for (;;) {
       if (this.#closed) return null;
+      this.#options.collect?.();
       if (this.#options.wantsTurn?.()) await turnEventLoop();
       // A few microtask turns first: replies of the requests just served leave before this
       // recv, so the client refills its queue while the Worker serves the rest (measured: at

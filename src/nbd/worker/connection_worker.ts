@@ -22,10 +22,11 @@ import { ReadProbeBoard } from "../read_probes.ts";
 import { NbdStats } from "../stats.ts";
 import { Transmission } from "../transmission.ts";
 import { BlockingStream } from "./blocking_stream.ts";
-import { awaitingViews } from "./fast_export.ts";
+import { wantsTurn } from "./fast_export.ts";
 import { Errno, errno, libc, Sys } from "./libc.ts";
 import { Op, SlotClient } from "./owner_slot.ts";
 import { describePeer } from "./peer.ts";
+import { PrepareClient } from "./prepare_queue.ts";
 import { RemoteProvider } from "./remote_provider.ts";
 import { Control, type WorkerInit, type WorkerMessage } from "./worker_protocol.ts";
 
@@ -55,7 +56,8 @@ async function run(init: WorkerInit): Promise<void> {
     }
   };
   const stats = new NbdStats(init.stats);
-  provider = new RemoteProvider(slot);
+  const prepares = new PrepareClient(init.prepares);
+  provider = new RemoteProvider(slot, prepares);
   const saturated = () =>
     Atomics.load(control, Control.IDLE) === 0 &&
     Atomics.load(control, Control.WORKERS) >= Atomics.load(control, Control.MAX_WORKERS);
@@ -67,7 +69,8 @@ async function run(init: WorkerInit): Promise<void> {
       messageFd: init.messageFd,
       idleTimeoutMs: init.idleTimeoutMs,
       saturated,
-      wantsTurn: awaitingViews,
+      wantsTurn,
+      collect: () => prepares.collect(),
       splice: !accepted.hostLocal,
     });
     slot.call(Op.COUNT, { flags: 1 });

@@ -12,8 +12,11 @@
  * the active number, unless the map is corrupted or raising needs the owner
  * (persistence: the write-intent record must be durable first); if a block
  * needed the owner, lies past the table, or a chunk in range is NEW, ask the
- * owner to prepare the range (mark, make durable, copy-on-write) and wait;
- * pwrite; leave the gate (notify at 0). A stale view makes the request
+ * owner to prepare the range (mark, make durable, copy-on-write) through the
+ * prepare queue (prepare_queue.ts) and go on serving other requests until it
+ * is done, holding the gate; pwrite; leave the gate (notify at 0). A write
+ * finding the gate frozen while this Worker's own writes hold it waits on a
+ * timer, not in Atomics.wait: those writes end on this thread. A stale view makes the request
  * delegated and asks the owner for a new view, which arrives by message at
  * the Worker's next event-loop turn (blocking_stream.ts turns it when asked).
  *
@@ -26,6 +29,7 @@ import type { FastPathView, FileIdentityView } from "./fast_path.ts";
 import { ImageReader } from "./image_reader.ts";
 import { cString, Errno, errno, fileIdentity, type Libc, libc, Sys } from "./libc.ts";
 import { Op, type SlotClient } from "./owner_slot.ts";
+import type { PrepareClient } from "./prepare_queue.ts";
 import type { ReadPipes } from "./read_pipes.ts";
 
 const FROZEN = 0;
@@ -33,13 +37,24 @@ const IN_FLIGHT = 1;
 const FREEZES = 2;
 const GATE_WAIT_MS = 100;
 const VIEW_WAIT_MS = 50;
+const GATE_RETRY_MS = 1;
 
 /** Counts fast exports waiting for a view, so the stream knows to turn the event loop. */
 let viewsAwaited = 0;
+/** Counts writes waiting for a frozen gate on a timer (#gateOpened). */
+let gatesAwaited = 0;
 
-/** True while some export of this Worker waits for a view message. */
-export function awaitingViews(): boolean {
-  return viewsAwaited > 0;
+/**
+ * True while some export of this Worker waits for a view message or some
+ * write for a frozen gate: the stream should turn the event loop often.
+ */
+export function wantsTurn(): boolean {
+  return viewsAwaited > 0 || gatesAwaited > 0;
+}
+
+/** Leaves `gate` (one write fewer in flight; notifies at 0). */
+function leave(gate: Int32Array<ArrayBufferLike>): void {
+  if (Atomics.sub(gate, IN_FLIGHT, 1) === 1) Atomics.notify(gate, IN_FLIGHT);
 }
 
 /** The fast path of one export on one connection. */
@@ -49,6 +64,7 @@ export class FastExport {
   readonly #delegated: NbdExport;
   readonly #libc: Libc = libc();
   readonly #pipes: ReadPipes;
+  readonly #prepares: PrepareClient;
   #view: FastPathView | undefined;
   #fd = -1;
   #storageFd = -1;
@@ -65,18 +81,19 @@ export class FastExport {
 
   /**
    * The fast path of handle `handle`, falling back on `delegated`; zero-copy
-   * READs through `pipes`.
+   * READs through the Worker's `pipes`, preparations through its `prepares`.
    */
   constructor(
     slot: SlotClient,
     handle: number,
     delegated: NbdExport,
-    pipes: ReadPipes,
+    worker: { pipes: ReadPipes; prepares: PrepareClient },
   ) {
     this.#slot = slot;
     this.#handle = handle;
     this.#delegated = delegated;
-    this.#pipes = pipes;
+    this.#pipes = worker.pipes;
+    this.#prepares = worker.prepares;
     this.#await();
   }
 
@@ -251,25 +268,42 @@ export class FastExport {
         arrived ? this.#write(offset, data, fua) : this.#delegated.write(offset, data, { fua })
       );
     }
-    this.#enter(gate);
+    if (!this.#enter(gate)) return this.#gateOpened().then(() => this.#write(offset, data, fua));
+    let prepared: Promise<boolean> | undefined;
     let current = false;
     try {
       // A stale view is left with the gate: the owner's write waits at the gate itself.
       current = this.#current();
-      if (current) this.#writeHere(offset, data, fua);
+      if (current && this.#needsOwner(offset, data.length)) {
+        prepared = this.#prepares.ask(this.#handle, offset, data.length);
+        if (prepared === undefined) this.#prepareThroughSlot(offset, data.length);
+      }
+      if (current && prepared === undefined) this.#writeHere(offset, data, fua);
     } catch (error) {
+      leave(gate);
       return Promise.reject(error);
-    } finally {
-      if (Atomics.sub(gate, IN_FLIGHT, 1) === 1) Atomics.notify(gate, IN_FLIGHT);
     }
+    if (prepared !== undefined) {
+      return prepared.then((ok) => {
+        try {
+          if (!ok) this.#prepareThroughSlot(offset, data.length);
+          this.#writeHere(offset, data, fua);
+        } finally {
+          leave(gate);
+        }
+      });
+    }
+    leave(gate);
     return current ? Promise.resolve() : this.#delegated.write(offset, data, { fua });
   }
 
-  /** The write itself, inside the gate with a current view. */
+  /** Has the owner prepare the range, waiting for it (the queue is full, or its preparation failed: this one throws the owner's error). */
+  #prepareThroughSlot(offset: number, length: number): void {
+    this.#slot.call(Op.PREPARE_WRITE, { handle: this.#handle, offset, length });
+  }
+
+  /** The write itself, inside the gate with a current view and the range prepared. */
   #writeHere(offset: number, data: Uint8Array, fua: boolean): void {
-    if (this.#needsOwner(offset, data.length)) {
-      this.#slot.call(Op.PREPARE_WRITE, { handle: this.#handle, offset, length: data.length });
-    }
     for (let done = 0; done < data.length;) {
       const n = Number(
         this.#libc.pwrite(
@@ -285,17 +319,33 @@ export class FastExport {
     if (fua && this.#libc.fdatasync(this.#fd) !== 0) throw ioError("flush", errno());
   }
 
-  /** Enters the gate (counts this write in flight), waiting while it is frozen. */
-  #enter(gate: Int32Array<ArrayBufferLike>): void {
+  /**
+   * Enters the gate (counts this write in flight), waiting while it is
+   * frozen; false, without waiting, when it is frozen while this Worker's
+   * own writes hold it for preparations: those must finish for the freeze
+   * to end, and they finish on this thread (wait with #gateOpened).
+   */
+  #enter(gate: Int32Array<ArrayBufferLike>): boolean {
     for (;;) {
       const frozen = Atomics.load(gate, FROZEN);
       if (frozen > 0) {
+        if (this.#prepares.pending > 0) return false;
         Atomics.wait(gate, FROZEN, frozen, GATE_WAIT_MS);
         continue;
       }
       Atomics.add(gate, IN_FLIGHT, 1);
-      if (Atomics.load(gate, FROZEN) === 0) return;
-      if (Atomics.sub(gate, IN_FLIGHT, 1) === 1) Atomics.notify(gate, IN_FLIGHT);
+      if (Atomics.load(gate, FROZEN) === 0) return true;
+      leave(gate);
+    }
+  }
+
+  /** A millisecond with the event loop free (the stream turns it while gates are awaited). */
+  async #gateOpened(): Promise<void> {
+    gatesAwaited++;
+    try {
+      await new Promise((resolve) => setTimeout(resolve, GATE_RETRY_MS));
+    } finally {
+      gatesAwaited--;
     }
   }
 

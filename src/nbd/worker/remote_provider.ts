@@ -11,6 +11,7 @@ import { delegatedExport } from "./delegated_export.ts";
 import type { ExportInfo } from "./export_info.ts";
 import { FastExport } from "./fast_export.ts";
 import type { FastPathView } from "./fast_path.ts";
+import type { PrepareClient } from "./prepare_queue.ts";
 import { ReadPipes } from "./read_pipes.ts";
 import { Op, type SlotClient } from "./owner_slot.ts";
 
@@ -21,9 +22,12 @@ export class RemoteProvider implements ExportProvider {
   readonly #endings = new Map<number, AbortController>();
   readonly #pipes = new ReadPipes();
 
-  /** Asks through `slot`. */
-  constructor(slot: SlotClient) {
+  readonly #prepares: PrepareClient;
+
+  /** Asks through `slot`, and prepares writes through `prepares`. */
+  constructor(slot: SlotClient, prepares: PrepareClient) {
     this.#slot = slot;
+    this.#prepares = prepares;
   }
 
   list(): NbdExport[] {
@@ -44,7 +48,10 @@ export class RemoteProvider implements ExportProvider {
     }
     const delegated = delegatedExport(this.#slot, info, ended);
     if (!info.fast) return delegated;
-    const fast = new FastExport(this.#slot, info.handle, delegated, this.#pipes);
+    const fast = new FastExport(this.#slot, info.handle, delegated, {
+      pipes: this.#pipes,
+      prepares: this.#prepares,
+    });
     this.#fast.set(info.handle, fast);
     return fast.export();
   }

@@ -26,6 +26,8 @@ export interface WorkerInit {
   type: "init";
   /** The Worker's request slot (owner_slot.ts). */
   slot: SharedArrayBuffer;
+  /** The Worker's write preparations (prepare_queue.ts). */
+  prepares: SharedArrayBuffer;
   /** The plane's control block ({@link Control}). */
   control: SharedArrayBuffer;
   /** The Worker's request counters (NbdStats memory). */

@@ -34,6 +34,12 @@ import { libc, Sys } from "./libc.ts";
 import { type ListenSocket, listenTcp, listenUnix } from "./listen_socket.ts";
 import { WORKER_MODULE_URL } from "./worker_module.ts";
 import { newSlot, Op, serveSlot, type SlotRequest, wakeSlot } from "./owner_slot.ts";
+import {
+  newPrepareQueue,
+  preparesInFlight,
+  servePrepareQueue,
+  wakePrepareQueue,
+} from "./prepare_queue.ts";
 import { Control, CONTROL_BYTES, type WorkerInit, type WorkerMessage } from "./worker_protocol.ts";
 
 const DEFAULT_MAX_WORKERS = 16;
@@ -207,6 +213,7 @@ class WorkerServer implements NbdServer {
     worker.start({
       type: "init",
       slot: worker.slot,
+      prepares: worker.prepares,
       control: this.#control,
       stats,
       listenFds: this.#sockets.map((socket) => socket.fd),
@@ -246,6 +253,8 @@ class WorkerServer implements NbdServer {
 /** One Worker as the owner keeps it: the Worker, its slot, its export handles. */
 class PlaneWorker {
   readonly slot = newSlot();
+  /** The Worker's write preparations in flight (prepare_queue.ts). */
+  readonly prepares = newPrepareQueue();
   /** Signalled after every message, so that a Worker blocked in poll() turns its event loop. */
   readonly messageFd: number = libc().eventfd(0, Sys.EFD_NONBLOCK | Sys.EFD_CLOEXEC);
   readonly #endedListeners: (() => void)[] = [];
@@ -291,6 +300,7 @@ class PlaneWorker {
     }).then((failure) => {
       this.#stopped = true;
       wakeSlot(this.slot);
+      wakePrepareQueue(this.prepares);
       options.onExit(failure);
     });
   }
@@ -307,22 +317,36 @@ class PlaneWorker {
     };
     void serveSlot(this.slot, answer, () => this.#stopped)
       .catch((error) => this.#logger("error", `nbd: a Worker's slot failed: ${error}`));
+    const one = new Uint8Array(new BigUint64Array([1n]).buffer);
+    void servePrepareQueue(
+      this.prepares,
+      (handle, offset, length) => fastPathOf(this.#export(handle))!.prepareWrite(offset, length),
+      () => {
+        if (!this.#stopped) libc().write(this.messageFd, one, 8n);
+      },
+      () => this.#stopped,
+    ).catch((error) => this.#logger("error", `nbd: a Worker's prepare queue failed: ${error}`));
   }
 
   /**
    * Waits for the Worker to finish its connection and exit, terminating it
-   * after 5 s, but never while the owner works on its request: a Worker
-   * may hold a write gate across one (a prepare), and must get the answer
-   * and leave the gate, or the next freeze would wait for it forever.
+   * after 5 s, but never while the owner works on its request or the
+   * Worker has preparations in flight: a Worker holds a write gate across
+   * each (prepare_queue.ts), and must get the answer and leave the gate, or
+   * the next freeze would wait for it forever.
    */
   async stop(): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<void>((resolve) => timer = setTimeout(resolve, EXIT_WAIT_MS));
     await Promise.race([this.#exited, late]);
     clearTimeout(timer);
-    while (this.#answering) await new Promise((resolve) => setTimeout(resolve, 10));
+    // An exited Worker (stopped) holds nothing; a live one may wait for its preparations.
+    while (this.#answering || (!this.#stopped && preparesInFlight(this.prepares))) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
     this.#stopped = true;
     wakeSlot(this.slot);
+    wakePrepareQueue(this.prepares);
     this.#worker.terminate();
     this.#forgetEnded();
     libc().close(this.messageFd);
