@@ -71,6 +71,7 @@ async function run(init: WorkerInit): Promise<void> {
       saturated,
       wantsTurn,
       collect: () => prepares.collect(),
+      control,
       splice: !accepted.hostLocal,
     });
     slot.call(Op.COUNT, { flags: 1 });

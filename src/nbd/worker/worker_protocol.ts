@@ -15,10 +15,14 @@ export const Control = {
   IDLE: 1,
   /** The pool's bound. */
   MAX_WORKERS: 2,
+  /** Workers busy-polling their socket now (blocking_stream.ts). */
+  SPINNERS: 3,
+  /** The most Workers that may busy-poll at once: one per two cores, at least one. */
+  MAX_SPINNERS: 4,
 } as const;
 
 /** Bytes of the control block. */
-export const CONTROL_BYTES = 16;
+export const CONTROL_BYTES = 32;
 
 /** The owner's first message to a Worker. */
 export interface WorkerInit {

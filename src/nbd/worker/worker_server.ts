@@ -155,6 +155,8 @@ class WorkerServer implements NbdServer {
       Math.min(options.maxWorkers ?? DEFAULT_MAX_WORKERS, options.maxConnections ?? 256),
     );
     Atomics.store(this.#controlInts, Control.MAX_WORKERS, this.#maxWorkers);
+    const spinners = Math.max(1, Math.floor(navigator.hardwareConcurrency / 2));
+    Atomics.store(this.#controlInts, Control.MAX_SPINNERS, spinners);
     this.#wakeFd = libc().eventfd(0, Sys.EFD_NONBLOCK | Sys.EFD_CLOEXEC);
     for (let i = 0; i < workers; i++) this.#spawn();
     this.#timer = setInterval(() => this.#refuseWhenSaturated(), SATURATION_CHECK_MS);
