@@ -60,7 +60,10 @@ export interface BlockingStreamOptions {
    * 2.01-2.17 with all four). Without it, no bound.
    */
   control?: Int32Array;
-  /** Settles what the owner finished for this Worker (prepare_queue.ts); called before each read and on each wake. */
+  /**
+   * Settles what the owner finished for this Worker (prepare_queue.ts):
+   * called before each read, so also after each wake.
+   */
   collect?: () => void;
   /**
    * Whether READ data may be spliced from the page cache to the socket

@@ -16,9 +16,10 @@
  * prepare queue (prepare_queue.ts) and go on serving other requests until it
  * is done, holding the gate; pwrite; leave the gate (notify at 0). A write
  * finding the gate frozen while this Worker's own writes hold it waits on a
- * timer, not in Atomics.wait: those writes end on this thread. A stale view makes the request
- * delegated and asks the owner for a new view, which arrives by message at
- * the Worker's next event-loop turn (blocking_stream.ts turns it when asked).
+ * timer, not in Atomics.wait: those writes end on this thread. A stale view
+ * makes the request delegated and asks the owner for a new view, which
+ * arrives by message at the Worker's next event-loop turn (blocking_stream.ts
+ * turns it when asked).
  *
  * @module
  */
@@ -297,7 +298,10 @@ export class FastExport {
     return current ? Promise.resolve() : this.#delegated.write(offset, data, { fua });
   }
 
-  /** Has the owner prepare the range, waiting for it (the queue is full, or its preparation failed: this one throws the owner's error). */
+  /**
+   * Has the owner prepare the range and waits for it: when the queue is
+   * full, or when its preparation failed (this one throws the owner's error).
+   */
   #prepareThroughSlot(offset: number, length: number): void {
     this.#slot.call(Op.PREPARE_WRITE, { handle: this.#handle, offset, length });
   }
