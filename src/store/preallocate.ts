@@ -31,6 +31,15 @@ const symbols = {
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
+/** libc with {@link symbols}, or undefined without FFI (the caller closes it). */
+function openLibc(): Deno.DynamicLibrary<typeof symbols> | undefined {
+  try {
+    return Deno.dlopen("libc.so.6", symbols);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Bytes allocated per call by {@link preallocateOffThread}. */
 export const PREALLOCATE_SLICE_BYTES = 8 << 20;
 
@@ -44,12 +53,8 @@ export type PreallocateResult = "allocated" | "unsupported";
  * system is full, or with the errno name's number for other failures.
  */
 export function preallocate(fd: number, offset: number, length: number): PreallocateResult {
-  let library: Deno.DynamicLibrary<typeof symbols>;
-  try {
-    library = Deno.dlopen("libc.so.6", symbols);
-  } catch {
-    return "unsupported";
-  }
+  const library = openLibc();
+  if (library === undefined) return "unsupported";
   try {
     for (;;) {
       const result = library.symbols.fallocate(fd, 0, BigInt(offset), BigInt(length));
@@ -79,12 +84,8 @@ export async function preallocateOffThread(
   range: { offset: number; length: number },
 ): Promise<PreallocateResult> {
   const { offset, length } = range;
-  let library: Deno.DynamicLibrary<typeof symbols>;
-  try {
-    library = Deno.dlopen("libc.so.6", symbols);
-  } catch {
-    return "unsupported";
-  }
+  const library = openLibc();
+  if (library === undefined) return "unsupported";
   try {
     for (let done = 0; done < length; done += PREALLOCATE_SLICE_BYTES) {
       const slice = Math.min(PREALLOCATE_SLICE_BYTES, length - done);
