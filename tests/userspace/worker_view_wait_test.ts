@@ -45,9 +45,10 @@ Deno.test({
         await runToolOk("nbdcopy", [`nbd://127.0.0.1:${server.tcpPort}/disk`, "null:"]);
       }
       const requests = (COPIES * SIZE) / REQUEST;
-      // A view later than the wait (a loaded machine) sends a few requests to the owner.
+      // A view later than the wait (a loaded machine) sends a few requests to the owner; the old
+      // wait sent 30-70% of them.
       assert.ok(
-        ownerReads <= requests / 100,
+        ownerReads <= requests / 20,
         `the owner served ${ownerReads} of ${requests} READs`,
       );
     } finally {
