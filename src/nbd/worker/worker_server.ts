@@ -322,7 +322,7 @@ class PlaneWorker {
     const one = new Uint8Array(new BigUint64Array([1n]).buffer);
     void servePrepareQueue(
       this.prepares,
-      (handle, offset, length) => fastPathOf(this.#export(handle))!.prepareWrite(offset, length),
+      (handle, offset, length) => this.#prepareWrite(handle, offset, length),
       () => {
         if (!this.#stopped) libc().write(this.messageFd, one, 8n);
       },
@@ -460,10 +460,15 @@ class PlaneWorker {
         return { json: extents.slice(0, MAX_EXTENTS) };
       }
       case Op.PREPARE_WRITE:
-        await fastPathOf(exp)!.prepareWrite(offset, length);
+        await this.#prepareWrite(handle, offset, length);
         return;
     }
     throw new ServiceError("INTERNAL", `Unknown Worker request ${op}`);
+  }
+
+  /** Prepares a Worker's WRITE of `length` bytes at `offset` of `handle`'s export (slot or queue). */
+  #prepareWrite(handle: number, offset: number, length: number): Promise<void> {
+    return fastPathOf(this.#export(handle))!.prepareWrite(offset, length);
   }
 
   /** Sends the export's current view (once its gate is open) to the Worker. */
