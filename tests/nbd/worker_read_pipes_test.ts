@@ -10,16 +10,14 @@ import { cString, libc, Sys } from "../../src/nbd/worker/libc.ts";
 import { listenTcp } from "../../src/nbd/worker/listen_socket.ts";
 import { ReadPipes } from "../../src/nbd/worker/read_pipes.ts";
 import type { PipedData } from "../../src/nbd/export.ts";
+import { Prng, randomSeed } from "../_helpers/prng.ts";
 
 const KiB = 1024;
 const FILE_BYTES = 1024 * KiB;
 
 /** A file of random bytes, opened read-write through libc; its bytes and descriptor. */
 async function randomFile(dir: string) {
-  const bytes = new Uint8Array(FILE_BYTES);
-  for (let at = 0; at < bytes.length; at += 65536) {
-    crypto.getRandomValues(bytes.subarray(at, at + 65536));
-  }
+  const bytes = new Prng(randomSeed()).bytes(FILE_BYTES);
   const path = `${dir}/file.img`;
   await Deno.writeFile(path, bytes);
   const fd = libc().open(cString(path), Sys.O_RDWR | Sys.O_CLOEXEC, 0);

@@ -14,6 +14,8 @@ import { startNbdServer } from "../../src/nbd/server.ts";
 import { openStore } from "../../src/store/open_store.ts";
 import { engineExports } from "../../src/userspace/export_provider.ts";
 import { runToolOk, toolsMissing } from "../_helpers/nbd_fixture.ts";
+import { Prng, randomSeed } from "../_helpers/prng.ts";
+import { firstDifference } from "../_helpers/reference_model.ts";
 
 const SIZE = 32 << 20;
 const COPY_DELAY_MS = 20;
@@ -25,10 +27,7 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "worker-gate-" });
     const disk = `${dir}/disk.img`;
     const source = `${dir}/source.img`;
-    const random = new Uint8Array(SIZE);
-    for (let at = 0; at < SIZE; at += 65536) {
-      crypto.getRandomValues(random.subarray(at, at + 65536));
-    }
+    const random = new Prng(randomSeed()).bytes(SIZE);
     await Deno.writeFile(disk, random.map((b) => b ^ 0x5a));
     await Deno.writeFile(source, random);
     const engine = new Engine();
@@ -62,10 +61,8 @@ Deno.test({
       await Promise.race([snapshot.destroy(), late]).finally(() => clearTimeout(timer));
       await copy;
       assert.equal(tracker.cbt.isCorrupted, false);
-      const device = await Deno.readFile(disk);
-      for (let i = 0; i < SIZE; i++) {
-        if (device[i] !== random[i]) assert.fail(`the device differs from its source at ${i}`);
-      }
+      const at = firstDifference(await Deno.readFile(disk), random);
+      assert.equal(at, -1, `the device differs from its source at ${at}`);
     } finally {
       await server.close();
       await engine.close();

@@ -19,14 +19,11 @@ import { MemoryStore } from "../../src/store/memory_store.ts";
 import { openStore } from "../../src/store/open_store.ts";
 import { engineExports } from "../../src/userspace/export_provider.ts";
 import { runToolOk, toolsMissing } from "../_helpers/nbd_fixture.ts";
+import { Prng, randomSeed } from "../_helpers/prng.ts";
+import { firstDifference } from "../_helpers/reference_model.ts";
 
 const SIZE = 32 << 20;
 const CYCLES = 4;
-
-function firstDifference(a: Uint8Array, b: Uint8Array): number {
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
-  return a.length === b.length ? -1 : a.length;
-}
 
 Deno.test({
   name:
@@ -36,10 +33,7 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "worker-take-" });
     const disk = `${dir}/disk.img`;
     const source = `${dir}/source.img`;
-    const random = new Uint8Array(SIZE);
-    for (let at = 0; at < SIZE; at += 65536) {
-      crypto.getRandomValues(random.subarray(at, at + 65536));
-    }
+    const random = new Prng(randomSeed()).bytes(SIZE);
     await Deno.writeFile(disk, random.map((b) => b ^ 0x33));
     await Deno.writeFile(source, random);
     const engine = new Engine();

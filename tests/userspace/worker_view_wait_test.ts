@@ -15,6 +15,7 @@ import { startNbdServer } from "../../src/nbd/server.ts";
 import { openStore } from "../../src/store/open_store.ts";
 import { engineExports } from "../../src/userspace/export_provider.ts";
 import { runToolOk, toolsMissing } from "../_helpers/nbd_fixture.ts";
+import { Prng, randomSeed } from "../_helpers/prng.ts";
 
 const SIZE = 64 << 20;
 const COPIES = 8;
@@ -27,9 +28,7 @@ Deno.test({
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "worker-view-" });
     const disk = `${dir}/disk.img`;
-    const bytes = new Uint8Array(SIZE);
-    for (let at = 0; at < SIZE; at += 65536) crypto.getRandomValues(bytes.subarray(at, at + 65536));
-    await Deno.writeFile(disk, bytes);
+    await Deno.writeFile(disk, new Prng(randomSeed()).bytes(SIZE));
     const engine = new Engine();
     const store = await openStore(disk);
     const tracker = await engine.attach("disk", store);
