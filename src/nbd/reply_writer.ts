@@ -5,8 +5,8 @@
  * ({@link ReplyWriter.reserve}) or copied there, so that the replies produced
  * while one socket write is under way leave together in the next one; large
  * payloads are queued as they are (no copy) in their turn, and READ data held
-in a pipe ({@link PipedData}) is spliced to the socket in its turn when the
-stream can splice.
+ * in a pipe ({@link PipedData}) is spliced to the socket in its turn when the
+ * stream can splice.
  *
  * @module
  */
