@@ -55,6 +55,8 @@ const SPARSE_READ_MIN = 64 * 1024;
 /** READs this large or larger are spliced where the export and stream can (smaller ones are copied). */
 const PIPED_READ_MIN = 32 * 1024;
 const ZERO_WRITE_BYTES = 1024 * 1024;
+/** READs this large or larger that the export serves at once are sent before the next request is read. */
+const HOT_READ_MIN = 32 * 1024;
 const SHUTTING_DOWN: Refusal = { error: E.NBD_ESHUTDOWN, reason: "the server is shutting down" };
 const EXPORT_ENDED: Refusal = { error: E.NBD_ESHUTDOWN, reason: "the export is gone" };
 
@@ -160,6 +162,9 @@ export class Transmission {
         this.#inFlight++;
         if (request.type <= C.NBD_CMD_WRITE) this.#inFlightBytes += request.length;
         this.#execute(request, data);
+        if (request.type === C.NBD_CMD_READ && request.length >= HOT_READ_MIN) {
+          await this.#sendServedRead();
+        }
       }
     } finally {
       await this.#until(() => this.#inFlight === 0);
@@ -175,6 +180,25 @@ export class Transmission {
     this.#closing = true;
     await this.#until(() => this.#inFlight === 0);
     await this.#writer.drained();
+  }
+
+  /**
+   * Sends the reply of a READ its export served at once (a Worker's pread)
+   * before the loop reads the next request, while the data is still in the
+   * CPU's cache. Otherwise the loop runs through every request already
+   * buffered (up to 512) before any handler goes on, and each reply is
+   * copied to the socket megabytes later, from memory rather than cache
+   * (measured with nbdcopy reads through Workers: 0-16 MiB queued ahead of
+   * each reply, and the server's CPU per 4 GiB fell from 100-141 ticks to
+   * 56-97 with this wait). The first turn runs the handler's rest (which
+   * queues the reply), the second the writer's pump (which starts sending
+   * it). A READ still under way (an async export, the owner) has queued
+   * nothing by then, and the loop goes on at once.
+   */
+  async #sendServedRead(): Promise<void> {
+    await null;
+    await null;
+    if (this.#writer.queuedBytes > 0) await this.#writer.drained();
   }
 
   #refuse(request: RequestHeader, refusal: Refusal): void {
