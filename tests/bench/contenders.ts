@@ -219,6 +219,8 @@ export async function startContender(
   const child = new Deno.Command(program, {
     args,
     cwd: options.dir,
+    // nbdkit's cow filter keeps its overlay in TMPDIR: beside our difference storage.
+    env: { TMPDIR: options.dir },
     stdin: "null",
     stdout: "null",
     stderr: "inherit",

@@ -8,7 +8,8 @@
  *   engine, one connection);
  * - first writes under a snapshot (copy-on-write): sequential MiB/s and
  *   4 KiB random-write IOPS at QD16 on a fresh instance, ours after an
- *   engine snapshot is taken against nbdkit's cow filter;
+ *   engine snapshot is taken against nbdkit's cow filter; our difference
+ *   storage and the filter's overlay are both files in the bench directory;
  * - the tracked device through the service with CBT persistence on and off
  *   (persistence.ts; `--only persistence`).
  * - mark-dirty (`--only mark-dirty`, tests/bench/mark_dirty.ts): 65,536
@@ -78,7 +79,9 @@ const source = `${dir}/source.img`;
 for (const path of [disk, source]) await prepare(path, sizeMiB);
 const sparse = `${dir}/sparse.img`;
 if (only === undefined || only.includes("sparse")) await prepareSparse(sparse, sizeMiB);
-const storageDir = await cowStorageDir();
+// Our difference storage and nbdkit's cow overlay (its TMPDIR, contenders.ts)
+// lie side by side, in the bench directory on the disk's file system.
+const storageDir = dir;
 
 const results: Results = {
   machine: await machine(),
@@ -251,7 +254,6 @@ async function prepareSparse(path: string, sizeMiB: number): Promise<void> {
 
 /** Removes difference storage files a killed server may have left behind. */
 async function removeLeftovers(): Promise<void> {
-  if (storageDir === undefined) return;
   for await (const entry of Deno.readDir(storageDir)) {
     if (entry.name.startsWith("blksnap-bench-diff-")) {
       await Deno.remove(`${storageDir}/${entry.name}`).catch(() => {});
@@ -281,17 +283,6 @@ async function prepare(path: string, sizeMiB: number): Promise<void> {
     `count=${sizeMiB}`,
     "status=none",
   ]);
-}
-
-/** A directory on another file system than the disk, for the difference storage. */
-async function cowStorageDir(): Promise<string | undefined> {
-  try {
-    const shm = await Deno.stat("/dev/shm");
-    if (shm.isDirectory && shm.dev !== (await Deno.stat(dir)).dev) return "/dev/shm";
-  } catch {
-    // none: the storage stays in memory
-  }
-  return undefined;
 }
 
 async function machine(): Promise<string> {
