@@ -14,8 +14,9 @@
  * wait at the gate, and freezing resolves once writes in flight (including
  * their copy-on-write) are done. Take and destroy freeze every member so
  * that no write lands between the switch of one member and another. The
- * gate is two Int32 counters (frozen, in flight) in a SharedArrayBuffer
- * ({@link WriteGate}); only waking the waiters needs lists. Other threads
+ * gate is Int32 slots (frozen, in flight, freezes, and the Workers' writer
+ * lock) in a SharedArrayBuffer ({@link WriteGate}); only waking the waiters
+ * needs lists. Other threads
  * (src/nbd/worker) enter the same gate with Atomics: add one to in flight,
  * then re-check frozen; freezing waits (Atomics.waitAsync) until in flight
  * reads 0, and every freeze bumps FREEZES so that they know to ask for fresh
@@ -61,6 +62,8 @@ export const WriteGate = {
   IN_FLIGHT: 1,
   /** Counts freezes begun: tables a thread copied before it changed may be stale. */
   FREEZES: 2,
+  /** Workers' pwrites to the device, one at a time (src/nbd/worker/writer_lock.ts). */
+  WRITER: 3,
 } as const;
 
 /** A persistent record of the CBT that writes wait on (see src/userspace/cbt_journal.ts). */
@@ -100,7 +103,7 @@ export class Tracker {
   /** The device's change block tracking map. */
   readonly cbt: CbtMap;
   /** The write gate's counters ({@link WriteGate} slots). */
-  readonly gate: Int32Array = new Int32Array(new SharedArrayBuffer(12));
+  readonly gate: Int32Array = new Int32Array(new SharedArrayBuffer(16));
   #stats: EngineStats;
   #snapshot: SnapshotMembership | undefined = undefined;
   #diffArea: DiffArea | undefined = undefined;

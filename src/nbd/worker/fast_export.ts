@@ -14,7 +14,8 @@
  * needed the owner, lies past the table, or a chunk in range is NEW, ask the
  * owner to prepare the range (mark, make durable, copy-on-write) through the
  * prepare queue (prepare_queue.ts) and go on serving other requests until it
- * is done, holding the gate; pwrite; leave the gate (notify at 0). A write
+ * is done, holding the gate; pwrite, one Worker at a time per device
+ * (writer_lock.ts); leave the gate (notify at 0). A write
  * finding the gate frozen while this Worker's own writes hold it waits on a
  * timer, not in Atomics.wait: those writes end on this thread. A stale view
  * makes the request delegated and asks the owner for a new view, which
@@ -32,6 +33,7 @@ import { cString, Errno, errno, fileIdentity, type Libc, libc, Sys } from "./lib
 import { Op, type SlotClient } from "./owner_slot.ts";
 import type { PrepareClient } from "./prepare_queue.ts";
 import type { ReadPipes } from "./read_pipes.ts";
+import { lockWriter, unlockWriter } from "./writer_lock.ts";
 
 const FROZEN = 0;
 const IN_FLIGHT = 1;
@@ -70,7 +72,7 @@ export class FastExport {
   #fd = -1;
   #storageFd = -1;
   #image: ImageReader | undefined;
-  #gate: Int32Array<ArrayBufferLike> = new Int32Array(3);
+  #gate: Int32Array<ArrayBufferLike> = new Int32Array(4);
   #header: Int32Array<ArrayBufferLike> | undefined;
   #marks: Uint8Array<ArrayBufferLike> | undefined;
   #states: Uint8Array<ArrayBufferLike> | undefined;
@@ -308,17 +310,23 @@ export class FastExport {
 
   /** The write itself, inside the gate with a current view and the range prepared. */
   #writeHere(offset: number, data: Uint8Array, fua: boolean): void {
-    for (let done = 0; done < data.length;) {
-      const n = Number(
-        this.#libc.pwrite(
-          this.#fd,
-          data.subarray(done),
-          BigInt(data.length - done),
-          BigInt(offset + done),
-        ),
-      );
-      if (n <= 0) throw ioError("write", errno());
-      done += n;
+    const gate = this.#gate;
+    const held = lockWriter(gate);
+    try {
+      for (let done = 0; done < data.length;) {
+        const n = Number(
+          this.#libc.pwrite(
+            this.#fd,
+            data.subarray(done),
+            BigInt(data.length - done),
+            BigInt(offset + done),
+          ),
+        );
+        if (n <= 0) throw ioError("write", errno());
+        done += n;
+      }
+    } finally {
+      if (held) unlockWriter(gate);
     }
     if (fua && this.#libc.fdatasync(this.#fd) !== 0) throw ioError("flush", errno());
   }
