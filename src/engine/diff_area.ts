@@ -20,13 +20,13 @@
  *   avoids waiting for a store in progress), and a write over no NEW chunk
  *   does not enter copy-on-write at all ({@link DiffArea.needsCopy}).
  * - Preserving a chunk, two ways. Where the original store can copy to the
- *   storage's store itself (BlockStore.copyTo: a FileStore copies in the
- *   kernel, off the event loop's thread; not in the seed), the chunk gets
- *   its storage space (waiting for pending growth,
+ *   storage's store itself (BlockStore.copyTo: a FileStore copies what
+ *   the page cache holds at once through one reused buffer, the rest in
+ *   the kernel, off the event loop's thread; not in the seed), the chunk
+ *   gets its storage space (waiting for pending growth,
  *   DiffStorage.allocateAfterGrowth, since concurrent copies allocate
  *   together), is copied there and goes NEW -> STORED directly, with no
- *   buffer and no queue: the data is read once, by the kernel, and never
- *   crosses JavaScript. Here the write waits for the store as well, a
+ *   chunk buffer and no queue. Here the write waits for the store as well, a
  *   deliberate difference from the seed (whose write waits for the load
  *   only): it spares the event loop the read and the store's copy, which
  *   bound first writes on one thread. Failures: no space -> FAILED +

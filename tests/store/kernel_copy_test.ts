@@ -30,10 +30,30 @@ async function otherFileSystem(): Promise<string | undefined> {
   }
 }
 
-async function pair(source: string, target: string, bytes: Uint8Array) {
+/**
+ * The source's bytes and the target's 0xee; the source written back and
+ * dropped from the page cache unless `cached`, so that FileStore.copyTo
+ * takes the kernel's way and not a copy through memory.
+ */
+async function pair(source: string, target: string, bytes: Uint8Array, cached = false) {
   await Deno.writeFile(source, bytes);
   await Deno.writeFile(target, new Uint8Array(bytes.length).fill(0xee));
+  if (!cached) await uncache(source);
   return { from: await openStore(source), to: await openStore(target) };
+}
+
+/** Writes `path` back and drops it from the page cache (POSIX_FADV_DONTNEED, through dd). */
+async function uncache(path: string): Promise<void> {
+  const file = await Deno.open(path, { read: true, write: true });
+  try {
+    await file.syncData();
+  } finally {
+    file.close();
+  }
+  const dd = await new Deno.Command("dd", {
+    args: [`if=${path}`, "iflag=nocache", "count=0", "status=none"],
+  }).output();
+  assert.equal(dd.code, 0, new TextDecoder().decode(dd.stderr));
 }
 
 async function checkCopies(from: FileStore, to: FileStore, bytes: Uint8Array, target: string) {
@@ -63,6 +83,23 @@ Deno.test("FileStore.copyTo on one file system copies with copy_file_range", asy
     const { from, to } = await pair(`${dir}/a`, `${dir}/b`, bytes);
     await checkCopies(from, to, bytes, `${dir}/b`);
     assert.equal(kernelCopyWay(from.fd, to.fd), "copy_file_range");
+    await from.close();
+    await to.close();
+  });
+});
+
+Deno.test("FileStore.copyTo copies what the page cache holds through memory, the rest in the kernel", async () => {
+  await withTempDir(undefined, async (dir) => {
+    const bytes = new Prng(10).bytes(4 * MiB);
+    const { from, to } = await pair(`${dir}/a`, `${dir}/b`, bytes, true);
+    await checkCopies(from, to, bytes, `${dir}/b`);
+    assert.equal(kernelCopyWay(from.fd, to.fd), undefined, "no kernel copy was made");
+    await uncache(`${dir}/a`);
+    assert.equal(await from.copyTo(0, MiB, { target: to, targetOffset: 0 }), "copied");
+    assert.equal(kernelCopyWay(from.fd, to.fd), "copy_file_range");
+    const copied = new Uint8Array(MiB);
+    await to.read(0, copied);
+    assert.deepEqual(copied, bytes.subarray(0, MiB));
     await from.close();
     await to.close();
   });
@@ -125,7 +162,7 @@ Deno.test("a kernel copy that fails after its pair worked rejects with EIO, both
     }));
 });
 
-Deno.test("an engine on files copies chunks in the kernel: STORED at once, images exact", async () => {
+Deno.test("an engine on files copies chunks store to store: STORED at once, images exact", async () => {
   const other = await otherFileSystem();
   for (const storageDir of other ? [undefined, other] : [undefined]) {
     await withTempDir(undefined, (dir) =>
