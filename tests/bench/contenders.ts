@@ -28,7 +28,7 @@ export interface Contender {
 export interface ContenderPaths {
   /** The 1 GiB disk file. */
   disk: string;
-  /** Directory for a difference storage file on another file system, if any. */
+  /** Directory for the difference storage file (else the storage is in memory). */
   storageDir?: string;
 }
 

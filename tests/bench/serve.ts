@@ -12,8 +12,9 @@
  *   file-ffi: libc pread/pwrite through nonblocking FFI (ffi_file_export.ts).
  * - tracker: the file attached to the engine; writes go through Tracker.
  * - snapshot: as tracker, after a snapshot is taken, so that first writes
- *   copy the original chunks into a difference storage in `--storage`
- *   (a directory on another file system, e.g. /dev/shm) or in memory.
+ *   copy the original chunks into a difference storage file `--storage`
+ *   (the bench puts it in its own directory, beside nbdkit's cow overlay)
+ *   or in memory.
  * - image: as snapshot, but the default export is the snapshot's image of
  *   the file (read-only), for the sparse copy row; image-workers: the same
  *   through the Worker plane (image READs on the Workers' fast path).
