@@ -269,10 +269,11 @@ export class FileStore implements BlockStore {
    *
    * Design note: the cached way costs a second memory copy, but no round
    * trip through Deno's thread pool (two hops of the owner's event loop per
-   * chunk, and their wakeups). Measured on first writes after a take,
-   * nbdcopy of 1 GiB with the storage beside the device on ext4: 1.62-1.65
-   * GiB/s and 79 ticks of server CPU against 1.32-1.46 GiB/s and 93-102
-   * ticks with every copy in the kernel off the thread.
+   * chunk, and their wakeups). Measured on first writes after a take
+   * through NBD Workers, nbdcopy of 1 GiB with the storage beside the
+   * device on ext4: 1.56-1.57 GiB/s and 76-82 ticks of server CPU, against
+   * 1.32-1.46 GiB/s and 93-102 ticks with every copy in the kernel off the
+   * thread (0.87-0.92 GiB/s with the storage on tmpfs, 1.52-1.53 now).
    */
   async copyTo(offset: number, length: number, to: StoreCopyTarget): Promise<StoreCopyResult> {
     const target = to.target;
