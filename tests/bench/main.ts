@@ -21,6 +21,9 @@
  *   100 MiB of data to a new file: seconds and bytes allocated in the
  *   target, ours (the image export) beside nbdkit's file plugin on the file.
  *
+ * Every contender on the disk starts from the same page cache
+ * (recacheDisk: dropped, then written whole in 4 KiB writes, then synced).
+ *
  * Prints Markdown tables with ratios (ours / nbdkit) and writes
  * results.json to the bench directory. Speeds are reported, never asserted.
  *
