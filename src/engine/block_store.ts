@@ -53,8 +53,9 @@ export interface BlockStore {
    * Optional: copies `length` bytes from `offset` of this store to
    * `to.targetOffset` of `to.target` without passing them through the
    * caller's memory (a FileStore: a cached range through its own buffer at
-   * once, else copy_file_range in the kernel, off the calling thread). Resolves "refused" when these two stores cannot copy
-   * this way (nothing was written; the caller reads and writes instead);
+   * once, else copy_file_range in the kernel, off the calling thread).
+   * Resolves "refused" when these two stores cannot copy this way (nothing
+   * was written; the caller reads and writes instead);
    * RangeError past either capacity; rejects with the I/O error (code
    * "ENOSPC" or "EIO") when the copy failed, the target range then undefined.
    */

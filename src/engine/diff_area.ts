@@ -26,10 +26,10 @@
  *   gets its storage space (waiting for pending growth,
  *   DiffStorage.allocateAfterGrowth, since concurrent copies allocate
  *   together), is copied there and goes NEW -> STORED directly, with no
- *   chunk buffer and no queue. Here the write waits for the store as well, a
- *   deliberate difference from the seed (whose write waits for the load
- *   only): it spares the event loop the read and the store's copy, which
- *   bound first writes on one thread. Failures: no space -> FAILED +
+ *   chunk buffer and no queue. Here the write waits for the store as
+ *   well, a deliberate difference from the seed (whose write waits for the
+ *   load only): it spares the event loop the read and the store's copy,
+ *   which bound first writes on one thread. Failures: no space -> FAILED +
  *   corrupted ENOSPC; the copy failing -> FAILED + corrupted EIO (ENOSPC when
  *   the file system is full). When copyTo answers "refused" (two stores it
  *   cannot copy between), the area stops asking for the rest of its life and

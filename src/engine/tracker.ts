@@ -16,11 +16,10 @@
  * that no write lands between the switch of one member and another. The
  * gate is Int32 slots (frozen, in flight, freezes, and the Workers' writer
  * lock) in a SharedArrayBuffer ({@link WriteGate}); only waking the waiters
- * needs lists. Other threads
- * (src/nbd/worker) enter the same gate with Atomics: add one to in flight,
- * then re-check frozen; freezing waits (Atomics.waitAsync) until in flight
- * reads 0, and every freeze bumps FREEZES so that they know to ask for fresh
- * tables.
+ * needs lists. Other threads (src/nbd/worker) enter the same gate with
+ * Atomics: add one to in flight, then re-check frozen; freezing waits
+ * (Atomics.waitAsync) until in flight reads 0, and every freeze bumps
+ * FREEZES so that they know to ask for fresh tables.
  * Write intent (md's write-intent bitmap, not in the seed): with a
  * {@link WriteIntent} set, a write waits after marking the CBT until the
  * marks made so far are on stable storage, before its data goes to the

@@ -311,7 +311,7 @@ export class FastExport {
   /** The write itself, inside the gate with a current view and the range prepared. */
   #writeHere(offset: number, data: Uint8Array, fua: boolean): void {
     const gate = this.#gate;
-    const held = lockWriter(gate);
+    lockWriter(gate);
     try {
       for (let done = 0; done < data.length;) {
         const n = Number(
@@ -326,7 +326,7 @@ export class FastExport {
         done += n;
       }
     } finally {
-      if (held) unlockWriter(gate);
+      unlockWriter(gate);
     }
     if (fua && this.#libc.fdatasync(this.#fd) !== 0) throw ioError("flush", errno());
   }

@@ -15,16 +15,18 @@
  * exchange.
  *
  * The lock only orders writers for speed; correctness never depends on it.
- * So a wait is bounded (WRITER_WAIT_MS): a holder that never lets go (a
- * Worker terminated mid-write) makes the others write without it rather
- * than stop. The owner's own writes do not take it.
+ * So a wait is bounded (WRITER_WAIT_MS): past it the waiter takes the lock
+ * over, so that a holder that never lets go (a Worker terminated
+ * mid-write) costs one such wait, not one per write. A holder that was
+ * only slow then writes beside the new one, which is all that it costs.
+ * The owner's own writes do not take it.
  *
  * @module
  */
 
 /** Slot of the lock in the write gate (engine WriteGate.WRITER). */
 export const WRITER = 3;
-/** Longest wait for the lock before writing without it. */
+/** Longest wait for the lock before taking it over. */
 export const WRITER_WAIT_MS = 1000;
 
 const FREE = 0;
@@ -32,19 +34,18 @@ const HELD = 1;
 const CONTENDED = 2;
 
 /**
- * Takes the writer lock of `gate`; true once held (release it with
- * {@link unlockWriter}), false when WRITER_WAIT_MS passed first (write
- * without it, and do not release it).
+ * Takes the writer lock of `gate`, waiting while another Worker holds it;
+ * after WRITER_WAIT_MS it takes the lock over. Release it with
+ * {@link unlockWriter}.
  */
-export function lockWriter(gate: Int32Array<ArrayBufferLike>): boolean {
-  if (Atomics.compareExchange(gate, WRITER, FREE, HELD) === FREE) return true;
+export function lockWriter(gate: Int32Array<ArrayBufferLike>): void {
+  if (Atomics.compareExchange(gate, WRITER, FREE, HELD) === FREE) return;
   const until = performance.now() + WRITER_WAIT_MS;
   while (Atomics.exchange(gate, WRITER, CONTENDED) !== FREE) {
     const left = until - performance.now();
-    if (left <= 0) return false;
+    if (left <= 0) return;
     Atomics.wait(gate, WRITER, CONTENDED, left);
   }
-  return true;
 }
 
 /** Releases the writer lock of `gate` taken by {@link lockWriter}, waking one waiter if any. */
