@@ -16,12 +16,13 @@
  * dropped), and the idle rule (a connection with no request for
  * `idleTimeoutMs` is dropped while every Worker is busy and the pool cannot
  * grow). A send that cannot go on for `idleTimeoutMs` (a client that stopped
- * reading its replies) fails the connection too. It busy-polls (spin_budget.ts)
- * only for a new request, never for the rest of one the client is still
- * sending (measured, nbdcopy writes: 2.28 GiB/s against 2.18-2.26 spinning
- * for both, 2.39 never spinning). While an export waits for
- * a view (`wantsTurn`), the slices are 1 ms: requests waiting for it wait on
- * a timer and the owner's message, which only an event-loop turn delivers.
+ * reading its replies) fails the connection too. It busy-polls
+ * (spin_budget.ts) only for a new request, never for the rest of one the
+ * client is still sending (measured, nbdcopy writes: 2.28 GiB/s against
+ * 2.18-2.26 spinning for both, 2.39 never spinning). While an export waits
+ * for a view (`wantsTurn`), the slices are 1 ms: requests waiting for it
+ * wait on a timer and the owner's message, which only an event-loop turn
+ * delivers.
  *
  * @module
  */
@@ -69,7 +70,7 @@ export interface BlockingStreamOptions {
    * Whether READ data may be spliced from the page cache to the socket
    * ({@link BlockingStream.spliceFrom}; default true). A peer on this host
    * should not: its receive then copies out of cold page-cache pages, which
-   * costs it more than the sender's copy saves (see connection_worker.ts).
+   * costs it more than the sender's copy saves (measured in peer.ts).
    */
   splice?: boolean;
 }

@@ -15,9 +15,9 @@
  * owner to prepare the range (mark, make durable, copy-on-write) through the
  * prepare queue (prepare_queue.ts) and go on serving other requests until it
  * is done, holding the gate; pwrite, one Worker at a time per device
- * (writer_lock.ts); leave the gate (notify at 0). A write
- * finding the gate frozen while this Worker's own writes hold it waits on a
- * timer, not in Atomics.wait: those writes end on this thread. A stale view
+ * (writer_lock.ts); leave the gate (notify at 0). A write finding the gate
+ * frozen while this Worker's own writes hold it waits on a timer, not in
+ * Atomics.wait: those writes end on this thread. A stale view
  * makes the request delegated and asks the owner for a new view, which
  * arrives by message at the Worker's next event-loop turn (blocking_stream.ts
  * turns it when asked).
